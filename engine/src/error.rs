@@ -1,0 +1,99 @@
+//! The engine's error type: every failure a caller can act on has its own variant,
+//! so the server can map each to the right gRPC status in one place.
+
+use datafusion::error::DataFusionError;
+use deltalake::DeltaTableError;
+
+/// Errors returned by the Cohort engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store URL or a configuration value is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Input data failed validation; nothing was written.
+    #[error("{source_name}: {message}")]
+    InvalidInput {
+        /// File name or other description of the input (e.g. "flight ingest").
+        source_name: String,
+        /// What is wrong, naming column and row where known.
+        message: String,
+    },
+
+    /// A file could not be read or decoded.
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+
+    /// The SQL text is not a statement Cohort accepts (parse or semantic error).
+    #[error("{0}")]
+    InvalidStatement(String),
+
+    /// The statement is valid SQL but Cohort does not support it.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+
+    /// A table named in a request does not exist.
+    #[error("table not found: {0}")]
+    TableNotFound(String),
+
+    /// A query failed while planning or running.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+
+    /// The Delta Lake layer failed (storage, commit, log).
+    #[error("storage: {0}")]
+    Delta(#[from] DeltaTableError),
+
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl EngineError {
+    pub(crate) fn invalid_input(
+        source_name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::InvalidInput {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether the error was caused by the request (bad SQL, bad data) rather than the system.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Config(_)
+            | Self::InvalidInput { .. }
+            | Self::Read { .. }
+            | Self::InvalidStatement(_)
+            | Self::Unsupported(_)
+            | Self::TableNotFound(_) => true,
+            Self::DataFusion(e) => is_user_datafusion_error(e),
+            Self::Delta(_) | Self::Arrow(_) | Self::Io(_) => false,
+        }
+    }
+}
+
+/// DataFusion reports planning and SQL errors with distinct variants; those are the caller's.
+pub fn is_user_datafusion_error(error: &DataFusionError) -> bool {
+    match error.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => true,
+        DataFusionError::ArrowError(e, _) => matches!(
+            e.as_ref(),
+            arrow::error::ArrowError::CastError(_)
+                | arrow::error::ArrowError::DivideByZero
+                | arrow::error::ArrowError::ParseError(_)
+                | arrow::error::ArrowError::InvalidArgumentError(_)
+        ),
+        DataFusionError::Execution(_) => true,
+        _ => false,
+    }
+}

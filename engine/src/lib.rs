@@ -1,0 +1,119 @@
+//! Cohort's engine: the Delta Lake store on object storage, ingest, demo data, and the
+//! DataFusion `SessionContext` every query runs in.
+//!
+//! Everything a server or the CLI does goes through [`Engine`]; it holds no per-query state,
+//! so one engine serves all sessions.
+
+pub mod demo;
+pub mod error;
+pub mod ingest;
+pub mod params;
+mod session;
+pub mod statement;
+pub mod store;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use tokio::sync::Mutex;
+
+pub use error::{EngineError, Result};
+pub use ingest::IngestReport;
+pub use statement::{StatementOutcome, plan_query_schema};
+pub use store::Store;
+pub use tables::TableKind;
+
+/// Default data location: a directory beside where Cohort runs.
+pub const DEFAULT_DATA: &str = "./cohort-data";
+
+/// Engine settings. The server's configuration embeds these.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Store location: a directory path or `s3://bucket/prefix`.
+    pub data: String,
+    /// Memory all running queries may use together, in bytes; past it operators spill to disk.
+    pub memory_limit: Option<usize>,
+    /// Directory for spill files (the OS temporary directory when unset).
+    pub spill_dir: Option<PathBuf>,
+    /// Parallelism of one query; defaults to the number of cores.
+    pub target_partitions: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            data: DEFAULT_DATA.to_string(),
+            memory_limit: None,
+            spill_dir: None,
+            target_partitions: None,
+        }
+    }
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    store: Store,
+    runtime: Arc<RuntimeEnv>,
+    /// Serialises writers of one table within this process; Delta's optimistic commits
+    /// handle writers in other processes.
+    write_locks: HashMap<TableKind, Mutex<()>>,
+}
+
+impl Engine {
+    pub async fn open(config: EngineConfig) -> Result<Self> {
+        let store = Store::open(&config.data).await?;
+        let runtime = build_runtime(&config)?;
+        let write_locks = TableKind::ALL
+            .iter()
+            .map(|k| (*k, Mutex::new(())))
+            .collect();
+        Ok(Self {
+            config,
+            store,
+            runtime,
+            write_locks,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime
+    }
+}
+
+fn build_runtime(config: &EngineConfig) -> Result<Arc<RuntimeEnv>> {
+    let mut builder = RuntimeEnvBuilder::new();
+    if let Some(limit) = config.memory_limit {
+        if limit == 0 {
+            return Err(EngineError::Config(
+                "memory limit must be above zero".into(),
+            ));
+        }
+        builder = builder.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    if let Some(dir) = &config.spill_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            EngineError::Config(format!(
+                "cannot create spill directory '{}': {e}",
+                dir.display()
+            ))
+        })?;
+        builder = builder.with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+        );
+    }
+    Ok(builder.build_arc()?)
+}

@@ -1,0 +1,325 @@
+//! Running one SQL statement: queries plan into a DataFrame; `INSERT INTO events|profiles` goes
+//! through the validated ingest path; everything that would reach outside the store is refused.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Statement, TableObject};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::Engine;
+use crate::error::{EngineError, Result};
+use crate::params::rewrite_question_marks;
+use crate::tables::TableKind;
+
+/// What a statement produced.
+pub enum StatementOutcome {
+    /// A query: its rows are produced when the DataFrame is executed.
+    Query(DataFrame),
+    /// A statement that changed data, with the number of rows it wrote.
+    RowsAffected(u64),
+}
+
+/// The kinds of statement Cohort runs.
+enum Kind {
+    Query,
+    Insert {
+        table: TableKind,
+        columns: Vec<String>,
+        source: String,
+    },
+}
+
+/// Client SQL may read the store but not define tables over arbitrary files or change settings.
+fn query_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+fn classify(sql: &str) -> Result<Kind> {
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+        .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
+    let statement = match statements.len() {
+        0 => return Err(EngineError::InvalidStatement("empty statement".into())),
+        1 => statements.pop_front().expect("one statement"),
+        n => {
+            return Err(EngineError::InvalidStatement(format!(
+                "expected one statement, found {n}: send them one at a time"
+            )));
+        }
+    };
+    match statement {
+        DFStatement::Statement(inner) => match *inner {
+            Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowVariable { .. } => Ok(Kind::Query),
+            Statement::Insert(insert) => {
+                let name = match &insert.table {
+                    TableObject::TableName(name) => name.to_string(),
+                    other => {
+                        return Err(EngineError::Unsupported(format!("INSERT INTO {other}")));
+                    }
+                };
+                let bare = name.rsplit('.').next().unwrap_or(&name).trim_matches('"');
+                let table: TableKind = bare.parse()?;
+                let source = insert.source.ok_or_else(|| {
+                    EngineError::Unsupported("INSERT without VALUES or a query".into())
+                })?;
+                if insert.overwrite {
+                    return Err(EngineError::Unsupported("INSERT OVERWRITE".into()));
+                }
+                Ok(Kind::Insert {
+                    table,
+                    columns: insert.columns.iter().map(|c| c.to_string().trim_matches('"').to_string()).collect(),
+                    source: source.to_string(),
+                })
+            }
+            other => Err(refusal(&other.to_string())),
+        },
+        DFStatement::Explain(_) => Ok(Kind::Query),
+        DFStatement::CreateExternalTable(_) => Err(EngineError::Unsupported(
+            "CREATE EXTERNAL TABLE: Cohort queries only the tables of its own store; load files with `cohort ingest` or Flight SQL bulk ingest".into(),
+        )),
+        DFStatement::CopyTo(_) => Err(EngineError::Unsupported(
+            "COPY: export results through a client instead".into(),
+        )),
+        other => Err(refusal(&other.to_string())),
+    }
+}
+
+fn refusal(statement: &str) -> EngineError {
+    let verb: String = statement
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    EngineError::Unsupported(format!(
+        "{verb}: Cohort runs queries (SELECT, WITH, VALUES, EXPLAIN, SHOW) and INSERT INTO events/profiles"
+    ))
+}
+
+impl Engine {
+    /// Runs one statement. `?` placeholders are accepted as well as `$n`.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<StatementOutcome> {
+        let sql = rewrite_question_marks(sql);
+        match classify(&sql)? {
+            Kind::Query => {
+                let ctx = self.session().await?;
+                Ok(StatementOutcome::Query(
+                    plan_query(&ctx, &sql, params).await?,
+                ))
+            }
+            Kind::Insert {
+                table,
+                columns,
+                source,
+            } => {
+                let ctx = self.session().await?;
+                let df = plan_query(&ctx, &source, params).await?;
+                let batches = df.collect().await?;
+                let batches = name_insert_columns(&ctx, table, &columns, batches).await?;
+                let Some(first) = batches.first() else {
+                    return Ok(StatementOutcome::RowsAffected(0));
+                };
+                let schema = first.schema();
+                let report = self
+                    .ingest_batches(table, "INSERT", &schema, &batches)
+                    .await?;
+                Ok(StatementOutcome::RowsAffected(report.rows))
+            }
+        }
+    }
+
+    /// Runs a statement and collects its result (for the CLI and tests).
+    pub async fn execute_collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        match self.execute(sql, None).await? {
+            StatementOutcome::Query(df) => Ok(df.collect().await?),
+            StatementOutcome::RowsAffected(n) => Ok(vec![rows_affected_batch(n)]),
+        }
+    }
+}
+
+/// The result schema of a query without running it, e.g. for a prepared statement.
+pub async fn plan_query_schema(
+    engine: &Engine,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<Option<arrow::datatypes::DataType>>)> {
+    let sql = rewrite_question_marks(sql);
+    match classify(&sql)? {
+        Kind::Query => {
+            let ctx = engine.session().await?;
+            let plan = ctx.state().create_logical_plan(&sql).await?;
+            query_options().verify_plan(&plan)?;
+            let params = plan.get_parameter_types()?;
+            let mut ordered: Vec<(String, Option<arrow::datatypes::DataType>)> =
+                params.into_iter().collect();
+            ordered.sort_by_key(|(name, _)| {
+                name.trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
+            });
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            Ok((schema, ordered.into_iter().map(|(_, t)| t).collect()))
+        }
+        Kind::Insert { .. } => Ok((rows_affected_batch(0).schema(), Vec::new())),
+    }
+}
+
+/// Plans a query; bound values are cast to the types the planner inferred for their
+/// placeholders, since drivers send e.g. Int32 for a comparison with an Int64 column.
+async fn plan_query(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Option<Vec<ScalarValue>>,
+) -> Result<DataFrame> {
+    let df = ctx.sql_with_options(sql, query_options()).await?;
+    let Some(values) = params else {
+        return Ok(df);
+    };
+    let types = df.logical_plan().get_parameter_types()?;
+    let values = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| match types.get(&format!("${}", i + 1)) {
+            Some(Some(wanted)) if &value.data_type() != wanted => value.cast_to(wanted),
+            _ => Ok(value),
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    Ok(df.with_param_values(ParamValues::from(values))?)
+}
+
+/// Gives INSERT's rows the target column names: the explicit column list, or else the table's
+/// columns in order (as `INSERT INTO t VALUES (...)` means).
+async fn name_insert_columns(
+    ctx: &SessionContext,
+    table: TableKind,
+    columns: &[String],
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(batches);
+    };
+    let width = first.num_columns();
+    let names: Vec<String> = if columns.is_empty() {
+        let provider = ctx.table_provider(table.name()).await?;
+        let table_columns: Vec<String> = provider
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n != crate::tables::EVENT_DATE)
+            .collect();
+        if width > table_columns.len() {
+            return Err(EngineError::InvalidStatement(format!(
+                "INSERT has {width} values per row but {table} has {} columns ({})",
+                table_columns.len(),
+                table_columns.join(", ")
+            )));
+        }
+        table_columns.into_iter().take(width).collect()
+    } else {
+        if columns.len() != width {
+            return Err(EngineError::InvalidStatement(format!(
+                "INSERT names {} columns but gives {width} values per row",
+                columns.len()
+            )));
+        }
+        columns.to_vec()
+    };
+    let fields: Vec<arrow::datatypes::Field> = first
+        .schema()
+        .fields()
+        .iter()
+        .zip(&names)
+        .map(|(f, name)| f.as_ref().clone().with_name(name))
+        .collect();
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    batches
+        .into_iter()
+        .map(|b| {
+            Ok(RecordBatch::try_new(
+                Arc::clone(&schema),
+                b.columns().to_vec(),
+            )?)
+        })
+        .collect()
+}
+
+/// The one-row result a data-changing statement returns on the query path.
+pub fn rows_affected_batch(rows: u64) -> RecordBatch {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("rows_affected", arrow::datatypes::DataType::Int64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![Arc::new(arrow::array::Int64Array::from(vec![rows as i64]))],
+    )
+    .expect("fixed schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_external_tables_and_settings() {
+        assert!(matches!(
+            classify("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'"),
+            Err(EngineError::Unsupported(_))
+        ));
+        assert!(matches!(
+            classify("SET datafusion.execution.batch_size = 1"),
+            Err(EngineError::Unsupported(_))
+        ));
+        assert!(matches!(
+            classify("COPY (SELECT 1) TO '/tmp/x.csv'"),
+            Err(EngineError::Unsupported(_))
+        ));
+        assert!(matches!(
+            classify("DROP TABLE events"),
+            Err(EngineError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn classifies_queries_and_inserts() {
+        assert!(matches!(classify("SELECT 1"), Ok(Kind::Query)));
+        assert!(matches!(classify("EXPLAIN SELECT 1"), Ok(Kind::Query)));
+        assert!(matches!(classify("SHOW TABLES"), Ok(Kind::Query)));
+        match classify(
+            "INSERT INTO cohort.public.events (user_id, event, ts) VALUES (1, 'a', '2026-01-01')",
+        ) {
+            Ok(Kind::Insert { table, columns, .. }) => {
+                assert_eq!(table, TableKind::Events);
+                assert_eq!(columns, ["user_id", "event", "ts"]);
+            }
+            _ => panic!("not an insert"),
+        }
+        assert!(matches!(
+            classify("INSERT INTO other VALUES (1)"),
+            Err(EngineError::TableNotFound(_))
+        ));
+        assert!(matches!(
+            classify("SELECT 1; SELECT 2"),
+            Err(EngineError::InvalidStatement(_))
+        ));
+        assert!(matches!(
+            classify(""),
+            Err(EngineError::InvalidStatement(_))
+        ));
+    }
+}

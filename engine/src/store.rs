@@ -1,0 +1,150 @@
+//! A store is one URL (a local directory or `s3://bucket/prefix`) holding one Delta Lake table per
+//! [`TableKind`]. Delta's log gives atomic commits: data files are written first and become visible
+//! only when the commit entry is put with put-if-absent, so a crash leaves the table as it was.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::error::{EngineError, Result};
+use crate::tables::TableKind;
+
+/// Turns what a user typed (`./cohort-data`, `/abs/dir`, `file:///x`, `s3://b/p`) into a directory URL.
+pub fn resolve_store_url(location: &str) -> Result<Url> {
+    let location = location.trim();
+    if location.is_empty() {
+        return Err(EngineError::Config("the data location is empty".into()));
+    }
+    let url = if location.contains("://") {
+        Url::parse(location)
+            .map_err(|e| EngineError::Config(format!("invalid data URL '{location}': {e}")))?
+    } else {
+        let path = Path::new(location);
+        std::fs::create_dir_all(path).map_err(|e| {
+            EngineError::Config(format!("cannot create data directory '{location}': {e}"))
+        })?;
+        let absolute = std::fs::canonicalize(path)?;
+        Url::from_directory_path(&absolute).map_err(|()| {
+            EngineError::Config(format!(
+                "'{}' is not a usable directory",
+                absolute.display()
+            ))
+        })?
+    };
+    match url.scheme() {
+        "file" => {
+            if let Ok(path) = url.to_file_path() {
+                std::fs::create_dir_all(&path).map_err(|e| {
+                    EngineError::Config(format!("cannot create data directory '{location}': {e}"))
+                })?;
+            }
+        }
+        "s3" | "s3a" => {}
+        other => {
+            return Err(EngineError::Config(format!(
+                "unsupported data URL scheme '{other}': use a local directory or s3://bucket/prefix"
+            )));
+        }
+    }
+    Ok(with_trailing_slash(url))
+}
+
+fn with_trailing_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
+/// Handles to the store's Delta tables, refreshed from the log before every use.
+pub struct Store {
+    root: Url,
+    tables: HashMap<TableKind, Mutex<DeltaTable>>,
+}
+
+impl Store {
+    pub async fn open(location: &str) -> Result<Self> {
+        let root = resolve_store_url(location)?;
+        let mut tables = HashMap::new();
+        for kind in TableKind::ALL {
+            let table = open_table(&root, kind).await?;
+            tables.insert(kind, Mutex::new(table));
+        }
+        tracing::debug!(store = %redact(&root), "store opened");
+        Ok(Self { root, tables })
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    pub fn table_url(&self, kind: TableKind) -> Url {
+        table_url(&self.root, kind)
+    }
+
+    /// The table at its newest committed version, or `None` if nothing was ever committed to it.
+    pub async fn latest(&self, kind: TableKind) -> Result<Option<DeltaTable>> {
+        let mut table = self.tables[&kind].lock().await;
+        if table.version().is_some() {
+            table.update_incremental(None).await?;
+        } else {
+            // Probe first: loading a location without a log makes the kernel log an error.
+            if !table.verify_deltatable_existence().await? {
+                return Ok(None);
+            }
+            match table.load().await {
+                Ok(()) => {}
+                Err(deltalake::DeltaTableError::NotATable(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(table.clone()))
+    }
+
+    /// An uninitialised handle to the table location, for the first write that creates it.
+    pub async fn fresh_handle(&self, kind: TableKind) -> Result<DeltaTable> {
+        open_table(&self.root, kind).await
+    }
+
+    /// True when no table holds any committed data yet.
+    pub async fn is_empty(&self) -> Result<bool> {
+        for kind in TableKind::ALL {
+            if self.latest(kind).await?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn table_url(root: &Url, kind: TableKind) -> Url {
+    root.join(&format!("{}/", kind.name()))
+        .expect("a table name is a valid relative URL")
+}
+
+async fn open_table(root: &Url, kind: TableKind) -> Result<DeltaTable> {
+    let url = table_url(root, kind);
+    if url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        std::fs::create_dir_all(path)?;
+    }
+    let table = DeltaTableBuilder::from_url(url)?.build()?;
+    Ok(table)
+}
+
+/// A URL safe to log: no user info or query string (which may carry credentials).
+pub fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.to_string()
+}
+
+pub type SharedStore = Arc<Store>;

@@ -1,0 +1,89 @@
+//! The tables every store has, and the columns Cohort itself relies on.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::error::EngineError;
+
+pub const CATALOG: &str = "cohort";
+pub const SCHEMA: &str = "public";
+
+pub const USER_ID: &str = "user_id";
+pub const EVENT: &str = "event";
+pub const TS: &str = "ts";
+/// Partition column of `events`, derived from `ts` at ingest so date filters prune whole directories.
+pub const EVENT_DATE: &str = "event_date";
+
+/// The time zone every stored timestamp is normalised to.
+pub const UTC: &str = "UTC";
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+}
+
+/// The tables of a store that ingest writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    Events,
+    Profiles,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 2] = [TableKind::Events, TableKind::Profiles];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Events => "events",
+            TableKind::Profiles => "profiles",
+        }
+    }
+
+    /// Columns that every row must have (non-null).
+    pub fn required_columns(self) -> &'static [&'static str] {
+        match self {
+            TableKind::Events => &[USER_ID, EVENT, TS],
+            TableKind::Profiles => &[USER_ID],
+        }
+    }
+
+    pub fn partition_columns(self) -> Vec<String> {
+        match self {
+            TableKind::Events => vec![EVENT_DATE.to_string()],
+            TableKind::Profiles => vec![],
+        }
+    }
+
+    /// The schema a table shows before anything was ingested into it.
+    pub fn empty_schema(self) -> SchemaRef {
+        let mut fields = vec![Field::new(USER_ID, DataType::Int64, true)];
+        if self == TableKind::Events {
+            fields.push(Field::new(EVENT, DataType::Utf8, true));
+            fields.push(Field::new(TS, timestamp_type(), true));
+            fields.push(Field::new(EVENT_DATE, DataType::Date32, true));
+        }
+        Arc::new(Schema::new(fields))
+    }
+}
+
+impl fmt::Display for TableKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TableKind {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "events" => Ok(TableKind::Events),
+            "profiles" => Ok(TableKind::Profiles),
+            other => Err(EngineError::TableNotFound(format!(
+                "{other} (ingest accepts 'events' or 'profiles')"
+            ))),
+        }
+    }
+}

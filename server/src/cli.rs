@@ -1,0 +1,130 @@
+//! The `cohort` command: serve, ingest, sql, demo.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::Parser;
+use cohort_engine::Engine;
+use cohort_engine::demo::DemoOptions;
+use cohort_engine::ingest::IngestProgress;
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command, Settings};
+
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve(args) => args.listen,
+        _ => None,
+    };
+    let mut settings = Settings::resolve(&cli.global, listen).map_err(anyhow::Error::msg)?;
+    if !matches!(cli.command, Command::Serve(_)) && cli.global.log.is_none() {
+        // One-shot commands print results on stdout; keep routine logs out of the way.
+        settings.log = "warn".into();
+    }
+    init_logging(&settings.log)?;
+
+    match cli.command {
+        Command::Serve(args) => {
+            let bar = Bar::new("demo events");
+            crate::serve::serve(settings, args.demo, &|n| bar.set(n)).await
+        }
+        Command::Ingest(args) => {
+            let engine = Engine::open(settings.engine).await?;
+            let bar = Bar::new("rows read");
+            let read = std::sync::atomic::AtomicU64::new(0);
+            let report = engine
+                .ingest_files(args.table, &args.files, &|p| match p {
+                    IngestProgress::FileRead { rows, .. } => {
+                        let total = read
+                            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed)
+                            + rows as u64;
+                        bar.set(total);
+                    }
+                    IngestProgress::Writing { .. } => bar.message("writing"),
+                })
+                .await?;
+            bar.finish();
+            println!(
+                "{} rows written to {} (version {})",
+                report.rows, report.table, report.version
+            );
+            Ok(())
+        }
+        Command::Sql(args) => {
+            let batches = match &args.connect {
+                Some(url) => crate::remote::run_sql(url, &args.sql).await?,
+                None => {
+                    let engine = Engine::open(settings.engine).await?;
+                    engine.execute_collect(&args.sql).await?
+                }
+            };
+            let mut stdout = std::io::stdout().lock();
+            crate::output::print(&batches, args.format, &mut stdout)
+        }
+        Command::Demo(args) => {
+            let engine = Engine::open(settings.engine).await?;
+            let bar = Bar::new("events generated");
+            let options = DemoOptions {
+                users: args.users,
+                events: args.events,
+                seed: args.seed,
+            };
+            let report = engine.write_demo(options, &|n| bar.set(n)).await?;
+            bar.finish();
+            println!(
+                "demo data written: {} events, {} profiles",
+                report.events, report.profiles
+            );
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("invalid log filter '{filter}': {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// A spinner with a count on an interactive terminal; nothing at all otherwise.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(unit: &'static str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {human_pos} {msg} ({elapsed})")
+                .expect("valid template"),
+        );
+        bar.set_message(unit);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self(Some(bar))
+    }
+
+    fn set(&self, n: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(n);
+        }
+    }
+
+    fn message(&self, message: &'static str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(message);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}

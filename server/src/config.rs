@@ -1,0 +1,272 @@
+//! Configuration: one typed struct resolved from command-line flags, then `COHORT_*`
+//! environment variables, then a TOML file (`--config`), then defaults, in that order.
+//! The flag doc comments are the user documentation (`cohort --help`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cohort_engine::{EngineConfig, TableKind};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// Cohort: a segmentation query engine over events and profiles in object storage.
+#[derive(Debug, Parser)]
+#[command(name = "cohort", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML file with any of: data, memory_limit, spill_dir, target_partitions, listen, log.
+    #[arg(long, env = "COHORT_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Store location: a local directory or s3://bucket/prefix (S3 settings from AWS_* variables).
+    /// [default: ./cohort-data]
+    #[arg(long, env = "COHORT_DATA", global = true, value_name = "URL")]
+    pub data: Option<String>,
+
+    /// Memory all queries may use together (e.g. 4GiB, 512MiB); operators spill past it.
+    /// [default: unlimited]
+    #[arg(long, env = "COHORT_MEMORY_LIMIT", global = true, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+
+    /// Directory for spill files. [default: the system temporary directory]
+    #[arg(long, env = "COHORT_SPILL_DIR", global = true, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+
+    /// Parallelism of one query. [default: number of cores]
+    #[arg(
+        long,
+        env = "COHORT_TARGET_PARTITIONS",
+        global = true,
+        value_name = "N"
+    )]
+    pub target_partitions: Option<usize>,
+
+    /// Log filter, e.g. info, debug, cohort_server=debug. [default: info]
+    #[arg(long, env = "COHORT_LOG", global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Arrow Flight SQL server.
+    Serve(ServeArgs),
+    /// Load Parquet, CSV or NDJSON files into a table, all or nothing.
+    Ingest(IngestArgs),
+    /// Run one SQL statement, on the store directly or against a server.
+    Sql(SqlArgs),
+    /// Write the reproducible demo data set.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. [default: 127.0.0.1:50051]
+    #[arg(long, env = "COHORT_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Fill an empty store with the demo data set before serving.
+    #[arg(long, env = "COHORT_DEMO")]
+    pub demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Table to load into.
+    #[arg(long, value_parser = parse_table)]
+    pub table: TableKind,
+
+    /// Files to load (.parquet, .csv, .ndjson/.jsonl/.json); the format follows the extension.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Send the statement to a running server (grpc://HOST:PORT) instead of opening the store.
+    #[arg(long, env = "COHORT_CONNECT", value_name = "URL")]
+    pub connect: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+
+    /// The SQL statement.
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of users.
+    #[arg(long, env = "COHORT_DEMO_USERS", default_value_t = 10_000)]
+    pub users: usize,
+
+    /// Number of events.
+    #[arg(long, env = "COHORT_DEMO_EVENTS", default_value_t = 300_000)]
+    pub events: usize,
+
+    /// Random seed: the same seed writes the same data.
+    #[arg(long, env = "COHORT_DEMO_SEED", default_value_t = 42)]
+    pub seed: u64,
+}
+
+fn parse_table(value: &str) -> Result<TableKind, String> {
+    value
+        .parse()
+        .map_err(|e: cohort_engine::EngineError| e.to_string())
+}
+
+/// Keys accepted in the `--config` TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data: Option<String>,
+    pub memory_limit: Option<String>,
+    pub spill_dir: Option<PathBuf>,
+    pub target_partitions: Option<usize>,
+    pub listen: Option<SocketAddr>,
+    pub log: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+}
+
+/// Resolved settings shared by every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub engine: EngineConfig,
+    pub listen: SocketAddr,
+    pub log: String,
+}
+
+impl Settings {
+    pub fn resolve(global: &GlobalArgs, listen: Option<SocketAddr>) -> Result<Self, String> {
+        let file = match &global.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let memory_limit = global
+            .memory_limit
+            .clone()
+            .or(file.memory_limit)
+            .map(|s| parse_size(&s))
+            .transpose()?;
+        Ok(Self {
+            engine: EngineConfig {
+                data: global
+                    .data
+                    .clone()
+                    .or(file.data)
+                    .unwrap_or_else(|| cohort_engine::DEFAULT_DATA.to_string()),
+                memory_limit,
+                spill_dir: global.spill_dir.clone().or(file.spill_dir),
+                target_partitions: global.target_partitions.or(file.target_partitions),
+            },
+            listen: listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
+            log: global
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".to_string()),
+        })
+    }
+}
+
+/// Parses sizes such as `512MiB`, `4GiB`, `2GB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size '{text}': expected e.g. 512MiB or 4GiB"))?;
+    let multiplier: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0_f64.powi(4),
+        other => return Err(format!("invalid size unit '{other}' in '{text}'")),
+    };
+    Ok((number * multiplier) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_size("4GiB"), Ok(4 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cohort.toml");
+        std::fs::write(
+            &path,
+            "data = \"/from/file\"\nmemory_limit = \"1GiB\"\nlisten = \"0.0.0.0:9000\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "cohort",
+            "--config",
+            path.to_str().unwrap(),
+            "--data",
+            "/from/flag",
+            "serve",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = &cli.command else {
+            panic!()
+        };
+        let settings = Settings::resolve(&cli.global, serve.listen).unwrap();
+        assert_eq!(settings.engine.data, "/from/flag");
+        assert_eq!(settings.engine.memory_limit, Some(1 << 30));
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(settings.log, "info");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "dta = \"typo\"\n").unwrap();
+        let err = FileConfig::load(&path).unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+}

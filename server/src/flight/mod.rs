@@ -1,0 +1,810 @@
+//! Cohort's Arrow Flight SQL service.
+//!
+//! Statement tickets are self-contained ([`StatementHandle`] carries the SQL and any bound
+//! parameters), so DoGet re-plans from the ticket; only prepared-statement bindings and the
+//! results of data-changing statements (which run when their FlightInfo is requested, because
+//! some clients never call DoGet for them) are held in server memory.
+
+pub mod boundary;
+pub mod metadata;
+mod query_log;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{GetTablesBuilder, SqlInfoData, XdbcTypeInfoData};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TableDefinitionOptions, TableExistsOption, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use cohort_engine::statement::rows_affected_batch;
+use cohort_engine::tables::{CATALOG, SCHEMA};
+use cohort_engine::{Engine, StatementOutcome, TableKind};
+use cohort_proto::v1::StatementHandle;
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::TableType;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::status::{arrow_status, datafusion_status, decode_status, engine_status};
+use query_log::QueryLog;
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
+
+/// Results of data-changing statements wait this long for their DoGet.
+const HELD_RESULT_TTL: Duration = Duration::from_secs(600);
+
+struct Prepared {
+    sql: String,
+    parameters: Option<RecordBatch>,
+}
+
+pub struct CohortFlightSqlService {
+    engine: Arc<Engine>,
+    prepared: Mutex<HashMap<String, Prepared>>,
+    held_results: Mutex<HashMap<String, (Instant, RecordBatch)>>,
+    sql_info: SqlInfoData,
+    xdbc_type_info: XdbcTypeInfoData,
+}
+
+impl CohortFlightSqlService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self {
+            engine,
+            prepared: Mutex::new(HashMap::new()),
+            held_results: Mutex::new(HashMap::new()),
+            sql_info: metadata::sql_info(),
+            xdbc_type_info: metadata::xdbc_type_info(),
+        }
+    }
+
+    /// Plans (or, for data-changing statements, runs) `sql` and describes how to fetch its result.
+    async fn statement_flight_info(
+        &self,
+        sql: &str,
+        parameters: Option<&RecordBatch>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let values = parameter_values(parameters, 0)?;
+        let outcome = self
+            .engine
+            .execute(sql, values)
+            .await
+            .map_err(engine_status)?;
+        let (schema, handle) = match outcome {
+            StatementOutcome::Query(df) => {
+                let schema = boundary::wire_schema(df.schema().as_arrow());
+                let handle = StatementHandle {
+                    sql: sql.to_string(),
+                    parameters_ipc: encode_parameters(parameters)?,
+                    ..Default::default()
+                };
+                (schema, handle)
+            }
+            StatementOutcome::RowsAffected(rows) => {
+                let batch = rows_affected_batch(rows);
+                let schema = batch.schema();
+                let id = uuid::Uuid::new_v4().to_string();
+                self.hold_result(id.clone(), batch);
+                let handle = StatementHandle {
+                    result_id: id,
+                    ..Default::default()
+                };
+                (schema, handle)
+            }
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode_to_vec().into(),
+        };
+        flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
+    }
+
+    fn hold_result(&self, id: String, batch: RecordBatch) {
+        let mut held = self.held_results.lock().expect("lock poisoned");
+        held.retain(|_, (at, _)| at.elapsed() < HELD_RESULT_TTL);
+        held.insert(id, (Instant::now(), batch));
+    }
+
+    /// Runs a statement for its row count (the update path).
+    async fn execute_update(
+        &self,
+        sql: &str,
+        parameters: Option<&RecordBatch>,
+    ) -> Result<i64, Status> {
+        let rows = parameters.map_or(1, RecordBatch::num_rows).max(1);
+        let mut total = 0i64;
+        for row in 0..rows {
+            let values = parameter_values(parameters, row)?;
+            total += match self
+                .engine
+                .execute(sql, values)
+                .await
+                .map_err(engine_status)?
+            {
+                StatementOutcome::RowsAffected(n) => n as i64,
+                StatementOutcome::Query(df) => {
+                    let batches = df.collect().await.map_err(|e| datafusion_status(&e))?;
+                    batches.iter().map(|b| b.num_rows() as i64).sum()
+                }
+            };
+        }
+        Ok(total)
+    }
+
+    fn prepared(&self, handle: &[u8]) -> Result<(String, StatementHandle), Status> {
+        let handle = StatementHandle::decode(handle)
+            .map_err(|e| decode_status("prepared statement handle", e))?;
+        if handle.prepared_id.is_empty() {
+            return Err(Status::invalid_argument("not a prepared statement handle"));
+        }
+        Ok((handle.prepared_id.clone(), handle))
+    }
+
+    fn prepared_parameters(&self, id: &str) -> Result<(String, Option<RecordBatch>), Status> {
+        let prepared = self.prepared.lock().expect("lock poisoned");
+        let entry = prepared.get(id).ok_or_else(|| {
+            Status::not_found("prepared statement not found (closed or from another server)")
+        })?;
+        Ok((entry.sql.clone(), entry.parameters.clone()))
+    }
+
+    fn metadata_flight_info(
+        &self,
+        schema: &Schema,
+        command: impl ProstMessageExt,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(flight_info(
+            schema,
+            command.as_any().encode_to_vec(),
+            descriptor,
+        )?))
+    }
+
+    async fn table_list(&self) -> Result<Vec<(String, String, Arc<dyn TableProvider>)>, Status> {
+        let ctx = self.engine.session().await.map_err(engine_status)?;
+        let catalog = ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| Status::internal("default catalog missing"))?;
+        let mut tables = Vec::new();
+        for schema_name in catalog.schema_names() {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                if let Some(provider) = schema
+                    .table(&name)
+                    .await
+                    .map_err(|e| datafusion_status(&e))?
+                {
+                    tables.push((schema_name.clone(), name, provider));
+                }
+            }
+        }
+        Ok(tables)
+    }
+}
+
+fn table_type_name(table_type: TableType) -> &'static str {
+    match table_type {
+        TableType::Base => "TABLE",
+        TableType::View => "VIEW",
+        TableType::Temporary => "LOCAL TEMPORARY",
+    }
+}
+
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| arrow_status(&e))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}
+
+fn batch_stream(batch: RecordBatch) -> Response<DoGetStream> {
+    let schema = batch.schema();
+    let stream = futures::stream::iter([Ok(batch)]);
+    Response::new(encode(schema, stream))
+}
+
+fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> DoGetStream {
+    Box::pin(
+        FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from),
+    )
+}
+
+fn encode_parameters(parameters: Option<&RecordBatch>) -> Result<Vec<u8>, Status> {
+    let Some(batch) = parameters else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut writer =
+        StreamWriter::try_new(&mut out, &batch.schema()).map_err(|e| arrow_status(&e))?;
+    writer.write(batch).map_err(|e| arrow_status(&e))?;
+    writer.finish().map_err(|e| arrow_status(&e))?;
+    drop(writer);
+    Ok(out)
+}
+
+fn decode_parameters(bytes: &[u8]) -> Result<Option<RecordBatch>, Status> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let reader = StreamReader::try_new(bytes, None).map_err(|e| decode_status("parameters", e))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| decode_status("parameters", e))?;
+    Ok(batches.into_iter().next())
+}
+
+fn parameter_values(
+    parameters: Option<&RecordBatch>,
+    row: usize,
+) -> Result<Option<Vec<ScalarValue>>, Status> {
+    match parameters {
+        Some(batch) if batch.num_columns() > 0 && batch.num_rows() > 0 => Ok(Some(
+            cohort_engine::params::params_from_row(batch, row).map_err(engine_status)?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Reads the record batches of a DoPut (ingest data or parameter bindings).
+async fn read_put_batches(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    let stream = request.into_inner().map_err(FlightError::from);
+    let mut decoded = FlightRecordBatchStream::new_from_flight_data(stream);
+    let mut batches = Vec::new();
+    while let Some(batch) = decoded.next().await {
+        batches.push(batch.map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => decode_status("Arrow IPC data", other),
+        })?);
+    }
+    let schema = decoded
+        .schema()
+        .cloned()
+        .or_else(|| batches.first().map(RecordBatch::schema))
+        .unwrap_or_else(|| Arc::new(Schema::empty()));
+    Ok((schema, batches))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for CohortFlightSqlService {
+    type FlightService = CohortFlightSqlService;
+
+    /// Authentication is not enforced yet (see the README's security section): any handshake
+    /// succeeds and returns a session token, so drivers that always authenticate connect.
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let token = uuid::Uuid::new_v4().to_string();
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response =
+            Response::new(Box::pin(futures::stream::iter([Ok(response)])) as Pin<Box<_>>);
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token header"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let info = self
+            .statement_flight_info(&query.query, None, request.into_inner())
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (id, _) = self.prepared(&query.prepared_statement_handle)?;
+        let (sql, parameters) = self.prepared_parameters(&id)?;
+        if parameters.as_ref().is_some_and(|p| p.num_rows() > 1) {
+            return Err(Status::invalid_argument(
+                "a query binds one row of parameters; bind several rows only for updates",
+            ));
+        }
+        let info = self
+            .statement_flight_info(&sql, parameters.as_ref(), request.into_inner())
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let handle = StatementHandle::decode(ticket.statement_handle.as_ref())
+            .map_err(|e| decode_status("statement ticket", e))?;
+        if !handle.result_id.is_empty() {
+            let held = self
+                .held_results
+                .lock()
+                .expect("lock poisoned")
+                .remove(&handle.result_id);
+            let (_, batch) =
+                held.ok_or_else(|| Status::not_found("result already fetched or expired"))?;
+            return Ok(batch_stream(batch));
+        }
+        let parameters = decode_parameters(&handle.parameters_ipc)?;
+        let values = parameter_values(parameters.as_ref(), 0)?;
+        let log = QueryLog::start(&handle.sql);
+        let outcome = self
+            .engine
+            .execute(&handle.sql, values)
+            .await
+            .map_err(engine_status)?;
+        let df = match outcome {
+            StatementOutcome::Query(df) => df,
+            StatementOutcome::RowsAffected(rows) => {
+                return Ok(batch_stream(rows_affected_batch(rows)));
+            }
+        };
+        let schema = boundary::wire_schema(df.schema().as_arrow());
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| datafusion_status(&e))?;
+        let target = Arc::clone(&schema);
+        let batches = stream.map(move |batch| {
+            let batch = batch.map_err(|e| FlightError::Tonic(Box::new(datafusion_status(&e))))?;
+            let wire = boundary::to_wire(&batch, &target)?;
+            log.add_rows(wire.num_rows());
+            Ok(wire)
+        });
+        Ok(Response::new(encode(schema, batches)))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let sql = cohort_engine::params::rewrite_question_marks(&query.query);
+        let (schema, parameter_types) = cohort_engine::plan_query_schema(&self.engine, &sql)
+            .await
+            .map_err(engine_status)?;
+        let parameter_schema = Schema::new(
+            parameter_types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Field::new(
+                        format!("${}", i + 1),
+                        t.clone().unwrap_or(DataType::Utf8),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let id = uuid::Uuid::new_v4().to_string();
+        self.prepared.lock().expect("lock poisoned").insert(
+            id.clone(),
+            Prepared {
+                sql: sql.clone(),
+                parameters: None,
+            },
+        );
+        let handle = StatementHandle {
+            sql,
+            prepared_id: id,
+            ..Default::default()
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.encode_to_vec().into(),
+            dataset_schema: schema_bytes(&boundary::wire_schema(&schema))?,
+            parameter_schema: schema_bytes(&parameter_schema)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        let (id, _) = self.prepared(&query.prepared_statement_handle)?;
+        self.prepared.lock().expect("lock poisoned").remove(&id);
+        Ok(())
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let (id, _) = self.prepared(&query.prepared_statement_handle)?;
+        let (schema, batches) = read_put_batches(request).await?;
+        let parameters =
+            arrow::compute::concat_batches(&schema, &batches).map_err(|e| arrow_status(&e))?;
+        let mut prepared = self.prepared.lock().expect("lock poisoned");
+        let entry = prepared.get_mut(&id).ok_or_else(|| {
+            Status::not_found("prepared statement not found (closed or from another server)")
+        })?;
+        entry.parameters = Some(parameters);
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (id, _) = self.prepared(&query.prepared_statement_handle)?;
+        let (schema, batches) = read_put_batches(request).await?;
+        let (sql, stored) = self.prepared_parameters(&id)?;
+        let parameters = if batches.is_empty() {
+            stored
+        } else {
+            Some(arrow::compute::concat_batches(&schema, &batches).map_err(|e| arrow_status(&e))?)
+        };
+        self.execute_update(&sql, parameters.as_ref()).await
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.execute_update(&command.query, None).await
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let kind: TableKind = command.table.parse().map_err(engine_status)?;
+        if command.catalog.as_deref().is_some_and(|c| c != CATALOG)
+            || command.schema.as_deref().is_some_and(|s| s != SCHEMA)
+        {
+            return Err(Status::not_found(format!(
+                "bulk ingest writes to {CATALOG}.{SCHEMA}.events or {CATALOG}.{SCHEMA}.profiles"
+            )));
+        }
+        if command.temporary {
+            return Err(Status::unimplemented("temporary tables are not supported"));
+        }
+        check_exists_option(kind, command.table_definition_options.as_ref())?;
+        let (schema, batches) = read_put_batches(request).await?;
+        let report = self
+            .engine
+            .ingest_batches(kind, "bulk ingest", &schema, &batches)
+            .await
+            .map_err(engine_status)?;
+        Ok(report.rows as i64)
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &query.into_builder().schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG);
+        Ok(batch_stream(builder.build().map_err(Status::from)?))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &query.clone().into_builder().schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        let ctx = self.engine.session().await.map_err(engine_status)?;
+        if let Some(catalog) = ctx.catalog(CATALOG) {
+            let mut names = catalog.schema_names();
+            names.sort();
+            for name in names {
+                builder.append(CATALOG, name);
+            }
+        }
+        Ok(batch_stream(builder.build().map_err(Status::from)?))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &query.clone().into_builder().schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder: GetTablesBuilder = query.into_builder();
+        for (schema_name, name, provider) in self.table_list().await? {
+            let schema = boundary::wire_schema(&provider.schema());
+            builder
+                .append(
+                    CATALOG,
+                    &schema_name,
+                    &name,
+                    table_type_name(provider.table_type()),
+                    &schema,
+                )
+                .map_err(Status::from)?;
+        }
+        Ok(batch_stream(builder.build().map_err(Status::from)?))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &query.into_builder().schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for table_type in ["LOCAL TEMPORARY", "TABLE", "VIEW"] {
+            builder.append(table_type);
+        }
+        Ok(batch_stream(builder.build().map_err(Status::from)?))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(&self.sql_info.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = query
+            .into_builder(&self.sql_info)
+            .build()
+            .map_err(Status::from)?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(&self.xdbc_type_info.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = query
+            .into_builder(&self.xdbc_type_info)
+            .build()
+            .map_err(Status::from)?;
+        Ok(batch_stream(batch))
+    }
+
+    // Cohort's tables have no declared keys: these calls answer with empty results of the
+    // specified schemas, which is what drivers expect, rather than UNIMPLEMENTED.
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &metadata::primary_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(RecordBatch::new_empty(
+            metadata::primary_keys_schema(),
+        )))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &metadata::foreign_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        )))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &metadata::foreign_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        )))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_flight_info(
+            &metadata::foreign_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        )))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "unsupported ticket type {}",
+            message.type_url
+        )))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let message: IpcMessage = SchemaAsIpc::new(schema, &Default::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| arrow_status(&e))?;
+    Ok(message.0)
+}
+
+/// ADBC's ingest modes map to these options: "append" (table must exist) works; "create" and
+/// "replace" cannot, because `events` and `profiles` always exist and are never replaced.
+fn check_exists_option(
+    kind: TableKind,
+    options: Option<&TableDefinitionOptions>,
+) -> Result<(), Status> {
+    let Some(options) = options else {
+        return Ok(());
+    };
+    match TableExistsOption::try_from(options.if_exists).unwrap_or(TableExistsOption::Unspecified) {
+        TableExistsOption::Append | TableExistsOption::Unspecified => Ok(()),
+        TableExistsOption::Fail => Err(Status::already_exists(format!(
+            "table {kind} already exists: ingest with mode 'append' (ADBC: adbc_ingest(..., mode=\"append\"))"
+        ))),
+        TableExistsOption::Replace => Err(Status::unimplemented(format!(
+            "replacing table {kind} is not supported: ingest with mode 'append'"
+        ))),
+    }
+}

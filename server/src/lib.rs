@@ -1,0 +1,11 @@
+//! Cohort's server side: the Arrow Flight SQL service, the admin gRPC service, configuration,
+//! and the `cohort` command-line tool.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod flight;
+pub mod output;
+pub mod remote;
+pub mod serve;
+pub mod status;

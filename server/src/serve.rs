@@ -1,0 +1,106 @@
+//! `cohort serve`: Flight SQL, the admin service, gRPC health and reflection on one port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use cohort_engine::Engine;
+use cohort_engine::demo::DemoOptions;
+use cohort_proto::v1::admin_service_server::AdminServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::CohortAdminService;
+use crate::config::Settings;
+use crate::flight::CohortFlightSqlService;
+
+/// Bulk ingest and parameter batches arrive as single gRPC messages; allow large ones.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> anyhow::Result<()> {
+    let engine = Arc::new(Engine::open(settings.engine.clone()).await?);
+    if demo {
+        if engine.store().is_empty().await? {
+            tracing::info!("store is empty: writing the demo data set");
+            let report = engine.write_demo(DemoOptions::default(), progress).await?;
+            tracing::info!(
+                events = report.events,
+                profiles = report.profiles,
+                "demo data written"
+            );
+        } else {
+            tracing::info!("store already holds data: --demo leaves it as it is");
+        }
+    }
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address: SocketAddr = listener.local_addr()?;
+
+    let flight = FlightServiceServer::new(CohortFlightSqlService::new(Arc::clone(&engine)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(CohortAdminService::new(Arc::clone(&engine)));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<FlightServiceServer<CohortFlightSqlService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<CohortAdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cohort_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    tracing::info!(
+        address = %address,
+        store = %cohort_engine::store::redact(engine.store().root()),
+        "Cohort Flight SQL server listening"
+    );
+    // Scripts and tests read the bound address (useful with port 0) from this line.
+    println!("cohort listening on grpc://{address}");
+
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(flight)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+        .context("server failed")?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    shutdown.cancel();
+}

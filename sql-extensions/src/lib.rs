@@ -1,0 +1,58 @@
+//! Cohort's SQL functions for DataFusion: pure Arrow computations with no IO.
+//!
+//! Each function family lives in its own module with its documentation beside the code and
+//! exposes `functions()`; [`register_all`] registers every family by name, so any process
+//! (a Cohort server, a test, a scale-out executor) resolves the same names the same way.
+
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+
+/// Every scalar function this crate provides.
+pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
+    Vec::new()
+}
+
+/// Every aggregate function this crate provides.
+pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
+    Vec::new()
+}
+
+/// Registers every Cohort function with `registry` (e.g. a `SessionContext`'s state).
+pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
+    for function in scalar_functions() {
+        registry.register_udf(function)?;
+    }
+    for function in aggregate_functions() {
+        registry.register_udaf(function)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// Two functions under one name would silently shadow each other at registration.
+    #[test]
+    fn function_names_are_unique() {
+        let mut names = HashSet::new();
+        let scalar = scalar_functions().into_iter().flat_map(|f| {
+            std::iter::once(f.name().to_string())
+                .chain(f.aliases().iter().cloned())
+                .collect::<Vec<_>>()
+        });
+        let aggregate = aggregate_functions().into_iter().flat_map(|f| {
+            std::iter::once(f.name().to_string())
+                .chain(f.aliases().iter().cloned())
+                .collect::<Vec<_>>()
+        });
+        for name in scalar.chain(aggregate) {
+            assert!(names.insert(name.clone()), "duplicate function name {name}");
+        }
+    }
+}
