@@ -12,6 +12,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Cli, Command, Settings};
 
+/// Dependency log targets that report internal details at levels meant for their developers.
+const QUIET_DEPENDENCIES: &str = "deltalake_core=error,buoyant_kernel=error";
+
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let listen = match &cli.command {
@@ -21,7 +24,7 @@ pub async fn run() -> anyhow::Result<()> {
     let mut settings = Settings::resolve(&cli.global, listen).map_err(anyhow::Error::msg)?;
     if !matches!(cli.command, Command::Serve(_)) && cli.global.log.is_none() {
         // One-shot commands print results on stdout; keep routine logs out of the way.
-        settings.log = "warn".into();
+        settings.log = format!("warn,{QUIET_DEPENDENCIES}");
     }
     init_logging(&settings.log)?;
 

@@ -19,6 +19,9 @@ use crate::flight::CohortFlightSqlService;
 /// Bulk ingest and parameter batches arrive as single gRPC messages; allow large ones.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// How long requests in flight may take to finish after SIGTERM or Ctrl-C.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::open(settings.engine.clone()).await?);
     if demo {
@@ -67,14 +70,28 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     // Scripts and tests read the bound address (useful with port 0) from this line.
     println!("cohort listening on grpc://{address}");
 
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(flight)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await
-        .context("server failed")?;
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    // After a shutdown signal, requests in flight get a grace period; clients that keep idle
+    // connections open must not hold the process forever.
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("server failed")?,
+        () = drain_deadline => tracing::warn!(
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "connections still open after the grace period: closing them"
+        ),
+    }
     tracing::info!("server stopped");
     Ok(())
 }

@@ -1,1 +1,121 @@
-//! End-to-end tests live in tests/tests/.
+//! Test harness: runs the real `cohort` binary on a temporary store and a free port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `cohort` binary cargo built beside this test executable (`target/<profile>/cohort`),
+/// or the one named by `COHORT_BIN`.
+pub fn cohort_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("COHORT_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("cohort{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p cohort-server` or set COHORT_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `cohort ARGS...` to completion, returning (success, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(cohort_bin())
+        .args(args)
+        .env_remove("COHORT_DATA")
+        .output()
+        .expect("run cohort");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A running `cohort serve`; stopped with SIGTERM when dropped.
+pub struct TestServer {
+    child: Option<Child>,
+    pub address: String,
+}
+
+impl TestServer {
+    /// Starts a server on `data` listening on a free loopback port.
+    pub fn start(data: &Path, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(cohort_bin())
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start cohort serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let address = loop {
+            assert!(
+                Instant::now() < deadline,
+                "server did not report its address"
+            );
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("cohort listening on grpc://") {
+                        break address.trim().to_string();
+                    }
+                }
+                _ => panic!("server exited before listening: {:?}", child.wait()),
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child: Some(child),
+            address,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Sends SIGTERM and waits for the process, returning whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

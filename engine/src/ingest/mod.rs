@@ -77,11 +77,11 @@ impl Engine {
                 rows,
             });
         }
-        let (schema, batches) = normalizer.finish()?;
+        let normalized = normalizer.finish()?;
         progress(IngestProgress::Writing {
-            rows: batches.iter().map(RecordBatch::num_rows).sum(),
+            rows: normalized.batches.iter().map(RecordBatch::num_rows).sum(),
         });
-        self.commit(kind, schema, batches).await
+        self.commit(kind, normalized).await
     }
 
     /// Validates and writes in-memory batches (Flight SQL bulk ingest, INSERT) as one commit.
@@ -96,8 +96,7 @@ impl Engine {
         let existing = self.current_schema(kind).await?;
         let mut normalizer = normalize::Normalizer::new(kind, existing);
         normalizer.add(source, schema, batches)?;
-        let (schema, batches) = normalizer.finish()?;
-        self.commit(kind, schema, batches).await
+        self.commit(kind, normalizer.finish()?).await
     }
 
     async fn current_schema(&self, kind: TableKind) -> Result<Option<SchemaRef>> {
@@ -112,11 +111,10 @@ impl Engine {
     async fn commit(
         &self,
         kind: TableKind,
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
+        normalized: normalize::Normalized,
     ) -> Result<IngestReport> {
-        let batch = concat_batches(&schema, &batches)?;
-        drop(batches);
+        let batch = concat_batches(&normalized.schema, &normalized.batches)?;
+        drop(normalized.batches);
         let existing = self.store.latest(kind).await?;
         let (rows, table) = match kind {
             TableKind::Events => {
@@ -129,7 +127,7 @@ impl Engine {
                 let batch = last_row_per_user(&batch)?;
                 let rows = batch.num_rows();
                 let table = match existing {
-                    Some(table) => upsert(table, batch).await?,
+                    Some(table) => upsert(table, batch, &normalized.provided).await?,
                     None => append(self.store.fresh_handle(kind).await?, kind, batch).await?,
                 };
                 (rows, table)
@@ -155,14 +153,16 @@ async fn append(table: DeltaTable, kind: TableKind, batch: RecordBatch) -> Resul
         .await?)
 }
 
-async fn upsert(table: DeltaTable, batch: RecordBatch) -> Result<DeltaTable> {
-    let columns: Vec<String> = batch
-        .schema()
-        .fields()
+/// Upserts by `user_id`, touching only the columns the input provided: a file with just
+/// `user_id, plan` changes plans and leaves every other attribute as it was.
+async fn upsert(table: DeltaTable, batch: RecordBatch, columns: &[String]) -> Result<DeltaTable> {
+    // Only the provided columns go into the MERGE source: with schema merging, a source column
+    // (even all-null, back-filled) would overwrite the target's value.
+    let provided = columns
         .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let source = SessionContext::new().read_batch(batch)?;
+        .map(|c| batch.schema().index_of(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let source = SessionContext::new().read_batch(batch.project(&provided)?)?;
     let qualified = |alias: &str, name: &str| {
         datafusion::prelude::Expr::Column(datafusion::common::Column::new(Some(alias), name))
     };

@@ -24,6 +24,16 @@ pub struct Normalizer {
     kind: TableKind,
     fields: Vec<FieldRef>,
     batches: Vec<RecordBatch>,
+    /// Columns at least one input carried (the rest are back-filled with nulls).
+    provided: Vec<String>,
+}
+
+/// Validated rows, ready to commit.
+pub struct Normalized {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Columns the inputs carried; an upsert changes only these.
+    pub provided: Vec<String>,
 }
 
 impl Normalizer {
@@ -36,6 +46,7 @@ impl Normalizer {
             kind,
             fields,
             batches: Vec::new(),
+            provided: Vec::new(),
         }
     }
 
@@ -125,6 +136,11 @@ impl Normalizer {
 
         self.fields.extend(new_fields);
         self.batches.extend(converted);
+        for (_, field) in &plan {
+            if !self.provided.contains(field.name()) {
+                self.provided.push(field.name().clone());
+            }
+        }
         Ok(())
     }
 
@@ -151,7 +167,7 @@ impl Normalizer {
 
     /// The validated rows conformed to one schema (new columns filled with nulls in older inputs),
     /// plus the schema itself. Events also get their `event_date` partition column.
-    pub fn finish(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    pub fn finish(self) -> Result<Normalized> {
         let mut fields = self.fields;
         if self.kind == TableKind::Events && !fields.iter().any(|f| f.name() == EVENT_DATE) {
             fields.push(Arc::new(Field::new(EVENT_DATE, DataType::Date32, true)));
@@ -179,7 +195,11 @@ impl Normalizer {
                 &options,
             )?);
         }
-        Ok((schema, out))
+        Ok(Normalized {
+            schema,
+            batches: out,
+            provided: self.provided,
+        })
     }
 }
 
@@ -411,7 +431,12 @@ mod tests {
         )
         .unwrap();
         n.add("two", &schema2, &[batch2]).unwrap();
-        let (schema, batches) = n.finish().unwrap();
+        let Normalized {
+            schema,
+            batches,
+            provided,
+        } = n.finish().unwrap();
+        assert_eq!(provided, ["user_id", "event", "ts", "revenue"]);
         let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["user_id", "event", "ts", "revenue", "event_date"]);
         assert_eq!(batches[0].column(3).null_count(), 1);

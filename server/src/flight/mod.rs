@@ -534,11 +534,7 @@ impl FlightSqlService for CohortFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.metadata_flight_info(
-            &query.into_builder().schema(),
-            query,
-            request.into_inner(),
-        )
+        self.metadata_flight_info(&query.into_builder().schema(), query, request.into_inner())
     }
 
     async fn do_get_catalogs(
@@ -618,11 +614,7 @@ impl FlightSqlService for CohortFlightSqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.metadata_flight_info(
-            &query.into_builder().schema(),
-            query,
-            request.into_inner(),
-        )
+        self.metadata_flight_info(&query.into_builder().schema(), query, request.into_inner())
     }
 
     async fn do_get_table_types(
