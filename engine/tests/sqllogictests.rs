@@ -1,1 +1,114 @@
-fn main() {}
+//! Runs every `tests/slt/*.slt` file against an engine on a fresh temporary store.
+//! One test per file, so `cargo test` and `cargo nextest` list and filter them by name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use cohort_engine::{Engine, EngineConfig, EngineError, StatementOutcome};
+use libtest_mimic::{Arguments, Failed, Trial};
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+
+struct EngineDb {
+    engine: Arc<Engine>,
+}
+
+#[async_trait::async_trait]
+impl AsyncDB for EngineDb {
+    type Error = EngineError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, EngineError> {
+        match self.engine.execute(sql, None).await? {
+            StatementOutcome::RowsAffected(rows) => Ok(DBOutput::StatementComplete(rows)),
+            StatementOutcome::Query(df) => {
+                let width = df.schema().fields().len();
+                let batches = df.collect().await?;
+                Ok(DBOutput::Rows {
+                    types: vec![DefaultColumnType::Any; width],
+                    rows: format_rows(&batches)?,
+                })
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "cohort"
+    }
+}
+
+fn format_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, EngineError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| {
+                        let value = f.value(row).to_string();
+                        if value.is_empty() {
+                            "(empty)".to_string()
+                        } else {
+                            value
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+fn run_file(path: &Path) -> Result<(), Failed> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let engine = Arc::new(
+            Engine::open(EngineConfig {
+                data: dir.path().to_string_lossy().into_owned(),
+                ..Default::default()
+            })
+            .await?,
+        );
+        let mut runner = sqllogictest::Runner::new(move || {
+            let engine = Arc::clone(&engine);
+            async move { Ok(EngineDb { engine }) }
+        });
+        runner
+            .run_file_async(path)
+            .await
+            .map_err(|e| Failed::from(e.display(true).to_string()))
+    })
+}
+
+fn main() {
+    let arguments = Arguments::from_args();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/slt exists")
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    let trials = files
+        .into_iter()
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            Trial::test(name, move || run_file(&path))
+        })
+        .collect();
+    libtest_mimic::run(&arguments, trials).exit();
+}

@@ -249,6 +249,10 @@ fn convert_column(
     if column.data_type() == to {
         return Ok(Arc::clone(column));
     }
+    // An untyped all-null column (e.g. `VALUES (NULL)`) has no null buffer to inspect.
+    if column.data_type() == &DataType::Null {
+        return Ok(new_null_array(to, column.len()));
+    }
     if name == TS && matches!(to, DataType::Timestamp(..)) && column.data_type().is_numeric() {
         return Err(EngineError::invalid_input(
             source,
