@@ -24,6 +24,14 @@ impl Engine {
         if let Some(partitions) = self.config.target_partitions {
             config = config.with_target_partitions(partitions.max(1));
         }
+        if let Some(limit) = self.config.memory_limit {
+            // A sort reserves this much up front for merging its spill files; DataFusion's
+            // 10 MB default cannot be met under a small limit, so scale it with the pool.
+            let reservation = (limit / 8).min(10 * 1024 * 1024);
+            config = config
+                .with_sort_spill_reservation_bytes(reservation)
+                .with_sort_in_place_threshold_bytes(reservation);
+        }
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))

@@ -144,11 +144,18 @@ impl Engine {
         }
     }
 
-    /// Runs a statement and collects its result (for the CLI and tests).
-    pub async fn execute_collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+    /// Runs a statement and collects its result (for the CLI and tests). The schema is
+    /// returned separately because an empty result has no batches to carry it.
+    pub async fn execute_collect(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         match self.execute(sql, None).await? {
-            StatementOutcome::Query(df) => Ok(df.collect().await?),
-            StatementOutcome::RowsAffected(n) => Ok(vec![rows_affected_batch(n)]),
+            StatementOutcome::Query(df) => {
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                Ok((schema, df.collect().await?))
+            }
+            StatementOutcome::RowsAffected(n) => {
+                let batch = rows_affected_batch(n);
+                Ok((batch.schema(), vec![batch]))
+            }
         }
     }
 }

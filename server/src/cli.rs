@@ -56,7 +56,7 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sql(args) => {
-            let batches = match &args.connect {
+            let (schema, batches) = match &args.connect {
                 Some(url) => crate::remote::run_sql(url, &args.sql).await?,
                 None => {
                     let engine = Engine::open(settings.engine).await?;
@@ -64,7 +64,7 @@ pub async fn run() -> anyhow::Result<()> {
                 }
             };
             let mut stdout = std::io::stdout().lock();
-            crate::output::print(&batches, args.format, &mut stdout)
+            crate::output::print(&schema, &batches, args.format, &mut stdout)
         }
         Command::Demo(args) => {
             let engine = Engine::open(settings.engine).await?;

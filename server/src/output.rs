@@ -2,11 +2,13 @@
 
 use std::io::Write;
 
+use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 
 use crate::config::OutputFormat;
 
 pub fn print(
+    schema: &Schema,
     batches: &[RecordBatch],
     format: OutputFormat,
     out: &mut dyn Write,
@@ -14,16 +16,8 @@ pub fn print(
     match format {
         OutputFormat::Table => {
             if batches.iter().all(|b| b.num_rows() == 0) {
-                let columns: Vec<String> = batches
-                    .first()
-                    .map(|b| {
-                        b.schema()
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let columns: Vec<&str> =
+                    schema.fields().iter().map(|f| f.name().as_str()).collect();
                 writeln!(out, "(0 rows; columns: {})", columns.join(", "))?;
             } else {
                 writeln!(

@@ -1,11 +1,14 @@
 //! `cohort sql --connect`: the same statement over Flight SQL to a running server.
 
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::Endpoint;
 
-pub async fn run_sql(url: &str, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+pub async fn run_sql(url: &str, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
     let address = url
         .strip_prefix("grpc://")
         .map(|rest| format!("http://{rest}"))
@@ -20,6 +23,7 @@ pub async fn run_sql(url: &str, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
         .execute(sql.to_string(), None)
         .await
         .map_err(flight_error)?;
+    let schema = Arc::new(info.clone().try_decode_schema().map_err(flight_error)?);
     let mut batches = Vec::new();
     for endpoint in info.endpoint {
         let ticket = endpoint
@@ -33,7 +37,7 @@ pub async fn run_sql(url: &str, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
     }
-    Ok(batches)
+    Ok((schema, batches))
 }
 
 /// Shows the server's message, not the transport's wrapping of it.

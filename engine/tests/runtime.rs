@@ -1,0 +1,96 @@
+//! The shared runtime: a memory limit makes big operators spill into the configured directory
+//! instead of failing or growing without bound.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use cohort_engine::{Engine, EngineConfig, StatementOutcome};
+use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::StreamExt;
+
+fn spill_count(plan: &dyn ExecutionPlan) -> usize {
+    let own = plan.metrics().and_then(|m| m.spill_count()).unwrap_or(0);
+    own + plan
+        .children()
+        .iter()
+        .map(|c| spill_count(c.as_ref()))
+        .sum::<usize>()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_and_spill_directory_apply_to_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    let engine = Engine::open(EngineConfig {
+        data: dir.path().join("store").to_string_lossy().into_owned(),
+        memory_limit: Some(32 << 20),
+        spill_dir: Some(spill.clone()),
+        target_partitions: Some(2),
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(engine.runtime().memory_pool.memory_limit(), MemoryLimit::Finite(n) if n == 32 << 20)
+    );
+    let spill_paths = engine.runtime().disk_manager.temp_dir_paths();
+    assert!(
+        !spill_paths.is_empty() && spill_paths.iter().all(|p| p.starts_with(&spill)),
+        "{spill_paths:?}"
+    );
+
+    // A full sort of 6M rows (48 MB of values alone) needs more than 32 MiB: it completes only by spilling.
+    let StatementOutcome::Query(df) = engine
+        .execute(
+            "SELECT value * 7 % 1000003 AS v FROM range(6000000) ORDER BY v",
+            None,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a query")
+    };
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await.unwrap();
+    let mut stream = execute_stream(Arc::clone(&plan), Arc::new(task)).unwrap();
+    let (mut rows, mut last) = (0usize, i64::MIN);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        let values = batch.column(0).as_primitive::<Int64Type>();
+        for v in values.values().iter() {
+            assert!(*v >= last, "output is sorted");
+            last = *v;
+        }
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, 6_000_000);
+    assert!(spill_count(plan.as_ref()) > 0, "the sort spilled to disk");
+    assert_eq!(
+        engine
+            .runtime()
+            .disk_manager
+            .spilling_progress()
+            .current_bytes,
+        0,
+        "spill files are removed"
+    );
+}
+
+#[tokio::test]
+async fn zero_memory_limit_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = Engine::open(EngineConfig {
+        data: dir.path().to_string_lossy().into_owned(),
+        memory_limit: Some(0),
+        ..Default::default()
+    })
+    .await;
+    let Err(error) = result else {
+        panic!("accepted a zero memory limit")
+    };
+    assert_eq!(
+        error.to_string(),
+        "invalid configuration: memory limit must be above zero"
+    );
+}

@@ -1,0 +1,203 @@
+//! The `cohort` command line: output formats, configuration sources, errors, `serve --demo`.
+
+use std::process::Command;
+
+use cohort_e2e::{TestServer, cohort_bin, run_cli};
+
+fn store_arg(dir: &tempfile::TempDir) -> String {
+    dir.path().join("store").to_string_lossy().into_owned()
+}
+
+#[test]
+fn output_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    let (ok, out, err) = run_cli(&[
+        "sql",
+        "--data",
+        &store,
+        "--format",
+        "json",
+        "SELECT 1 AS a, 'x' AS b",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#"{"a":1,"b":"x"}"#);
+    let (ok, out, _) = run_cli(&[
+        "sql",
+        "--data",
+        &store,
+        "--format",
+        "csv",
+        "SELECT 1 AS a, 'x' AS b",
+    ]);
+    assert!(ok);
+    assert_eq!(out, "a,b\n1,x\n");
+    let (ok, out, _) = run_cli(&["sql", "--data", &store, "SELECT 1 AS a"]);
+    assert!(ok);
+    assert!(out.contains("| a |") && out.contains("| 1 |"), "{out}");
+    let (ok, out, _) = run_cli(&["sql", "--data", &store, "SELECT * FROM events"]);
+    assert!(ok);
+    assert!(
+        out.starts_with("(0 rows; columns: user_id, event, ts, event_date)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn errors_are_one_line_and_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    for (args, expected) in [
+        (vec!["sql", "--data", &store, "SELEC 1"], "error: "),
+        (
+            vec!["sql", "--data", &store, "SELECT * FROM nowhere"],
+            "nowhere",
+        ),
+        (
+            vec![
+                "ingest",
+                "--data",
+                &store,
+                "--table",
+                "events",
+                "/nonexistent/file.csv",
+            ],
+            "/nonexistent/file.csv",
+        ),
+        (
+            vec!["ingest", "--data", &store, "--table", "events", "data.xlsx"],
+            "unknown file type",
+        ),
+        (
+            vec!["sql", "--data", "ftp://host/x", "SELECT 1"],
+            "unsupported data URL scheme 'ftp'",
+        ),
+        (
+            vec!["sql", "--connect", "grpc://127.0.0.1:1", "SELECT 1"],
+            "cannot connect",
+        ),
+        (
+            vec!["serve", "--data", &store, "--memory-limit", "lots"],
+            "invalid size",
+        ),
+    ] {
+        let (ok, _, err) = run_cli(&args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?} printed more than one line: {err}");
+    }
+    // Usage errors come from the argument parser, which adds a pointer to --help.
+    let (ok, _, err) = run_cli(&["ingest", "--data", &store, "--table", "sessions", "a.csv"]);
+    assert!(!ok);
+    assert!(
+        err.starts_with("error: invalid value 'sessions' for '--table <TABLE>'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn settings_come_from_env_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_env = dir.path().join("from-env");
+    let output = Command::new(cohort_bin())
+        .args([
+            "sql",
+            "INSERT INTO events (user_id, event, ts) VALUES (1, 'a', '2026-01-01T00:00:00Z')",
+        ])
+        .env("COHORT_DATA", &from_env)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(from_env.join("events/_delta_log").is_dir());
+
+    let from_file = dir.path().join("from-file");
+    let config = dir.path().join("cohort.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data = {:?}\nmemory_limit = \"256MiB\"\n",
+            from_file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run_cli(&[
+        "--config",
+        config.to_str().unwrap(),
+        "sql",
+        "INSERT INTO profiles (user_id, plan) VALUES (1, 'pro')",
+    ]);
+    assert!(ok, "{err}");
+    assert!(from_file.join("profiles/_delta_log").is_dir());
+
+    std::fs::write(&config, "data_dir = \"typo\"\n").unwrap();
+    let (ok, _, err) = run_cli(&["--config", config.to_str().unwrap(), "sql", "SELECT 1"]);
+    assert!(!ok);
+    assert!(err.contains("unknown field `data_dir`"), "{err}");
+}
+
+#[test]
+fn demo_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = "SELECT count(*), count(DISTINCT user_id), round(sum(revenue), 2), min(ts), max(ts) FROM events";
+    let mut results = Vec::new();
+    for name in ["a", "b"] {
+        let store = dir.path().join(name);
+        let (ok, out, err) = run_cli(&[
+            "demo",
+            "--data",
+            store.to_str().unwrap(),
+            "--users",
+            "500",
+            "--events",
+            "20000",
+            "--seed",
+            "9",
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "demo data written: 20000 events, 500 profiles");
+        let (ok, out, err) = run_cli(&[
+            "sql",
+            "--data",
+            store.to_str().unwrap(),
+            "--format",
+            "csv",
+            summary,
+        ]);
+        assert!(ok, "{err}");
+        results.push(out);
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_fills_an_empty_store_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let count = |store: &std::path::Path| {
+        let (ok, out, err) = run_cli(&[
+            "sql",
+            "--data",
+            store.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM profiles) AS p",
+        ]);
+        assert!(ok, "{err}");
+        out.lines().nth(1).unwrap().to_string()
+    };
+    let server = TestServer::start(&store, &["--demo"]);
+    assert!(server.stop());
+    assert_eq!(count(&store), "300000,10000");
+    let server = TestServer::start(&store, &["--demo"]);
+    assert!(server.stop());
+    assert_eq!(
+        count(&store),
+        "300000,10000",
+        "a store with data is left as it is"
+    );
+}
