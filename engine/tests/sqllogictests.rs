@@ -1,4 +1,4 @@
-//! Runs every `tests/slt/*.slt` file against an engine on a fresh temporary store.
+//! Runs every `.slt` file (engine and sql-extensions) against an engine on a fresh temporary store.
 //! One test per file, so `cargo test` and `cargo nextest` list and filter them by name.
 
 use std::path::{Path, PathBuf};
@@ -95,14 +95,24 @@ fn run_file(path: &Path) -> Result<(), Failed> {
 
 fn main() {
     let arguments = Arguments::from_args();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/slt exists")
-        .map(|entry| entry.expect("readable entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    // The engine's own files, and those of sql-extensions: that crate has no store, but its
+    // functions are registered in every engine session, so one runner serves both.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dirs = [
+        manifest.join("tests/slt"),
+        manifest.join("../sql-extensions/tests/slt"),
+    ];
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in &dirs {
+        let found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("readable entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "slt"))
+            .collect();
+        assert!(!found.is_empty(), "no .slt files in {}", dir.display());
+        files.extend(found);
+    }
+    files.sort_by_key(|p| p.file_name().map(|n| n.to_owned()));
     let trials = files
         .into_iter()
         .map(|path| {

@@ -4,6 +4,9 @@
 //! exposes `functions()`; [`register_all`] registers every family by name, so any process
 //! (a Cohort server, a test, a scale-out executor) resolves the same names the same way.
 
+pub mod funnel;
+pub mod time;
+
 use std::sync::Arc;
 
 use datafusion::error::Result;
@@ -17,7 +20,7 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 
 /// Every aggregate function this crate provides.
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
-    Vec::new()
+    funnel::functions()
 }
 
 /// Registers every Cohort function with `registry` (e.g. a `SessionContext`'s state).

@@ -1,0 +1,310 @@
+//! The funnel level of one group's events, with ClickHouse `windowFunnel` semantics.
+//!
+//! Events are ordered by (timestamp, condition index) — and, in `strict_once` mode, by the row
+//! they came from — then scanned once. A chain starts at any step-1 event and extends from step
+//! k to k+1 when the step-(k+1) event is at most `window` after the chain's *first* event.
+//! Modes change the scan exactly as ClickHouse 26 does:
+//! - `strict_deduplication`: a repeated step (one already reached) ends the scan;
+//! - `strict_order`: any other event (a row matching no condition, or a step whose predecessor
+//!   was never reached) after the first step ends the scan; with `allow_reentry` the latter is
+//!   skipped instead;
+//! - `strict_increase`: a step must be strictly later than the previous step of its chain;
+//! - `strict_once`: one row counts at most once in a chain even when it matches several steps.
+
+/// One condition match: `cond` is the 1-based condition index, or 0 for a row that matched none
+/// (recorded only in `strict_order` mode); `row` identifies the source row within the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub ts: i64,
+    pub cond: u8,
+    pub row: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mode {
+    pub strict_deduplication: bool,
+    pub strict_order: bool,
+    pub strict_increase: bool,
+    pub strict_once: bool,
+    pub allow_reentry: bool,
+}
+
+/// The level reached (0..=steps) and the step timestamps of the chain that reached it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub level: u8,
+    pub chain: Vec<i64>,
+}
+
+pub fn evaluate(events: &mut [Event], steps: u8, window: i64, mode: Mode) -> Outcome {
+    if events.is_empty() {
+        return Outcome::default();
+    }
+    if !mode.strict_order && steps == 1 {
+        let first = events.iter().map(|e| e.ts).min().expect("not empty");
+        return Outcome {
+            level: 1,
+            chain: vec![first],
+        };
+    }
+    if mode.strict_once {
+        events.sort_unstable_by_key(|e| (e.ts, e.cond, e.row));
+        scan_strict_once(events, steps as usize, window, mode)
+    } else {
+        // Equal (ts, cond) pairs are interchangeable here, so an unstable sort is exact.
+        events.sort_unstable_by_key(|e| (e.ts, e.cond));
+        scan(events, steps as usize, window, mode)
+    }
+}
+
+fn within_window(ts: i64, first: i64, window: i64) -> bool {
+    (ts as i128) <= first as i128 + window as i128
+}
+
+/// One chain per step: the newest chain that reached it (its first and latest timestamps live
+/// in `chains[k]` as the step times).
+fn scan(events: &[Event], steps: usize, window: i64, mode: Mode) -> Outcome {
+    let mut chains: Vec<Option<Vec<i64>>> = vec![None; steps];
+    let mut started = false;
+    let reached = |chains: &[Option<Vec<i64>>]| -> Outcome {
+        match chains.iter().rposition(Option::is_some) {
+            Some(k) => Outcome {
+                level: (k + 1) as u8,
+                chain: chains[k].clone().expect("set"),
+            },
+            None => Outcome::default(),
+        }
+    };
+    for event in events {
+        if event.cond == 0 {
+            // Only recorded in strict_order mode: an unrelated event.
+            if started {
+                break;
+            }
+            continue;
+        }
+        let step = event.cond as usize - 1;
+        if step == 0 {
+            chains[0] = Some(vec![event.ts]);
+            started = true;
+        } else if mode.strict_deduplication && chains[step].is_some() {
+            return reached(&chains);
+        } else if mode.strict_order && started && chains[step - 1].is_none() {
+            if mode.allow_reentry {
+                continue;
+            }
+            return reached(&chains);
+        } else if let Some(previous) = &chains[step - 1] {
+            let first = previous[0];
+            let last = *previous.last().expect("chains are never empty");
+            let matched = within_window(event.ts, first, window)
+                && (!mode.strict_increase || last < event.ts);
+            if matched {
+                let mut chain = previous.clone();
+                chain.push(event.ts);
+                chains[step] = Some(chain);
+                if step + 1 == steps {
+                    return reached(&chains);
+                }
+            }
+        }
+    }
+    reached(&chains)
+}
+
+struct Sequence {
+    rows: Vec<u32>,
+    times: Vec<i64>,
+}
+
+/// `strict_once`: every chain is kept per step (one row may extend several), and a chain may
+/// not use the same row twice. Chains that fell out of the window are dropped, keeping one.
+fn scan_strict_once(events: &[Event], steps: usize, window: i64, mode: Mode) -> Outcome {
+    let mut sequences: Vec<Vec<Sequence>> = (0..steps).map(|_| Vec::new()).collect();
+    let mut started = false;
+    let reached = |sequences: &[Vec<Sequence>]| -> Outcome {
+        match sequences.iter().rposition(|s| !s.is_empty()) {
+            Some(k) => Outcome {
+                level: (k + 1) as u8,
+                chain: sequences[k][0].times.clone(),
+            },
+            None => Outcome::default(),
+        }
+    };
+    for event in events {
+        if event.cond == 0 {
+            if started {
+                break;
+            }
+            continue;
+        }
+        let step = event.cond as usize - 1;
+        if step == 0 {
+            sequences[0].push(Sequence {
+                rows: vec![event.row],
+                times: vec![event.ts],
+            });
+            started = true;
+        } else if mode.strict_deduplication && !sequences[step].is_empty() {
+            return reached(&sequences);
+        } else if mode.strict_order && started && sequences[step - 1].is_empty() {
+            if mode.allow_reentry {
+                continue;
+            }
+            return reached(&sequences);
+        } else if !sequences[step - 1].is_empty() {
+            let (before, after) = sequences.split_at_mut(step);
+            let previous = &mut before[step - 1];
+            let current = &mut after[0];
+            let mut i = 0;
+            while i < previous.len() {
+                let candidate = &previous[i];
+                let first = candidate.times[0];
+                let mut matched = within_window(event.ts, first, window);
+                if !matched && previous.len() > 1 {
+                    previous.remove(i);
+                    continue;
+                }
+                matched = matched && !candidate.rows.contains(&event.row);
+                if matched && mode.strict_increase {
+                    matched = *candidate.times.last().expect("not empty") < event.ts;
+                }
+                if matched {
+                    let mut rows = candidate.rows.clone();
+                    rows.push(event.row);
+                    let mut times = candidate.times.clone();
+                    times.push(event.ts);
+                    current.push(Sequence { rows, times });
+                    if step + 1 == steps {
+                        let completed = current.last().expect("just pushed").times.clone();
+                        return Outcome {
+                            level: steps as u8,
+                            chain: completed,
+                        };
+                    }
+                }
+                i += 1;
+            }
+        }
+    }
+    reached(&sequences)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of (ts, matched conditions), in arrival order, as the accumulator records them.
+    fn events(rows: &[(i64, &[u8])], strict_order: bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (row, (ts, conds)) in rows.iter().enumerate() {
+            let mut sorted = conds.to_vec();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            for cond in &sorted {
+                out.push(Event {
+                    ts: *ts,
+                    cond: *cond,
+                    row: row as u32,
+                });
+            }
+            if strict_order && conds.is_empty() {
+                out.push(Event {
+                    ts: *ts,
+                    cond: 0,
+                    row: row as u32,
+                });
+            }
+        }
+        out
+    }
+
+    fn level(rows: &[(i64, &[u8])], steps: u8, window: i64, mode: Mode) -> u8 {
+        evaluate(&mut events(rows, mode.strict_order), steps, window, mode).level
+    }
+
+    #[test]
+    fn window_is_measured_from_the_first_step_inclusive() {
+        let rows: &[(i64, &[u8])] = &[(1, &[1]), (5, &[2]), (11, &[3]), (12, &[3])];
+        assert_eq!(level(rows, 3, 10, Mode::default()), 3);
+        assert_eq!(level(rows, 3, 9, Mode::default()), 2);
+        let outcome = evaluate(&mut events(rows, false), 3, 10, Mode::default());
+        assert_eq!(outcome.chain, [1, 5, 11]);
+    }
+
+    #[test]
+    fn a_later_start_can_reach_further() {
+        let rows: &[(i64, &[u8])] = &[(0, &[1]), (100, &[1]), (105, &[2]), (108, &[3])];
+        assert_eq!(level(rows, 3, 10, Mode::default()), 3);
+    }
+
+    #[test]
+    fn strict_deduplication_stops_at_a_repeated_step() {
+        let rows: &[(i64, &[u8])] = &[(1, &[1]), (2, &[2]), (3, &[2]), (4, &[3])];
+        let mode = Mode {
+            strict_deduplication: true,
+            ..Mode::default()
+        };
+        assert_eq!(level(rows, 3, 10, mode), 2);
+        assert_eq!(level(rows, 3, 10, Mode::default()), 3);
+    }
+
+    #[test]
+    fn strict_order_stops_at_other_events() {
+        let rows: &[(i64, &[u8])] = &[(1, &[1]), (2, &[2]), (3, &[]), (4, &[3])];
+        let mode = Mode {
+            strict_order: true,
+            ..Mode::default()
+        };
+        assert_eq!(level(rows, 3, 10, mode), 2);
+        // A -> B -> D -> C stops at D, unless re-entry skips the out-of-order step.
+        let rows: &[(i64, &[u8])] = &[(1, &[1]), (2, &[2]), (3, &[4]), (4, &[3]), (5, &[4])];
+        assert_eq!(level(rows, 4, 10, mode), 2);
+        let reentry = Mode {
+            strict_order: true,
+            allow_reentry: true,
+            ..Mode::default()
+        };
+        assert_eq!(level(rows, 4, 10, reentry), 4);
+    }
+
+    #[test]
+    fn strict_increase_needs_later_timestamps() {
+        let rows: &[(i64, &[u8])] = &[(1, &[1]), (1, &[2]), (2, &[3])];
+        assert_eq!(level(rows, 3, 10, Mode::default()), 3);
+        let mode = Mode {
+            strict_increase: true,
+            ..Mode::default()
+        };
+        assert_eq!(level(rows, 3, 10, mode), 1);
+    }
+
+    #[test]
+    fn strict_once_counts_a_row_once() {
+        // One row matching steps 1 and 2 can complete a 2-step funnel only without strict_once.
+        let rows: &[(i64, &[u8])] = &[(1, &[1, 2])];
+        assert_eq!(level(rows, 2, 10, Mode::default()), 2);
+        let mode = Mode {
+            strict_once: true,
+            ..Mode::default()
+        };
+        assert_eq!(level(rows, 2, 10, mode), 1);
+        let rows: &[(i64, &[u8])] = &[(1, &[1, 2]), (2, &[2])];
+        assert_eq!(level(rows, 2, 10, mode), 2);
+    }
+
+    #[test]
+    fn single_step_and_empty() {
+        assert_eq!(level(&[(7, &[1])], 1, 1, Mode::default()), 1);
+        assert_eq!(evaluate(&mut [], 3, 1, Mode::default()), Outcome::default());
+        // Events that never start a chain reach nothing.
+        assert_eq!(level(&[(1, &[2]), (2, &[3])], 3, 10, Mode::default()), 0);
+    }
+
+    #[test]
+    fn extreme_timestamps_do_not_overflow() {
+        let rows: &[(i64, &[u8])] = &[(i64::MAX - 1, &[1]), (i64::MAX, &[2])];
+        assert_eq!(level(rows, 2, i64::MAX, Mode::default()), 2);
+        let rows: &[(i64, &[u8])] = &[(i64::MIN, &[1]), (0, &[2])];
+        assert_eq!(level(rows, 2, i64::MAX, Mode::default()), 1);
+    }
+}

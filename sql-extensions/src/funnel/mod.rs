@@ -1,0 +1,267 @@
+//! `window_funnel` and `window_funnel_steps`: how far each group (typically a user) gets
+//! through an ordered sequence of steps within a time window.
+//!
+//! ```sql
+//! window_funnel(window, [mode,] ts, cond1, cond2, ..., condN)        -> UInt8
+//! window_funnel_steps(window, [mode,] ts, cond1, cond2, ..., condN)  -> List<type of ts>
+//! ```
+//!
+//! - `window`: a constant INTERVAL (`INTERVAL '1 hour'`), or an integer: seconds for timestamp
+//!   event times, days for DATE, raw units for integer event times. Must be positive.
+//! - `mode`: optional constant string of comma-separated ClickHouse modes: `strict_deduplication`,
+//!   `strict_order`, `strict_increase`, `strict_once`, `allow_reentry` (needs `strict_order`).
+//! - `ts`: any timestamp (unit and time zone kept), DATE, or integer column. Rows with NULL `ts`
+//!   are ignored.
+//! - `cond1..condN`: 1 to 32 boolean conditions; NULL counts as false.
+//!
+//! `window_funnel` returns the level reached, 0..N, exactly as ClickHouse's
+//! `windowFunnel(window, modes...)(ts, cond1, ...)`: a chain starts at a step-1 event and each
+//! next step must occur at most `window` after the chain's first event (inclusive); events at
+//! equal timestamps are taken in condition order. `window_funnel_steps` returns the timestamps of
+//! the chain that reached that level (its length is the level), so time-to-convert and drop-off
+//! are one query:
+//!
+//! ```sql
+//! SELECT user_id,
+//!        window_funnel(INTERVAL '1 hour', ts, event = 'page_view', event = 'add_to_cart',
+//!                      event = 'checkout', event = 'purchase') AS level
+//! FROM events GROUP BY user_id;
+//!
+//! SELECT steps[4] - steps[1] AS time_to_purchase
+//! FROM (SELECT window_funnel_steps(INTERVAL '1 hour', 'strict_increase', ts,
+//!              event = 'page_view', event = 'add_to_cart', event = 'checkout',
+//!              event = 'purchase') AS steps
+//!       FROM events GROUP BY user_id)
+//! WHERE cardinality(steps) = 4;
+//! ```
+
+mod accumulator;
+pub mod level;
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+
+use crate::time::{is_event_time, window_in_units};
+use accumulator::{FunnelAccumulator, FunnelArgs, FunnelGroupsAccumulator};
+use level::Mode;
+
+/// At most this many conditions, as in ClickHouse.
+pub const MAX_STEPS: usize = 32;
+
+pub fn functions() -> Vec<Arc<AggregateUDF>> {
+    vec![
+        Arc::new(AggregateUDF::from(WindowFunnel::new(false))),
+        Arc::new(AggregateUDF::from(WindowFunnel::new(true))),
+    ]
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct WindowFunnel {
+    steps_output: bool,
+    signature: Signature,
+}
+
+impl WindowFunnel {
+    pub fn new(steps_output: bool) -> Self {
+        Self {
+            steps_output,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+/// Positions of the arguments, derived from their types.
+struct Layout {
+    ts_index: usize,
+    ts_type: DataType,
+    steps: usize,
+}
+
+fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    )
+}
+
+impl Layout {
+    fn from_types(name: &str, types: &[DataType]) -> Result<Self> {
+        let usage = format!("{name}(window, [mode,] ts, cond1, ..., condN)");
+        if types.len() < 3 {
+            return plan_err!(
+                "{name} needs a window, a timestamp and at least one condition: {usage}"
+            );
+        }
+        let window = &types[0];
+        if !(window.is_integer() || matches!(window, DataType::Interval(_))) {
+            return plan_err!(
+                "{name}: the window must be an INTERVAL or an integer, got {window}: {usage}"
+            );
+        }
+        let ts_index = if is_string(&types[1]) { 2 } else { 1 };
+        let Some(ts_type) = types.get(ts_index) else {
+            return plan_err!("{name}: missing the timestamp argument: {usage}");
+        };
+        if !is_event_time(ts_type) {
+            return plan_err!(
+                "{name}: the event time must be a timestamp, date or integer, got {ts_type}: {usage}"
+            );
+        }
+        let conditions = &types[ts_index + 1..];
+        if conditions.is_empty() {
+            return plan_err!("{name} needs at least one condition: {usage}");
+        }
+        if conditions.len() > MAX_STEPS {
+            return plan_err!(
+                "{name} takes at most {MAX_STEPS} conditions, got {}",
+                conditions.len()
+            );
+        }
+        for (i, condition) in conditions.iter().enumerate() {
+            if !matches!(condition, DataType::Boolean | DataType::Null) {
+                return plan_err!(
+                    "{name}: condition {} must be boolean, got {condition}",
+                    i + 1
+                );
+            }
+        }
+        Ok(Self {
+            ts_index,
+            ts_type: ts_type.clone(),
+            steps: conditions.len(),
+        })
+    }
+}
+
+/// Parses a ClickHouse mode list such as `'strict_order, allow_reentry'`.
+pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
+    let mut mode = Mode::default();
+    for option in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        match option {
+            "strict_deduplication" => mode.strict_deduplication = true,
+            "strict_order" => mode.strict_order = true,
+            "strict_increase" => mode.strict_increase = true,
+            "strict_once" => mode.strict_once = true,
+            "allow_reentry" => mode.allow_reentry = true,
+            "strict" => {
+                return plan_err!("{name}: mode 'strict' was renamed 'strict_deduplication'");
+            }
+            other => {
+                return plan_err!(
+                    "{name}: unknown mode '{other}' (modes: strict_deduplication, strict_order, strict_increase, strict_once, allow_reentry)"
+                );
+            }
+        }
+    }
+    if mode.allow_reentry && !mode.strict_order {
+        return plan_err!("{name}: mode allow_reentry requires strict_order");
+    }
+    Ok(mode)
+}
+
+fn literal<'a>(name: &str, what: &str, args: &'a AccumulatorArgs) -> Result<&'a ScalarValue> {
+    let index = if what == "window" { 0 } else { 1 };
+    match args.exprs[index].as_ref().downcast_ref::<Literal>() {
+        Some(literal) => Ok(literal.value()),
+        None => plan_err!("{name}: the {what} must be a constant"),
+    }
+}
+
+impl AggregateUDFImpl for WindowFunnel {
+    fn name(&self) -> &str {
+        if self.steps_output {
+            "window_funnel_steps"
+        } else {
+            "window_funnel"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        let layout = Layout::from_types(self.name(), arg_types)?;
+        Ok(if self.steps_output {
+            DataType::List(Arc::new(Field::new_list_field(layout.ts_type, true)))
+        } else {
+            DataType::UInt8
+        })
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
+        Ok(match data_type {
+            DataType::List(field) => {
+                ScalarValue::List(ScalarValue::new_list_nullable(&[], field.data_type()))
+            }
+            _ => ScalarValue::UInt8(Some(0)),
+        })
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(accumulator::state_fields(args.name)
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(FunnelAccumulator::new(self.funnel_args(&args)?)))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(FunnelGroupsAccumulator::new(
+            self.funnel_args(&args)?,
+        )))
+    }
+}
+
+impl WindowFunnel {
+    fn funnel_args(&self, args: &AccumulatorArgs) -> Result<Arc<FunnelArgs>> {
+        let name = self.name();
+        let types: Vec<DataType> = args
+            .expr_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let layout = Layout::from_types(name, &types)?;
+        let window = window_in_units(name, literal(name, "window", args)?, &layout.ts_type)?;
+        let mode = if layout.ts_index == 2 {
+            match literal(name, "mode", args)? {
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)) => parse_mode(name, s)?,
+                other => return plan_err!("{name}: the mode must be a string, got {other}"),
+            }
+        } else {
+            Mode::default()
+        };
+        Ok(Arc::new(FunnelArgs {
+            steps: layout.steps as u8,
+            window,
+            mode,
+            want_chain: self.steps_output,
+            ts_index: layout.ts_index,
+            ts_type: layout.ts_type,
+        }))
+    }
+}

@@ -1,0 +1,172 @@
+//! Funnel state merging: the same answer however rows are split into batches and partitions,
+//! and when partial aggregation is skipped (states built row by row with convert_to_state).
+//! The reference is the level of each user's events computed in one pass.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, UInt8Type};
+use cohort_sql_extensions::funnel::level::{self, Event, Mode};
+use cohort_sql_extensions::funnel::parse_mode;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const STEPS: [&str; 4] = ["a", "b", "c", "d"];
+const MODES: [&str; 7] = [
+    "",
+    "strict_deduplication",
+    "strict_order",
+    "strict_increase",
+    "strict_once",
+    "strict_order, allow_reentry",
+    "strict_once, strict_increase, strict_deduplication",
+];
+
+fn data(seed: u64) -> (Vec<(i64, i64, String)>, RecordBatch) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let rows: Vec<(i64, i64, String)> = (0..6000)
+        .map(|_| {
+            let user = rng.random_range(0..300);
+            // Few distinct timestamps per user: many ties.
+            let ts = rng.random_range(0..60);
+            let event = ["a", "b", "c", "d", "x"][rng.random_range(0..5)].to_string();
+            (user, ts, event)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("u", DataType::Int64, false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("e", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.2.clone()),
+            )),
+        ],
+    )
+    .unwrap();
+    (rows, batch)
+}
+
+fn reference(rows: &[(i64, i64, String)], mode: Mode, window: i64) -> BTreeMap<i64, u8> {
+    let mut per_user: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+    let mut next_row: BTreeMap<i64, u32> = BTreeMap::new();
+    for (user, ts, event) in rows {
+        let row = next_row.entry(*user).or_default();
+        let events = per_user.entry(*user).or_default();
+        let mut any = false;
+        for (i, step) in STEPS.iter().enumerate().rev() {
+            if event == step {
+                events.push(Event {
+                    ts: *ts,
+                    cond: i as u8 + 1,
+                    row: *row,
+                });
+                any = true;
+            }
+        }
+        if !any && mode.strict_order {
+            events.push(Event {
+                ts: *ts,
+                cond: 0,
+                row: *row,
+            });
+        }
+        *row += 1;
+    }
+    per_user
+        .into_iter()
+        .map(|(user, mut events)| (user, level::evaluate(&mut events, 4, window, mode).level))
+        .collect()
+}
+
+async fn run(
+    batch: &RecordBatch,
+    batch_size: usize,
+    partitions: usize,
+    skip_partial: bool,
+    sql: &str,
+) -> BTreeMap<i64, u8> {
+    let mut config = SessionConfig::new()
+        .with_batch_size(batch_size)
+        .with_target_partitions(partitions);
+    if skip_partial {
+        let options = config.options_mut();
+        options
+            .execution
+            .skip_partial_aggregation_probe_rows_threshold = 0;
+        options
+            .execution
+            .skip_partial_aggregation_probe_ratio_threshold = 0.0;
+    }
+    let mut state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    cohort_sql_extensions::register_all(&mut state).unwrap();
+    let ctx = SessionContext::new_with_state(state);
+    // Several input partitions, so partial states really are merged.
+    let chunk = batch.num_rows().div_ceil(partitions.max(2));
+    let parts: Vec<Vec<RecordBatch>> = (0..batch.num_rows())
+        .step_by(chunk)
+        .map(|start| vec![batch.slice(start, chunk.min(batch.num_rows() - start))])
+        .collect();
+    ctx.register_table(
+        "t",
+        Arc::new(MemTable::try_new(batch.schema(), parts).unwrap()),
+    )
+    .unwrap();
+    let mut out = BTreeMap::new();
+    for result in ctx.sql(sql).await.unwrap().collect().await.unwrap() {
+        let users = result
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let levels = result.column(1).as_primitive::<UInt8Type>();
+        for i in 0..result.num_rows() {
+            out.insert(users.value(i), levels.value(i));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_do_not_depend_on_batching_partitioning_or_partial_aggregation() {
+    let (rows, batch) = data(20261123);
+    let mut compared = 0;
+    for mode_text in MODES {
+        let mode = parse_mode("window_funnel", mode_text).unwrap();
+        for window in [1i64, 5, 30] {
+            let expected = reference(&rows, mode, window);
+            let conditions = STEPS
+                .iter()
+                .map(|s| format!("e = '{s}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT u, window_funnel({window}, '{mode_text}', ts, {conditions}) FROM t GROUP BY u"
+            );
+            for (batch_size, partitions, skip_partial) in [
+                (1, 1, false),
+                (7, 3, true),
+                (64, 8, false),
+                (8192, 2, true),
+                (513, 5, true),
+            ] {
+                let actual = run(&batch, batch_size, partitions, skip_partial, &sql).await;
+                assert_eq!(
+                    actual, expected,
+                    "mode '{mode_text}', window {window}, batch {batch_size}, partitions {partitions}, skip partial {skip_partial}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, MODES.len() * 3 * 5);
+}
