@@ -5,6 +5,8 @@
 //! (a Cohort server, a test, a scale-out executor) resolves the same names the same way.
 
 pub mod funnel;
+pub mod retention;
+pub mod sum_for_each;
 pub mod time;
 
 use std::sync::Arc;
@@ -20,7 +22,12 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 
 /// Every aggregate function this crate provides.
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
-    funnel::functions()
+    [
+        funnel::functions(),
+        retention::functions(),
+        sum_for_each::functions(),
+    ]
+    .concat()
 }
 
 /// Registers every Cohort function with `registry` (e.g. a `SessionContext`'s state).
