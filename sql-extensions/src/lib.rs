@@ -6,6 +6,7 @@
 
 pub mod funnel;
 pub mod retention;
+pub mod sequence;
 pub mod sum_for_each;
 pub mod time;
 
@@ -25,6 +26,7 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     [
         funnel::functions(),
         retention::functions(),
+        sequence::functions(),
         sum_for_each::functions(),
     ]
     .concat()

@@ -82,6 +82,17 @@ pub fn window_in_units(function: &str, window: &ScalarValue, ts_type: &DataType)
     Ok(i64::try_from(units).unwrap_or(i64::MAX))
 }
 
+/// An integer duration in event-time units: seconds for timestamps, days for `Date32`, raw
+/// units for integer event times.
+pub fn integer_amount_in_units(raw: i128, ts_type: &DataType) -> i128 {
+    match (ts_type, nanos_per_unit(ts_type)) {
+        (DataType::Timestamp(..) | DataType::Date64, Some(per_unit)) => {
+            raw.saturating_mul(NANOS_PER_SECOND) / per_unit
+        }
+        _ => raw,
+    }
+}
+
 fn integer_value(value: &ScalarValue) -> Option<i128> {
     match value {
         ScalarValue::Int8(Some(v)) => Some(*v as i128),

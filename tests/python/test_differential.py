@@ -49,6 +49,29 @@ def random_events(seed):
     )
 
 
+SEQUENCE_OFFSET = 100_000  # user ids of the tie-free data set
+
+
+def tie_free_events(seed):
+    """Distinct timestamps per user: ClickHouse orders sequence events with equal timestamps
+    arbitrarily, so only tie-free histories have one right answer."""
+    rng = random.Random(seed)
+    users, times, names = [], [], []
+    for user in range(SEQUENCE_OFFSET + 1, SEQUENCE_OFFSET + USERS + 1):
+        for t in sorted(rng.sample(range(0, 400), rng.randint(1, 30))):
+            users.append(user)
+            times.append(BASE + t)
+            names.append(rng.choice(STEPS + ["x"]))
+    return pa.table(
+        {
+            "user_id": pa.array(users, pa.int64()),
+            "event": names,
+            "ts": pa.array([t * 1_000_000 for t in times], pa.timestamp("us", tz="UTC")),
+            "t": pa.array(times, pa.int64()),
+        }
+    )
+
+
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     import os
@@ -59,11 +82,14 @@ def loaded(tmp_path_factory):
     table = random_events(seed=20261123)
     parquet = directory / "events.parquet"
     pq.write_table(table, parquet)
+    sequences = tie_free_events(seed=7)
+    pq.write_table(sequences, directory / "sequences.parquet")
     store = Store(str(directory / "store"), {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")})
     server = Server(store)
     conn = flight_sql.connect(server.address, autocommit=True)
     with conn.cursor() as cur:
         cur.adbc_ingest("events", table, mode="append")
+        cur.adbc_ingest("events", sequences, mode="append")
     yield conn, str(parquet)
     conn.close()
     server.stop()
@@ -129,10 +155,47 @@ def test_retention_totals_match_clickhouse(loaded):
     conn, parquet = loaded
     conds = ", ".join(f"event = '{s}'" for s in STEPS)
     with conn.cursor() as cur:
-        cur.execute(f"SELECT sum_for_each(r) FROM (SELECT user_id, retention({conds}) AS r FROM events GROUP BY user_id)")
+        cur.execute(
+            f"SELECT sum_for_each(r) FROM (SELECT user_id, retention({conds}) AS r FROM events "
+            f"WHERE user_id <= {USERS} GROUP BY user_id)"
+        )
         ours = cur.fetchone()[0]
     theirs = chdb.query(
         f"SELECT sumForEach(r) FROM (SELECT user_id, retention({conds}) AS r FROM file('{parquet}', Parquet) GROUP BY user_id)",
         "TSV",
     ).bytes().decode().strip()
     assert ours == [int(x) for x in theirs.strip("[]").split(",")]
+
+
+PATTERNS = [
+    "(?1)(?2)",
+    "(?1).*(?2)",
+    "(?1).*(?2).*(?3)",
+    "(?1).(?2)",
+    "(?2)(?1)(?2)",
+    "(?1)(?t<=10)(?2)",
+    "(?1).*(?2)(?t<30).*(?3)",
+    "(?1)(?t>20).*(?2)",
+    "(?1)(?t>=5)(?2)(?t==3)(?3)",
+    "(?1).*(?t<=60)(?4)",
+]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_sequence_match_and_count_match_clickhouse(loaded, pattern):
+    conn, parquet = loaded
+    sequences = parquet.replace("events.parquet", "sequences.parquet")
+    conds = conditions()
+    where = f"user_id > {SEQUENCE_OFFSET}"
+    for ours_fn, theirs_fn, convert in [
+        ("sequence_match", "sequenceMatch", lambda v: bool(int(v))),
+        ("sequence_count", "sequenceCount", int),
+    ]:
+        ours = cohort_rows(conn, f"SELECT user_id, {ours_fn}('{pattern}', ts, {conds}) FROM events WHERE {where} GROUP BY user_id")
+        theirs = clickhouse_rows(
+            f"SELECT user_id, {theirs_fn}('{pattern}')(toUInt32(t), {conds}) FROM file('{sequences}', Parquet) GROUP BY user_id",
+            convert=convert,
+        )
+        assert len(theirs) == USERS
+        mismatches = {u: (ours.get(u), theirs[u]) for u in theirs if ours.get(u) != theirs[u]}
+        assert not mismatches, f"{ours_fn} '{pattern}': (cohort, clickhouse) {dict(list(mismatches.items())[:10])}"

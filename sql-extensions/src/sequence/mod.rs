@@ -1,0 +1,426 @@
+//! `sequence_match` and `sequence_count`: does a group's event history contain a pattern, and
+//! how many times. ClickHouse's `sequenceMatch(pattern)(ts, cond...)` / `sequenceCount`.
+//!
+//! ```sql
+//! sequence_match(pattern, ts, cond1, ..., condN)  -> Boolean
+//! sequence_count(pattern, ts, cond1, ..., condN)  -> UInt64
+//! ```
+//!
+//! - `pattern`: a constant string. `(?N)` is an event meeting condition N; `.` any event;
+//!   `.*` any number of events; `(?t<=S)`, `(?t<S)`, `(?t>=S)`, `(?t>S)`, `(?t==S)` bound the
+//!   time between the event matched just before it and the next event; after `.*` that anchor
+//!   is the `.*` position itself, so `(?1).*(?t<=S)(?2)` does not bound the gap (as in ClickHouse). `S` is seconds for timestamp event times,
+//!   days for DATE and raw units for integer event times.
+//! - `ts`: a timestamp, date or integer column; rows with NULL `ts` are ignored.
+//! - `cond1..condN`: 1 to 32 boolean conditions (NULL is false). Only rows meeting at least one
+//!   condition are events: others are invisible to the pattern, as in ClickHouse.
+//!
+//! Events are ordered by time; events at the same time are ordered by the lowest condition they
+//! meet (ClickHouse leaves that order unspecified). `sequence_count` counts non-overlapping
+//! matches from left to right. A pattern needing more than 1,000,000 matching steps for one
+//! group is an error rather than a runaway query.
+//!
+//! ```sql
+//! -- Users who added to cart and purchased within 30 minutes, and how often.
+//! SELECT user_id,
+//!        sequence_match('(?1)(?t<=1800)(?2)', ts, event = 'add_to_cart', event = 'purchase'),
+//!        sequence_count('(?1).*(?2)', ts, event = 'add_to_cart', event = 'purchase')
+//! FROM events GROUP BY user_id;
+//! ```
+
+pub mod pattern;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt32Array, UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, UInt32Type};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+
+use crate::time::{event_times, integer_amount_in_units, is_event_time};
+use pattern::{Entry, Pattern};
+
+const MAX_CONDITIONS: usize = 32;
+
+pub fn functions() -> Vec<Arc<AggregateUDF>> {
+    vec![
+        Arc::new(AggregateUDF::from(Sequence::new(false))),
+        Arc::new(AggregateUDF::from(Sequence::new(true))),
+    ]
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Sequence {
+    count: bool,
+    signature: Signature,
+}
+
+impl Sequence {
+    pub fn new(count: bool) -> Self {
+        Self {
+            count,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+
+    fn check_types(&self, types: &[DataType]) -> Result<()> {
+        let name = self.name();
+        let usage = format!("{name}(pattern, ts, cond1, ..., condN)");
+        if types.len() < 3 {
+            return plan_err!(
+                "{name} needs a pattern, a timestamp and at least one condition: {usage}"
+            );
+        }
+        if !matches!(
+            types[0],
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        ) {
+            return plan_err!(
+                "{name}: the pattern must be a string, got {}: {usage}",
+                types[0]
+            );
+        }
+        if !is_event_time(&types[1]) {
+            return plan_err!(
+                "{name}: the event time must be a timestamp, date or integer, got {}",
+                types[1]
+            );
+        }
+        if types.len() - 2 > MAX_CONDITIONS {
+            return plan_err!(
+                "{name} takes at most {MAX_CONDITIONS} conditions, got {}",
+                types.len() - 2
+            );
+        }
+        for (i, t) in types[2..].iter().enumerate() {
+            if !matches!(t, DataType::Boolean | DataType::Null) {
+                return plan_err!("{name}: condition {} must be boolean, got {t}", i + 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn pattern(&self, args: &AccumulatorArgs) -> Result<Arc<Pattern>> {
+        let name = self.name();
+        let types: Vec<DataType> = args
+            .expr_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        self.check_types(&types)?;
+        let text = match args.exprs[0]
+            .as_ref()
+            .downcast_ref::<Literal>()
+            .map(Literal::value)
+        {
+            Some(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)),
+            ) => s,
+            _ => return plan_err!("{name}: the pattern must be a constant string"),
+        };
+        let ts_type = types[1].clone();
+        Ok(Arc::new(Pattern::parse(
+            name,
+            text,
+            types.len() - 2,
+            |seconds| integer_amount_in_units(seconds, &ts_type),
+        )?))
+    }
+
+    fn output(&self, pattern: &Pattern, groups: &mut [Vec<Entry>]) -> Result<ArrayRef> {
+        let mut results = Vec::with_capacity(groups.len());
+        for events in groups.iter_mut() {
+            let met = events.iter().fold(0u32, |m, e| m | e.1);
+            let value = if met & pattern.required != pattern.required {
+                0
+            } else {
+                events.sort_unstable_by_key(|&(ts, mask)| (ts, mask.trailing_zeros(), mask));
+                if self.count {
+                    pattern.count(events)?
+                } else {
+                    pattern.matches(events)? as u64
+                }
+            };
+            results.push(value);
+        }
+        Ok(if self.count {
+            Arc::new(UInt64Array::from(results))
+        } else {
+            Arc::new(BooleanArray::from_iter(
+                results.into_iter().map(|v| Some(v == 1)),
+            ))
+        })
+    }
+}
+
+impl AggregateUDFImpl for Sequence {
+    fn name(&self) -> &str {
+        if self.count {
+            "sequence_count"
+        } else {
+            "sequence_match"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.check_types(arg_types)?;
+        Ok(if self.count {
+            DataType::UInt64
+        } else {
+            DataType::Boolean
+        })
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
+        Ok(match data_type {
+            DataType::UInt64 => ScalarValue::UInt64(Some(0)),
+            _ => ScalarValue::Boolean(Some(false)),
+        })
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}[ts]", args.name),
+                list(DataType::Int64),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}[conds]", args.name),
+                list(DataType::UInt32),
+                true,
+            )),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(SequenceAccumulator {
+            inner: SequenceGroups {
+                function: Self::new(self.count),
+                pattern: self.pattern(&args)?,
+                groups: vec![Vec::new()],
+            },
+        }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(SequenceGroups {
+            function: Self::new(self.count),
+            pattern: self.pattern(&args)?,
+            groups: Vec::new(),
+        }))
+    }
+}
+
+/// The condition bitmask of each row (0: the row is not an event).
+fn row_masks(values: &[ArrayRef]) -> Vec<u32> {
+    let rows = values[1].len();
+    let mut masks = vec![0u32; rows];
+    for (i, condition) in values[2..].iter().enumerate() {
+        if let Some(c) = condition.as_boolean_opt() {
+            for (row, mask) in masks.iter_mut().enumerate() {
+                if c.is_valid(row) && c.value(row) {
+                    *mask |= 1 << i;
+                }
+            }
+        }
+    }
+    masks
+}
+
+fn state_arrays(groups: &[Vec<Entry>]) -> Result<Vec<ArrayRef>> {
+    let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
+    let ts = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.0));
+    let masks = UInt32Array::from_iter_values(groups.iter().flatten().map(|e| e.1));
+    let list = |values: ArrayRef| -> Result<ArrayRef> {
+        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+        Ok(Arc::new(ListArray::try_new(
+            field,
+            offsets.clone(),
+            values,
+            None,
+        )?))
+    };
+    Ok(vec![list(Arc::new(ts))?, list(Arc::new(masks))?])
+}
+
+struct SequenceGroups {
+    function: Sequence,
+    pattern: Arc<Pattern>,
+    groups: Vec<Vec<Entry>>,
+}
+
+impl SequenceGroups {
+    fn add(
+        &mut self,
+        values: &[ArrayRef],
+        group_of: impl Fn(usize) -> Option<usize>,
+    ) -> Result<()> {
+        let ts = event_times(&values[1])?;
+        let masks = row_masks(values);
+        for (row, &mask) in masks.iter().enumerate() {
+            if mask == 0 || ts.is_null(row) {
+                continue;
+            }
+            if let Some(group) = group_of(row) {
+                self.groups[group].push((ts.value(row), mask));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, values: &[ArrayRef], group_of: impl Fn(usize) -> usize) {
+        let (ts, masks) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
+        for row in 0..ts.len() {
+            if ts.is_null(row) {
+                continue;
+            }
+            let times = ts.value(row);
+            let conds = masks.value(row);
+            let group = &mut self.groups[group_of(row)];
+            group.extend(
+                times
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .copied()
+                    .zip(conds.as_primitive::<UInt32Type>().values().iter().copied()),
+            );
+        }
+    }
+}
+
+impl GroupsAccumulator for SequenceGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        self.add(values, |row| {
+            let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+            (!filtered).then(|| group_indices[row])
+        })
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let mut groups = emit_to.take_needed(&mut self.groups);
+        self.function.output(&self.pattern, &mut groups)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        state_arrays(&emit_to.take_needed(&mut self.groups))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        self.merge(values, |row| group_indices[row]);
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let ts = event_times(&values[1])?;
+        let masks = row_masks(values);
+        let groups: Vec<Vec<Entry>> = masks
+            .iter()
+            .enumerate()
+            .map(|(row, &mask)| {
+                let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+                if mask == 0 || ts.is_null(row) || filtered {
+                    Vec::new()
+                } else {
+                    vec![(ts.value(row), mask)]
+                }
+            })
+            .collect();
+        state_arrays(&groups)
+    }
+
+    fn size(&self) -> usize {
+        self.groups.capacity() * size_of::<Vec<Entry>>()
+            + self
+                .groups
+                .iter()
+                .map(|g| g.capacity() * size_of::<Entry>())
+                .sum::<usize>()
+    }
+}
+
+struct SequenceAccumulator {
+    inner: SequenceGroups,
+}
+
+impl std::fmt::Debug for SequenceAccumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SequenceAccumulator")
+            .field("events", &self.inner.groups[0].len())
+            .finish()
+    }
+}
+
+impl Accumulator for SequenceAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.inner.add(values, |_| Some(0))
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let array = self
+            .inner
+            .function
+            .output(&self.inner.pattern, &mut self.inner.groups)?;
+        ScalarValue::try_from_array(&array, 0)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        state_arrays(&self.inner.groups)?
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.inner.merge(states, |_| 0);
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + GroupsAccumulator::size(&self.inner)
+    }
+}
