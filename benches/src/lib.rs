@@ -1,1 +1,23 @@
-//! Benchmark helpers.
+//! Benchmark helpers: the queries the peer comparison runs, so the criterion benches and the
+//! `peer_query` tool measure the same SQL.
+
+/// A 4-step, one-hour funnel per user, then users per level.
+pub const FUNNEL_SQL: &str = "SELECT level, count(*) AS users FROM (\
+     SELECT user_id, window_funnel(3600, ts, event = 'page_view', event = 'add_to_cart', \
+     event = 'checkout', event = 'purchase') AS level FROM events GROUP BY user_id) \
+     GROUP BY level ORDER BY level";
+
+/// 8-day retention of the first demo day's users: day 0, then each of the next 7 days.
+pub fn retention_sql() -> String {
+    let days: Vec<String> = (0..8)
+        .map(|d| {
+            format!(
+                "date_trunc('day', ts) = TIMESTAMP '2026-09-01T00:00:00Z' + INTERVAL '{d} days'"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT sum_for_each(r) AS retained FROM (SELECT user_id, retention({}) AS r FROM events GROUP BY user_id)",
+        days.join(", ")
+    )
+}

@@ -6,6 +6,7 @@
 
 pub mod funnel;
 pub mod retention;
+pub mod retention_periods;
 pub mod sequence;
 pub mod sum_for_each;
 pub mod time;
@@ -26,6 +27,7 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     [
         funnel::functions(),
         retention::functions(),
+        retention_periods::functions(),
         sequence::functions(),
         sum_for_each::functions(),
     ]

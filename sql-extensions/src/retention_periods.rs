@@ -1,0 +1,497 @@
+//! `retention_periods`: time-aware retention, which ClickHouse's `retention` cannot express.
+//!
+//! ```sql
+//! retention_periods(period, periods, [mode,] ts, start_cond, return_cond) -> List<UInt8>
+//! ```
+//!
+//! Per group (user), a list of `periods + 1` flags. Element 0 is 1 if the user met
+//! `start_cond` at all (they belong to a cohort). Element k (1..=periods) is 1 if the user met
+//! `return_cond` in period k after a start event `s`, i.e. at a time in
+//! `[s + k * period, s + (k + 1) * period)`. `mode`, as PostHog defines retention:
+//! - `'first_time'` (default): `s` is the user's first start event;
+//! - `'recurring'`: any start event counts, so a user returning k periods after *some* start is
+//!   retained in period k.
+//!
+//! `period` is a constant INTERVAL or integer (seconds for timestamps, days for DATE, raw units
+//! for integer times); `periods` a constant integer from 1 to 1000. Rows with NULL `ts` are
+//! ignored, NULL conditions are false. A cohort retention matrix is one query:
+//!
+//! ```sql
+//! SELECT date_trunc('week', first_seen) AS cohort, count(*) AS users, sum_for_each(r) AS retained
+//! FROM (SELECT user_id,
+//!              min(ts) FILTER (WHERE event = 'signup') AS first_seen,
+//!              retention_periods(INTERVAL '1 week', 8, ts, event = 'signup', event = 'login') AS r
+//!       FROM events GROUP BY user_id)
+//! WHERE first_seen IS NOT NULL
+//! GROUP BY cohort ORDER BY cohort;
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt8Array};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, UInt8Type};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+
+use crate::time::{event_times, is_event_time, window_in_units};
+
+const NAME: &str = "retention_periods";
+const MAX_PERIODS: i64 = 1000;
+const START: u8 = 1;
+const RETURN: u8 = 2;
+
+pub fn functions() -> Vec<Arc<AggregateUDF>> {
+    vec![Arc::new(AggregateUDF::from(RetentionPeriods::new()))]
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RetentionPeriods {
+    signature: Signature,
+}
+
+impl RetentionPeriods {
+    pub fn new() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl Default for RetentionPeriods {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    period: i64,
+    periods: usize,
+    recurring: bool,
+    ts_index: usize,
+}
+
+/// Index of the event-time argument (after the optional mode).
+fn ts_index(types: &[DataType]) -> Result<usize> {
+    let usage = "retention_periods(period, periods, [mode,] ts, start_cond, return_cond)";
+    let index = if types.len() == 6 { 3 } else { 2 };
+    if !(5..=6).contains(&types.len()) {
+        return plan_err!("{NAME} takes 5 or 6 arguments: {usage}");
+    }
+    if index == 3
+        && !matches!(
+            types[2],
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        )
+    {
+        return plan_err!(
+            "{NAME}: the mode must be a string, got {}: {usage}",
+            types[2]
+        );
+    }
+    if !types[1].is_integer() {
+        return plan_err!(
+            "{NAME}: the number of periods must be an integer, got {}: {usage}",
+            types[1]
+        );
+    }
+    if !is_event_time(&types[index]) {
+        return plan_err!(
+            "{NAME}: the event time must be a timestamp, date or integer, got {}",
+            types[index]
+        );
+    }
+    for (which, t) in ["start", "return"].iter().zip(&types[index + 1..]) {
+        if !matches!(t, DataType::Boolean | DataType::Null) {
+            return plan_err!("{NAME}: the {which} condition must be boolean, got {t}");
+        }
+    }
+    Ok(index)
+}
+
+fn literal<'a>(args: &'a AccumulatorArgs, index: usize, what: &str) -> Result<&'a ScalarValue> {
+    match args.exprs[index].as_ref().downcast_ref::<Literal>() {
+        Some(l) => Ok(l.value()),
+        None => plan_err!("{NAME}: the {what} must be a constant"),
+    }
+}
+
+fn spec(args: &AccumulatorArgs) -> Result<Spec> {
+    let types: Vec<DataType> = args
+        .expr_fields
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    let ts_index = ts_index(&types)?;
+    let period = window_in_units(NAME, literal(args, 0, "period")?, &types[ts_index])?;
+    let periods = match literal(args, 1, "number of periods")?.cast_to(&DataType::Int64)? {
+        ScalarValue::Int64(Some(n)) if (1..=MAX_PERIODS).contains(&n) => n as usize,
+        other => {
+            return plan_err!(
+                "{NAME}: the number of periods must be from 1 to {MAX_PERIODS}, got {other}"
+            );
+        }
+    };
+    let recurring = if ts_index == 3 {
+        match literal(args, 2, "mode")? {
+            ScalarValue::Utf8(Some(m))
+            | ScalarValue::Utf8View(Some(m))
+            | ScalarValue::LargeUtf8(Some(m)) => match m.trim() {
+                "first_time" => false,
+                "recurring" => true,
+                other => {
+                    return plan_err!(
+                        "{NAME}: unknown mode '{other}' (modes: first_time, recurring)"
+                    );
+                }
+            },
+            other => return plan_err!("{NAME}: the mode must be a string, got {other}"),
+        }
+    } else {
+        false
+    };
+    Ok(Spec {
+        period,
+        periods,
+        recurring,
+        ts_index,
+    })
+}
+
+/// The retention flags of one user's (timestamp, start/return bits) events.
+fn flags(events: &mut [(i64, u8)], spec: Spec) -> Vec<u8> {
+    let mut out = vec![0u8; spec.periods + 1];
+    events.sort_unstable();
+    let starts: Vec<i64> = events
+        .iter()
+        .filter(|e| e.1 & START != 0)
+        .map(|e| e.0)
+        .collect();
+    let Some(&first) = starts.first() else {
+        return out;
+    };
+    out[0] = 1;
+    let anchors: &[i64] = if spec.recurring {
+        &starts
+    } else {
+        std::slice::from_ref(&first)
+    };
+    let period = spec.period as i128;
+    let mut remaining = spec.periods;
+    for &(ts, bits) in events.iter() {
+        if bits & RETURN == 0 {
+            continue;
+        }
+        // Anchors at or before this return that are within reach of the last period.
+        let reach = anchors.partition_point(|&s| s <= ts);
+        for &s in anchors[..reach].iter().rev() {
+            let k = (ts as i128 - s as i128) / period;
+            if k > spec.periods as i128 {
+                break;
+            }
+            if k >= 1 && out[k as usize] == 0 {
+                out[k as usize] = 1;
+                remaining -= 1;
+                if remaining == 0 {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn item_field() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::UInt8, false))
+}
+
+fn outputs(groups: &mut [Vec<(i64, u8)>], spec: Spec) -> Result<ArrayRef> {
+    let values = UInt8Array::from_iter_values(groups.iter_mut().flat_map(|g| flags(g, spec)));
+    let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(spec.periods + 1, groups.len()));
+    Ok(Arc::new(ListArray::try_new(
+        item_field(),
+        offsets,
+        Arc::new(values),
+        None,
+    )?))
+}
+
+fn row_bits(values: &[ArrayRef], spec: Spec, row: usize) -> u8 {
+    let on = |i: usize| {
+        values[spec.ts_index + i]
+            .as_boolean_opt()
+            .is_some_and(|c| c.is_valid(row) && c.value(row))
+    };
+    (if on(1) { START } else { 0 }) | (if on(2) { RETURN } else { 0 })
+}
+
+fn state_arrays(groups: &[Vec<(i64, u8)>]) -> Result<Vec<ArrayRef>> {
+    let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
+    let ts = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.0));
+    let bits = UInt8Array::from_iter_values(groups.iter().flatten().map(|e| e.1));
+    let list = |values: ArrayRef| -> Result<ArrayRef> {
+        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+        Ok(Arc::new(ListArray::try_new(
+            field,
+            offsets.clone(),
+            values,
+            None,
+        )?))
+    };
+    Ok(vec![list(Arc::new(ts))?, list(Arc::new(bits))?])
+}
+
+impl AggregateUDFImpl for RetentionPeriods {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        ts_index(arg_types)?;
+        Ok(DataType::List(item_field()))
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}[ts]", args.name),
+                list(DataType::Int64),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}[kind]", args.name),
+                list(DataType::UInt8),
+                true,
+            )),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Single(Groups {
+            spec: spec(&args)?,
+            groups: vec![Vec::new()],
+        })))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Groups {
+            spec: spec(&args)?,
+            groups: Vec::new(),
+        }))
+    }
+}
+
+struct Groups {
+    spec: Spec,
+    groups: Vec<Vec<(i64, u8)>>,
+}
+
+impl Groups {
+    fn add(
+        &mut self,
+        values: &[ArrayRef],
+        group_of: impl Fn(usize) -> Option<usize>,
+    ) -> Result<()> {
+        let ts = event_times(&values[self.spec.ts_index])?;
+        for row in 0..ts.len() {
+            let bits = row_bits(values, self.spec, row);
+            if bits == 0 || ts.is_null(row) {
+                continue;
+            }
+            if let Some(group) = group_of(row) {
+                self.groups[group].push((ts.value(row), bits));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, values: &[ArrayRef], group_of: impl Fn(usize) -> usize) {
+        let (ts, bits) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
+        for row in 0..ts.len() {
+            if ts.is_null(row) {
+                continue;
+            }
+            let (times, kinds) = (ts.value(row), bits.value(row));
+            self.groups[group_of(row)].extend(
+                times
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .copied()
+                    .zip(kinds.as_primitive::<UInt8Type>().values().iter().copied()),
+            );
+        }
+    }
+}
+
+impl GroupsAccumulator for Groups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total, Vec::new);
+        self.add(values, |row| {
+            let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+            (!filtered).then(|| group_indices[row])
+        })
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        outputs(&mut emit_to.take_needed(&mut self.groups), self.spec)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        state_arrays(&emit_to.take_needed(&mut self.groups))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total, Vec::new);
+        self.merge(values, |row| group_indices[row]);
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let ts = event_times(&values[self.spec.ts_index])?;
+        let groups: Vec<Vec<(i64, u8)>> = (0..ts.len())
+            .map(|row| {
+                let bits = row_bits(values, self.spec, row);
+                let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+                if bits == 0 || ts.is_null(row) || filtered {
+                    Vec::new()
+                } else {
+                    vec![(ts.value(row), bits)]
+                }
+            })
+            .collect();
+        state_arrays(&groups)
+    }
+
+    fn size(&self) -> usize {
+        self.groups.capacity() * size_of::<Vec<(i64, u8)>>()
+            + self.groups.iter().map(|g| g.capacity() * 16).sum::<usize>()
+    }
+}
+
+struct Single(Groups);
+
+impl std::fmt::Debug for Single {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetentionPeriods")
+            .field("events", &self.0.groups[0].len())
+            .finish()
+    }
+}
+
+impl Accumulator for Single {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0.add(values, |_| Some(0))
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        ScalarValue::try_from_array(&outputs(&mut self.0.groups, self.0.spec)?, 0)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        state_arrays(&self.0.groups)?
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.0.merge(states, |_| 0);
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + GroupsAccumulator::size(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(recurring: bool) -> Spec {
+        Spec {
+            period: 10,
+            periods: 3,
+            recurring,
+            ts_index: 0,
+        }
+    }
+
+    #[test]
+    fn first_time_counts_from_the_first_start() {
+        // start at 0, returns at 5 (period 0), 12 (period 1), 35 (period 3), 40 (beyond).
+        let mut events = vec![
+            (12, RETURN),
+            (0, START),
+            (5, RETURN),
+            (35, RETURN),
+            (40, RETURN),
+            (20, START),
+        ];
+        assert_eq!(flags(&mut events, spec(false)), [1, 1, 0, 1]);
+    }
+
+    #[test]
+    fn recurring_counts_from_any_start() {
+        // second start at 20: the return at 35 is period 1 after it; 12 is period 1 after 0.
+        let mut events = vec![(0, START), (20, START), (12, RETURN), (35, RETURN)];
+        assert_eq!(flags(&mut events, spec(true)), [1, 1, 0, 1]);
+        let mut events = vec![(0, START), (20, START), (12, RETURN), (35, RETURN)];
+        assert_eq!(flags(&mut events, spec(false)), [1, 1, 0, 1]);
+        let mut events = vec![(0, START), (30, START), (45, RETURN)];
+        assert_eq!(
+            flags(&mut events, spec(false)),
+            [1, 0, 0, 0],
+            "45 is period 4 after the first start"
+        );
+        let mut events = vec![(0, START), (30, START), (45, RETURN)];
+        assert_eq!(flags(&mut events, spec(true)), [1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn no_start_no_cohort() {
+        let mut events = vec![(5, RETURN)];
+        assert_eq!(flags(&mut events, spec(false)), [0, 0, 0, 0]);
+        // A row that is both start and return.
+        let mut events = vec![(0, START | RETURN), (10, START | RETURN)];
+        assert_eq!(flags(&mut events, spec(false)), [1, 1, 0, 0]);
+    }
+}
