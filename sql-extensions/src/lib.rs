@@ -4,6 +4,7 @@
 //! exposes `functions()`; [`register_all`] registers every family by name, so any process
 //! (a Cohort server, a test, a scale-out executor) resolves the same names the same way.
 
+pub mod common;
 pub mod funnel;
 pub mod retention;
 pub mod retention_periods;

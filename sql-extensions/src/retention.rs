@@ -17,12 +17,14 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt8Array, UInt32Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, UInt32Type};
-use datafusion::common::{ScalarValue, plan_err};
+use datafusion::common::plan_err;
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+
+use crate::common::{SingleGroup, filtered_out};
 
 const MAX_CONDITIONS: usize = 32;
 
@@ -126,10 +128,10 @@ impl AggregateUDFImpl for Retention {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(RetentionAccumulator {
+        Ok(Box::new(SingleGroup::new(RetentionGroups {
             n: args.exprs.len(),
-            mask: 0,
-        }))
+            masks: Vec::new(),
+        })?))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -151,46 +153,6 @@ fn conditions(values: &[ArrayRef]) -> Vec<Option<&BooleanArray>> {
     values.iter().map(|v| v.as_boolean_opt()).collect()
 }
 
-fn filtered(filter: Option<&BooleanArray>, row: usize) -> bool {
-    filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
-}
-
-#[derive(Debug)]
-struct RetentionAccumulator {
-    n: usize,
-    mask: u32,
-}
-
-impl Accumulator for RetentionAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let conds = conditions(values);
-        let rows = values.first().map_or(0, |v| v.len());
-        for row in 0..rows {
-            self.mask |= row_mask(&conds, row);
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        ScalarValue::try_from_array(&result(&[self.mask], self.n)?, 0)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::UInt32(Some(self.mask))])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        for mask in states[0].as_primitive::<UInt32Type>().iter().flatten() {
-            self.mask |= mask;
-        }
-        Ok(())
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>()
-    }
-}
-
 struct RetentionGroups {
     n: usize,
     masks: Vec<u32>,
@@ -207,7 +169,7 @@ impl GroupsAccumulator for RetentionGroups {
         self.masks.resize(total_num_groups, 0);
         let conds = conditions(values);
         for (row, &group) in group_indices.iter().enumerate() {
-            if !filtered(opt_filter, row) {
+            if !filtered_out(opt_filter, row) {
                 self.masks[group] |= row_mask(&conds, row);
             }
         }
@@ -248,7 +210,7 @@ impl GroupsAccumulator for RetentionGroups {
         let conds = conditions(values);
         let rows = values.first().map_or(0, |v| v.len());
         let masks = (0..rows).map(|row| {
-            if filtered(opt_filter, row) {
+            if filtered_out(opt_filter, row) {
                 0
             } else {
                 row_mask(&conds, row)

@@ -28,17 +28,20 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt8Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt8Array};
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, UInt8Type};
+use arrow::datatypes::{DataType, Field, FieldRef, UInt8Type};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
-use datafusion::physical_expr::expressions::Literal;
 
+use crate::common::{
+    SingleGroup, append_event_list, constant, constant_string, event_list_fields, event_list_state,
+    filtered_out,
+};
 use crate::time::{event_times, is_event_time, window_in_units};
 
 const NAME: &str = "retention_periods";
@@ -115,13 +118,6 @@ fn ts_index(types: &[DataType]) -> Result<usize> {
     Ok(index)
 }
 
-fn literal<'a>(args: &'a AccumulatorArgs, index: usize, what: &str) -> Result<&'a ScalarValue> {
-    match args.exprs[index].as_ref().downcast_ref::<Literal>() {
-        Some(l) => Ok(l.value()),
-        None => plan_err!("{NAME}: the {what} must be a constant"),
-    }
-}
-
 fn spec(args: &AccumulatorArgs) -> Result<Spec> {
     let types: Vec<DataType> = args
         .expr_fields
@@ -129,8 +125,8 @@ fn spec(args: &AccumulatorArgs) -> Result<Spec> {
         .map(|f| f.data_type().clone())
         .collect();
     let ts_index = ts_index(&types)?;
-    let period = window_in_units(NAME, literal(args, 0, "period")?, &types[ts_index])?;
-    let periods = match literal(args, 1, "number of periods")?.cast_to(&DataType::Int64)? {
+    let period = window_in_units(NAME, constant(NAME, args, 0, "period")?, &types[ts_index])?;
+    let periods = match constant(NAME, args, 1, "number of periods")?.cast_to(&DataType::Int64)? {
         ScalarValue::Int64(Some(n)) if (1..=MAX_PERIODS).contains(&n) => n as usize,
         other => {
             return plan_err!(
@@ -139,19 +135,12 @@ fn spec(args: &AccumulatorArgs) -> Result<Spec> {
         }
     };
     let recurring = if ts_index == 3 {
-        match literal(args, 2, "mode")? {
-            ScalarValue::Utf8(Some(m))
-            | ScalarValue::Utf8View(Some(m))
-            | ScalarValue::LargeUtf8(Some(m)) => match m.trim() {
-                "first_time" => false,
-                "recurring" => true,
-                other => {
-                    return plan_err!(
-                        "{NAME}: unknown mode '{other}' (modes: first_time, recurring)"
-                    );
-                }
-            },
-            other => return plan_err!("{NAME}: the mode must be a string, got {other}"),
+        match constant_string(NAME, args, 2, "mode")?.trim() {
+            "first_time" => false,
+            "recurring" => true,
+            other => {
+                return plan_err!("{NAME}: unknown mode '{other}' (modes: first_time, recurring)");
+            }
         }
     } else {
         false
@@ -231,22 +220,6 @@ fn row_bits(values: &[ArrayRef], spec: Spec, row: usize) -> u8 {
     (if on(1) { START } else { 0 }) | (if on(2) { RETURN } else { 0 })
 }
 
-fn state_arrays(groups: &[Vec<(i64, u8)>]) -> Result<Vec<ArrayRef>> {
-    let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
-    let ts = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.0));
-    let bits = UInt8Array::from_iter_values(groups.iter().flatten().map(|e| e.1));
-    let list = |values: ArrayRef| -> Result<ArrayRef> {
-        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-        Ok(Arc::new(ListArray::try_new(
-            field,
-            offsets.clone(),
-            values,
-            None,
-        )?))
-    };
-    Ok(vec![list(Arc::new(ts))?, list(Arc::new(bits))?])
-}
-
 impl AggregateUDFImpl for RetentionPeriods {
     fn name(&self) -> &str {
         NAME
@@ -266,26 +239,14 @@ impl AggregateUDFImpl for RetentionPeriods {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
-        Ok(vec![
-            Arc::new(Field::new(
-                format!("{}[ts]", args.name),
-                list(DataType::Int64),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}[kind]", args.name),
-                list(DataType::UInt8),
-                true,
-            )),
-        ])
+        Ok(event_list_fields(args.name, "kind", DataType::UInt8))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Single(Groups {
+        Ok(Box::new(SingleGroup::new(Groups {
             spec: spec(&args)?,
-            groups: vec![Vec::new()],
-        })))
+            groups: Vec::new(),
+        })?))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -328,20 +289,8 @@ impl Groups {
     }
 
     fn merge(&mut self, values: &[ArrayRef], group_of: impl Fn(usize) -> usize) {
-        let (ts, bits) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
-        for row in 0..ts.len() {
-            if ts.is_null(row) {
-                continue;
-            }
-            let (times, kinds) = (ts.value(row), bits.value(row));
-            self.groups[group_of(row)].extend(
-                times
-                    .as_primitive::<Int64Type>()
-                    .values()
-                    .iter()
-                    .copied()
-                    .zip(kinds.as_primitive::<UInt8Type>().values().iter().copied()),
-            );
+        for row in 0..values[0].len() {
+            append_event_list::<UInt8Type>(values, row, &mut self.groups[group_of(row)]);
         }
     }
 }
@@ -356,7 +305,7 @@ impl GroupsAccumulator for Groups {
     ) -> Result<()> {
         self.groups.resize_with(total, Vec::new);
         self.add(values, |row| {
-            let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+            let filtered = filtered_out(opt_filter, row);
             (!filtered).then(|| group_indices[row])
         })
     }
@@ -366,7 +315,7 @@ impl GroupsAccumulator for Groups {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        state_arrays(&emit_to.take_needed(&mut self.groups))
+        event_list_state::<UInt8Type>(&emit_to.take_needed(&mut self.groups))
     }
 
     fn merge_batch(
@@ -389,7 +338,7 @@ impl GroupsAccumulator for Groups {
         let groups: Vec<Vec<(i64, u8)>> = (0..ts.len())
             .map(|row| {
                 let bits = row_bits(values, self.spec, row);
-                let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+                let filtered = filtered_out(opt_filter, row);
                 if bits == 0 || ts.is_null(row) || filtered {
                     Vec::new()
                 } else {
@@ -397,48 +346,12 @@ impl GroupsAccumulator for Groups {
                 }
             })
             .collect();
-        state_arrays(&groups)
+        event_list_state::<UInt8Type>(&groups)
     }
 
     fn size(&self) -> usize {
         self.groups.capacity() * size_of::<Vec<(i64, u8)>>()
             + self.groups.iter().map(|g| g.capacity() * 16).sum::<usize>()
-    }
-}
-
-struct Single(Groups);
-
-impl std::fmt::Debug for Single {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RetentionPeriods")
-            .field("events", &self.0.groups[0].len())
-            .finish()
-    }
-}
-
-impl Accumulator for Single {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.0.add(values, |_| Some(0))
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        ScalarValue::try_from_array(&outputs(&mut self.0.groups, self.0.spec)?, 0)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_arrays(&self.0.groups)?
-            .iter()
-            .map(|a| ScalarValue::try_from_array(a, 0))
-            .collect()
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.0.merge(states, |_| 0);
-        Ok(())
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>() + GroupsAccumulator::size(&self.0)
     }
 }
 

@@ -9,11 +9,11 @@ use arrow::array::{
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, UInt8Type, UInt32Type};
-use datafusion::common::ScalarValue;
 use datafusion::error::Result;
-use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
 use super::level::{self, Event, Mode};
+use crate::common::filtered_out;
 use crate::time::{event_times, to_event_time_array};
 
 /// Everything the accumulators need to know about one call's arguments.
@@ -200,7 +200,7 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
         let ts = event_times(&values[self.args.ts_index])?;
         let conds = conditions(values, &self.args);
         for (row, &group_index) in group_indices.iter().enumerate() {
-            if ts.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
+            if ts.is_null(row) || filtered_out(opt_filter, row) {
                 continue;
             }
             let group = &mut self.groups[group_index];
@@ -271,72 +271,5 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
     fn size(&self) -> usize {
         self.groups.capacity() * size_of::<GroupEvents>()
             + self.groups.iter().map(GroupEvents::size).sum::<usize>()
-    }
-}
-
-/// The single-group form DataFusion uses where grouped accumulation does not apply.
-#[derive(Debug)]
-pub struct FunnelAccumulator {
-    args: Arc<FunnelArgs>,
-    group: GroupEvents,
-}
-
-impl FunnelAccumulator {
-    pub fn new(args: Arc<FunnelArgs>) -> Self {
-        Self {
-            args,
-            group: GroupEvents::default(),
-        }
-    }
-}
-
-impl Accumulator for FunnelAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let ts = event_times(&values[self.args.ts_index])?;
-        let conds = conditions(values, &self.args);
-        for row in 0..ts.len() {
-            if ts.is_null(row) {
-                continue;
-            }
-            let row_id = self.group.next_row;
-            self.group.next_row = self.group.next_row.saturating_add(1);
-            record_row(
-                &mut self.group.events,
-                &self.args,
-                ts.value(row),
-                &conds,
-                row,
-                row_id,
-            );
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let array = outputs(std::slice::from_mut(&mut self.group), &self.args)?;
-        ScalarValue::try_from_array(&array, 0)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_arrays(std::slice::from_ref(&self.group))?
-            .iter()
-            .map(|a| ScalarValue::try_from_array(a, 0))
-            .collect()
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let (ts, cond, rows) = (
-            states[0].as_list::<i32>(),
-            states[1].as_list::<i32>(),
-            states[2].as_list::<i32>(),
-        );
-        for index in 0..ts.len() {
-            merge_state(&mut self.group, ts, cond, rows, index);
-        }
-        Ok(())
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>() + self.group.size()
     }
 }

@@ -47,10 +47,10 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
 };
-use datafusion::physical_expr::expressions::Literal;
 
+use crate::common::{SingleGroup, constant, constant_string, is_string};
 use crate::time::{is_event_time, window_in_units};
-use accumulator::{FunnelAccumulator, FunnelArgs, FunnelGroupsAccumulator};
+use accumulator::{FunnelArgs, FunnelGroupsAccumulator};
 use level::Mode;
 
 /// At most this many conditions, as in ClickHouse.
@@ -83,13 +83,6 @@ struct Layout {
     ts_index: usize,
     ts_type: DataType,
     steps: usize,
-}
-
-fn is_string(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-    )
 }
 
 impl Layout {
@@ -167,14 +160,6 @@ pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
     Ok(mode)
 }
 
-fn literal<'a>(name: &str, what: &str, args: &'a AccumulatorArgs) -> Result<&'a ScalarValue> {
-    let index = if what == "window" { 0 } else { 1 };
-    match args.exprs[index].as_ref().downcast_ref::<Literal>() {
-        Some(literal) => Ok(literal.value()),
-        None => plan_err!("{name}: the {what} must be a constant"),
-    }
-}
-
 impl AggregateUDFImpl for WindowFunnel {
     fn name(&self) -> &str {
         if self.steps_output {
@@ -218,7 +203,9 @@ impl AggregateUDFImpl for WindowFunnel {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(FunnelAccumulator::new(self.funnel_args(&args)?)))
+        Ok(Box::new(SingleGroup::new(FunnelGroupsAccumulator::new(
+            self.funnel_args(&args)?,
+        ))?))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -244,14 +231,9 @@ impl WindowFunnel {
             .map(|f| f.data_type().clone())
             .collect();
         let layout = Layout::from_types(name, &types)?;
-        let window = window_in_units(name, literal(name, "window", args)?, &layout.ts_type)?;
+        let window = window_in_units(name, constant(name, args, 0, "window")?, &layout.ts_type)?;
         let mode = if layout.ts_index == 2 {
-            match literal(name, "mode", args)? {
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::Utf8View(Some(s))
-                | ScalarValue::LargeUtf8(Some(s)) => parse_mode(name, s)?,
-                other => return plan_err!("{name}: the mode must be a string, got {other}"),
-            }
+            parse_mode(name, constant_string(name, args, 1, "mode")?)?
         } else {
             Mode::default()
         };

@@ -32,19 +32,19 @@ pub mod pattern;
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt32Array, UInt64Array,
-};
-use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, UInt32Type};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt64Array};
+use arrow::datatypes::{DataType, FieldRef, UInt32Type};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
-use datafusion::physical_expr::expressions::Literal;
 
+use crate::common::{
+    SingleGroup, append_event_list, constant_string, event_list_fields, event_list_state,
+    filtered_out,
+};
 use crate::time::{event_times, integer_amount_in_units, is_event_time};
 use pattern::{Entry, Pattern};
 
@@ -116,18 +116,7 @@ impl Sequence {
             .map(|f| f.data_type().clone())
             .collect();
         self.check_types(&types)?;
-        let text = match args.exprs[0]
-            .as_ref()
-            .downcast_ref::<Literal>()
-            .map(Literal::value)
-        {
-            Some(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::Utf8View(Some(s))
-                | ScalarValue::LargeUtf8(Some(s)),
-            ) => s,
-            _ => return plan_err!("{name}: the pattern must be a constant string"),
-        };
+        let text = constant_string(name, args, 0, "pattern")?;
         let ts_type = types[1].clone();
         Ok(Arc::new(Pattern::parse(
             name,
@@ -197,29 +186,15 @@ impl AggregateUDFImpl for Sequence {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
-        Ok(vec![
-            Arc::new(Field::new(
-                format!("{}[ts]", args.name),
-                list(DataType::Int64),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}[conds]", args.name),
-                list(DataType::UInt32),
-                true,
-            )),
-        ])
+        Ok(event_list_fields(args.name, "conds", DataType::UInt32))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SequenceAccumulator {
-            inner: SequenceGroups {
-                function: Self::new(self.count),
-                pattern: self.pattern(&args)?,
-                groups: vec![Vec::new()],
-            },
-        }))
+        Ok(Box::new(SingleGroup::new(SequenceGroups {
+            function: Self::new(self.count),
+            pattern: self.pattern(&args)?,
+            groups: Vec::new(),
+        })?))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -254,22 +229,6 @@ fn row_masks(values: &[ArrayRef]) -> Vec<u32> {
     masks
 }
 
-fn state_arrays(groups: &[Vec<Entry>]) -> Result<Vec<ArrayRef>> {
-    let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
-    let ts = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.0));
-    let masks = UInt32Array::from_iter_values(groups.iter().flatten().map(|e| e.1));
-    let list = |values: ArrayRef| -> Result<ArrayRef> {
-        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-        Ok(Arc::new(ListArray::try_new(
-            field,
-            offsets.clone(),
-            values,
-            None,
-        )?))
-    };
-    Ok(vec![list(Arc::new(ts))?, list(Arc::new(masks))?])
-}
-
 struct SequenceGroups {
     function: Sequence,
     pattern: Arc<Pattern>,
@@ -296,22 +255,8 @@ impl SequenceGroups {
     }
 
     fn merge(&mut self, values: &[ArrayRef], group_of: impl Fn(usize) -> usize) {
-        let (ts, masks) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
-        for row in 0..ts.len() {
-            if ts.is_null(row) {
-                continue;
-            }
-            let times = ts.value(row);
-            let conds = masks.value(row);
-            let group = &mut self.groups[group_of(row)];
-            group.extend(
-                times
-                    .as_primitive::<Int64Type>()
-                    .values()
-                    .iter()
-                    .copied()
-                    .zip(conds.as_primitive::<UInt32Type>().values().iter().copied()),
-            );
+        for row in 0..values[0].len() {
+            append_event_list::<UInt32Type>(values, row, &mut self.groups[group_of(row)]);
         }
     }
 }
@@ -326,7 +271,7 @@ impl GroupsAccumulator for SequenceGroups {
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
         self.add(values, |row| {
-            let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+            let filtered = filtered_out(opt_filter, row);
             (!filtered).then(|| group_indices[row])
         })
     }
@@ -337,7 +282,7 @@ impl GroupsAccumulator for SequenceGroups {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        state_arrays(&emit_to.take_needed(&mut self.groups))
+        event_list_state::<UInt32Type>(&emit_to.take_needed(&mut self.groups))
     }
 
     fn merge_batch(
@@ -362,7 +307,7 @@ impl GroupsAccumulator for SequenceGroups {
             .iter()
             .enumerate()
             .map(|(row, &mask)| {
-                let filtered = opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
+                let filtered = filtered_out(opt_filter, row);
                 if mask == 0 || ts.is_null(row) || filtered {
                     Vec::new()
                 } else {
@@ -370,7 +315,7 @@ impl GroupsAccumulator for SequenceGroups {
                 }
             })
             .collect();
-        state_arrays(&groups)
+        event_list_state::<UInt32Type>(&groups)
     }
 
     fn size(&self) -> usize {
@@ -380,47 +325,5 @@ impl GroupsAccumulator for SequenceGroups {
                 .iter()
                 .map(|g| g.capacity() * size_of::<Entry>())
                 .sum::<usize>()
-    }
-}
-
-struct SequenceAccumulator {
-    inner: SequenceGroups,
-}
-
-impl std::fmt::Debug for SequenceAccumulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SequenceAccumulator")
-            .field("events", &self.inner.groups[0].len())
-            .finish()
-    }
-}
-
-impl Accumulator for SequenceAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.inner.add(values, |_| Some(0))
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let array = self
-            .inner
-            .function
-            .output(&self.inner.pattern, &mut self.inner.groups)?;
-        ScalarValue::try_from_array(&array, 0)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_arrays(&self.inner.groups)?
-            .iter()
-            .map(|a| ScalarValue::try_from_array(a, 0))
-            .collect()
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.inner.merge(states, |_| 0);
-        Ok(())
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>() + GroupsAccumulator::size(&self.inner)
     }
 }

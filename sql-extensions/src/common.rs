@@ -1,0 +1,170 @@
+//! Pieces every aggregate family here shares: constant-argument access, filter handling,
+//! per-group event lists as list state, and the single-group `Accumulator` form of a
+//! `GroupsAccumulator`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, PrimitiveArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, FieldRef, Int64Type};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::function::AccumulatorArgs;
+use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::expressions::Literal;
+
+/// The value of constant argument `index`; `what` names it in the error.
+pub fn constant<'a>(
+    function: &str,
+    args: &'a AccumulatorArgs,
+    index: usize,
+    what: &str,
+) -> Result<&'a ScalarValue> {
+    match args.exprs[index].as_ref().downcast_ref::<Literal>() {
+        Some(literal) => Ok(literal.value()),
+        None => plan_err!("{function}: the {what} must be a constant"),
+    }
+}
+
+/// A constant string argument.
+pub fn constant_string<'a>(
+    function: &str,
+    args: &'a AccumulatorArgs,
+    index: usize,
+    what: &str,
+) -> Result<&'a str> {
+    match args.exprs[index]
+        .as_ref()
+        .downcast_ref::<Literal>()
+        .map(Literal::value)
+    {
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+        ) => Ok(s),
+        _ => plan_err!("{function}: the {what} must be a constant string"),
+    }
+}
+
+pub fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    )
+}
+
+/// Whether an aggregate `FILTER (WHERE ...)` excludes `row`.
+pub fn filtered_out(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
+}
+
+/// State fields of per-group event lists: event times and a small per-event value.
+pub fn event_list_fields(name: &str, value_name: &str, value_type: DataType) -> Vec<FieldRef> {
+    let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
+    vec![
+        Arc::new(Field::new(
+            format!("{name}[ts]"),
+            list(DataType::Int64),
+            true,
+        )),
+        Arc::new(Field::new(
+            format!("{name}[{value_name}]"),
+            list(value_type),
+            true,
+        )),
+    ]
+}
+
+/// Encodes per-group `(time, value)` lists as the two list columns of [`event_list_fields`].
+pub fn event_list_state<K: ArrowPrimitiveType>(
+    groups: &[Vec<(i64, K::Native)>],
+) -> Result<Vec<ArrayRef>> {
+    let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
+    let times = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.0));
+    let values = PrimitiveArray::<K>::from_iter_values(groups.iter().flatten().map(|e| e.1));
+    let list = |values: ArrayRef| -> Result<ArrayRef> {
+        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+        Ok(Arc::new(ListArray::try_new(
+            field,
+            offsets.clone(),
+            values,
+            None,
+        )?))
+    };
+    Ok(vec![list(Arc::new(times))?, list(Arc::new(values))?])
+}
+
+/// Appends the event lists of state row `row` to `group`.
+pub fn append_event_list<K: ArrowPrimitiveType>(
+    state: &[ArrayRef],
+    row: usize,
+    group: &mut Vec<(i64, K::Native)>,
+) {
+    let (times, values) = (state[0].as_list::<i32>(), state[1].as_list::<i32>());
+    if times.is_null(row) {
+        return;
+    }
+    let (times, values) = (times.value(row), values.value(row));
+    group.extend(
+        times
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .copied()
+            .zip(values.as_primitive::<K>().values().iter().copied()),
+    );
+}
+
+/// A `GroupsAccumulator` used as the plain `Accumulator` of one group, so each function's
+/// logic exists once. `state` re-merges what it emits, so the group survives it.
+pub struct SingleGroup<G: GroupsAccumulator> {
+    inner: G,
+}
+
+impl<G: GroupsAccumulator> SingleGroup<G> {
+    pub fn new(mut inner: G) -> Result<Self> {
+        // An empty state merged into group 0 creates the group, so an accumulator that never
+        // sees a row still evaluates to the function's empty result.
+        let empty = inner.state(EmitTo::All)?;
+        inner.merge_batch(&empty, &[], 1)?;
+        Ok(Self { inner })
+    }
+}
+
+impl<G: GroupsAccumulator> std::fmt::Debug for SingleGroup<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleGroup")
+            .field("size", &self.inner.size())
+            .finish()
+    }
+}
+
+impl<G: GroupsAccumulator + Sync> Accumulator for SingleGroup<G> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let rows = values.first().map_or(0, |v| v.len());
+        self.inner.update_batch(values, &vec![0; rows], None, 1)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        ScalarValue::try_from_array(&self.inner.evaluate(EmitTo::All)?, 0)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let arrays = self.inner.state(EmitTo::All)?;
+        self.inner.merge_batch(&arrays, &[0], 1)?;
+        arrays
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let rows = states.first().map_or(0, |v| v.len());
+        self.inner.merge_batch(states, &vec![0; rows], 1)
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.inner.size()
+    }
+}
