@@ -168,3 +168,124 @@ impl<G: GroupsAccumulator + Sync> Accumulator for SingleGroup<G> {
         size_of::<Self>() + self.inner.size()
     }
 }
+
+/// A function over each group's event list: which value a row records (the type's default,
+/// i.e. zero, records nothing) and what a group's list evaluates to.
+pub trait EventListFunction: Send + Sync + 'static {
+    type Value: ArrowPrimitiveType;
+
+    /// Index of the event-time argument.
+    fn ts_index(&self) -> usize;
+
+    /// The value each input row records.
+    fn row_values(&self, values: &[ArrayRef]) -> Vec<<Self::Value as ArrowPrimitiveType>::Native>;
+
+    /// One output value per group.
+    fn evaluate(&self, groups: &mut [Vec<EventOf<Self>>]) -> Result<ArrayRef>;
+}
+
+/// One recorded event: time and the function's value for its row.
+pub type EventOf<F> = (
+    i64,
+    <<F as EventListFunction>::Value as ArrowPrimitiveType>::Native,
+);
+
+/// The `GroupsAccumulator` of every [`EventListFunction`]: events per group as list state.
+pub struct EventListGroups<F: EventListFunction> {
+    function: F,
+    groups: Vec<Vec<EventOf<F>>>,
+}
+
+impl<F: EventListFunction> EventListGroups<F> {
+    pub fn new(function: F) -> Self {
+        Self {
+            function,
+            groups: Vec::new(),
+        }
+    }
+
+    /// The events of each input row (empty for rows that record nothing).
+    fn row_events(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<Option<EventOf<F>>>> {
+        let ts = crate::time::event_times(&values[self.function.ts_index()])?;
+        let recorded = self.function.row_values(values);
+        let none = <<F::Value as ArrowPrimitiveType>::Native as Default>::default();
+        Ok(recorded
+            .into_iter()
+            .enumerate()
+            .map(|(row, value)| {
+                (value != none && ts.is_valid(row) && !filtered_out(opt_filter, row))
+                    .then(|| (ts.value(row), value))
+            })
+            .collect())
+    }
+}
+
+impl<F: EventListFunction> GroupsAccumulator for EventListGroups<F> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        for (event, &group) in self
+            .row_events(values, opt_filter)?
+            .into_iter()
+            .zip(group_indices)
+        {
+            if let Some(event) = event {
+                self.groups[group].push(event);
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        self.function
+            .evaluate(&mut emit_to.take_needed(&mut self.groups))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        event_list_state::<F::Value>(&emit_to.take_needed(&mut self.groups))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        for (row, &group) in group_indices.iter().enumerate() {
+            append_event_list::<F::Value>(values, row, &mut self.groups[group]);
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let groups: Vec<Vec<EventOf<F>>> = self
+            .row_events(values, opt_filter)?
+            .into_iter()
+            .map(|event| event.into_iter().collect())
+            .collect();
+        event_list_state::<F::Value>(&groups)
+    }
+
+    fn size(&self) -> usize {
+        self.groups.capacity() * size_of::<Vec<EventOf<F>>>()
+            + self
+                .groups
+                .iter()
+                .map(|g| g.capacity() * size_of::<EventOf<F>>())
+                .sum::<usize>()
+    }
+}

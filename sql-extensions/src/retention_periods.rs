@@ -28,21 +28,20 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt8Array};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, UInt8Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, UInt8Type};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
 };
 
 use crate::common::{
-    SingleGroup, append_event_list, constant, constant_string, event_list_fields, event_list_state,
-    filtered_out,
+    EventListFunction, EventListGroups, SingleGroup, constant, constant_string, event_list_fields,
 };
-use crate::time::{event_times, is_event_time, window_in_units};
+use crate::time::{is_event_time, window_in_units};
 
 const NAME: &str = "retention_periods";
 const MAX_PERIODS: i64 = 1000;
@@ -243,10 +242,9 @@ impl AggregateUDFImpl for RetentionPeriods {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SingleGroup::new(Groups {
-            spec: spec(&args)?,
-            groups: Vec::new(),
-        })?))
+        Ok(Box::new(SingleGroup::new(EventListGroups::new(spec(
+            &args,
+        )?))?))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -257,101 +255,25 @@ impl AggregateUDFImpl for RetentionPeriods {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(Groups {
-            spec: spec(&args)?,
-            groups: Vec::new(),
-        }))
+        Ok(Box::new(EventListGroups::new(spec(&args)?)))
     }
 }
 
-struct Groups {
-    spec: Spec,
-    groups: Vec<Vec<(i64, u8)>>,
-}
+impl EventListFunction for Spec {
+    type Value = UInt8Type;
 
-impl Groups {
-    fn add(
-        &mut self,
-        values: &[ArrayRef],
-        group_of: impl Fn(usize) -> Option<usize>,
-    ) -> Result<()> {
-        let ts = event_times(&values[self.spec.ts_index])?;
-        for row in 0..ts.len() {
-            let bits = row_bits(values, self.spec, row);
-            if bits == 0 || ts.is_null(row) {
-                continue;
-            }
-            if let Some(group) = group_of(row) {
-                self.groups[group].push((ts.value(row), bits));
-            }
-        }
-        Ok(())
+    fn ts_index(&self) -> usize {
+        self.ts_index
     }
 
-    fn merge(&mut self, values: &[ArrayRef], group_of: impl Fn(usize) -> usize) {
-        for row in 0..values[0].len() {
-            append_event_list::<UInt8Type>(values, row, &mut self.groups[group_of(row)]);
-        }
-    }
-}
-
-impl GroupsAccumulator for Groups {
-    fn update_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total, Vec::new);
-        self.add(values, |row| {
-            let filtered = filtered_out(opt_filter, row);
-            (!filtered).then(|| group_indices[row])
-        })
+    fn row_values(&self, values: &[ArrayRef]) -> Vec<u8> {
+        (0..values[self.ts_index].len())
+            .map(|row| row_bits(values, *self, row))
+            .collect()
     }
 
-    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        outputs(&mut emit_to.take_needed(&mut self.groups), self.spec)
-    }
-
-    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        event_list_state::<UInt8Type>(&emit_to.take_needed(&mut self.groups))
-    }
-
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        total: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total, Vec::new);
-        self.merge(values, |row| group_indices[row]);
-        Ok(())
-    }
-
-    fn convert_to_state(
-        &self,
-        values: &[ArrayRef],
-        opt_filter: Option<&BooleanArray>,
-    ) -> Result<Vec<ArrayRef>> {
-        let ts = event_times(&values[self.spec.ts_index])?;
-        let groups: Vec<Vec<(i64, u8)>> = (0..ts.len())
-            .map(|row| {
-                let bits = row_bits(values, self.spec, row);
-                let filtered = filtered_out(opt_filter, row);
-                if bits == 0 || ts.is_null(row) || filtered {
-                    Vec::new()
-                } else {
-                    vec![(ts.value(row), bits)]
-                }
-            })
-            .collect();
-        event_list_state::<UInt8Type>(&groups)
-    }
-
-    fn size(&self) -> usize {
-        self.groups.capacity() * size_of::<Vec<(i64, u8)>>()
-            + self.groups.iter().map(|g| g.capacity() * 16).sum::<usize>()
+    fn evaluate(&self, groups: &mut [Vec<(i64, u8)>]) -> Result<ArrayRef> {
+        outputs(groups, *self)
     }
 }
 

@@ -38,14 +38,13 @@ use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
 };
 
 use crate::common::{
-    SingleGroup, append_event_list, constant_string, event_list_fields, event_list_state,
-    filtered_out,
+    EventListFunction, EventListGroups, SingleGroup, constant_string, event_list_fields,
 };
-use crate::time::{event_times, integer_amount_in_units, is_event_time};
+use crate::time::{integer_amount_in_units, is_event_time};
 use pattern::{Entry, Pattern};
 
 const MAX_CONDITIONS: usize = 32;
@@ -190,11 +189,12 @@ impl AggregateUDFImpl for Sequence {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SingleGroup::new(SequenceGroups {
-            function: Self::new(self.count),
-            pattern: self.pattern(&args)?,
-            groups: Vec::new(),
-        })?))
+        Ok(Box::new(SingleGroup::new(EventListGroups::new(
+            SequenceEvents {
+                function: Self::new(self.count),
+                pattern: self.pattern(&args)?,
+            },
+        ))?))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -205,11 +205,10 @@ impl AggregateUDFImpl for Sequence {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(SequenceGroups {
+        Ok(Box::new(EventListGroups::new(SequenceEvents {
             function: Self::new(self.count),
             pattern: self.pattern(&args)?,
-            groups: Vec::new(),
-        }))
+        })))
     }
 }
 
@@ -229,101 +228,24 @@ fn row_masks(values: &[ArrayRef]) -> Vec<u32> {
     masks
 }
 
-struct SequenceGroups {
+/// The pattern a call matches; its events are rows meeting at least one condition.
+struct SequenceEvents {
     function: Sequence,
     pattern: Arc<Pattern>,
-    groups: Vec<Vec<Entry>>,
 }
 
-impl SequenceGroups {
-    fn add(
-        &mut self,
-        values: &[ArrayRef],
-        group_of: impl Fn(usize) -> Option<usize>,
-    ) -> Result<()> {
-        let ts = event_times(&values[1])?;
-        let masks = row_masks(values);
-        for (row, &mask) in masks.iter().enumerate() {
-            if mask == 0 || ts.is_null(row) {
-                continue;
-            }
-            if let Some(group) = group_of(row) {
-                self.groups[group].push((ts.value(row), mask));
-            }
-        }
-        Ok(())
+impl EventListFunction for SequenceEvents {
+    type Value = UInt32Type;
+
+    fn ts_index(&self) -> usize {
+        1
     }
 
-    fn merge(&mut self, values: &[ArrayRef], group_of: impl Fn(usize) -> usize) {
-        for row in 0..values[0].len() {
-            append_event_list::<UInt32Type>(values, row, &mut self.groups[group_of(row)]);
-        }
-    }
-}
-
-impl GroupsAccumulator for SequenceGroups {
-    fn update_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        self.add(values, |row| {
-            let filtered = filtered_out(opt_filter, row);
-            (!filtered).then(|| group_indices[row])
-        })
+    fn row_values(&self, values: &[ArrayRef]) -> Vec<u32> {
+        row_masks(values)
     }
 
-    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut groups = emit_to.take_needed(&mut self.groups);
-        self.function.output(&self.pattern, &mut groups)
-    }
-
-    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        event_list_state::<UInt32Type>(&emit_to.take_needed(&mut self.groups))
-    }
-
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        self.merge(values, |row| group_indices[row]);
-        Ok(())
-    }
-
-    fn convert_to_state(
-        &self,
-        values: &[ArrayRef],
-        opt_filter: Option<&BooleanArray>,
-    ) -> Result<Vec<ArrayRef>> {
-        let ts = event_times(&values[1])?;
-        let masks = row_masks(values);
-        let groups: Vec<Vec<Entry>> = masks
-            .iter()
-            .enumerate()
-            .map(|(row, &mask)| {
-                let filtered = filtered_out(opt_filter, row);
-                if mask == 0 || ts.is_null(row) || filtered {
-                    Vec::new()
-                } else {
-                    vec![(ts.value(row), mask)]
-                }
-            })
-            .collect();
-        event_list_state::<UInt32Type>(&groups)
-    }
-
-    fn size(&self) -> usize {
-        self.groups.capacity() * size_of::<Vec<Entry>>()
-            + self
-                .groups
-                .iter()
-                .map(|g| g.capacity() * size_of::<Entry>())
-                .sum::<usize>()
+    fn evaluate(&self, groups: &mut [Vec<Entry>]) -> Result<ArrayRef> {
+        self.function.output(&self.pattern, groups)
     }
 }
