@@ -39,6 +39,23 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs one statement on a store with `cohort sql --format csv` and returns its first data row.
+pub fn first_csv_row(store: &Path, sql: &str) -> String {
+    let (ok, out, err) = run_cli(&[
+        "sql",
+        "--data",
+        store.to_str().expect("utf-8 path"),
+        "--format",
+        "csv",
+        sql,
+    ]);
+    assert!(ok, "{sql}: {err}");
+    out.lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("{sql}: no rows in {out:?}"))
+        .to_string()
+}
+
 /// A running `cohort serve`; stopped with SIGTERM when dropped.
 pub struct TestServer {
     child: Option<Child>,

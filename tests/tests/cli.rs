@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use cohort_e2e::{TestServer, cohort_bin, run_cli};
+use cohort_e2e::{TestServer, cohort_bin, first_csv_row, run_cli};
 
 fn store_arg(dir: &tempfile::TempDir) -> String {
     dir.path().join("store").to_string_lossy().into_owned()
@@ -160,16 +160,7 @@ fn demo_is_reproducible() {
         ]);
         assert!(ok, "{err}");
         assert_eq!(out.trim(), "demo data written: 20000 events, 500 profiles");
-        let (ok, out, err) = run_cli(&[
-            "sql",
-            "--data",
-            store.to_str().unwrap(),
-            "--format",
-            "csv",
-            summary,
-        ]);
-        assert!(ok, "{err}");
-        results.push(out);
+        results.push(first_csv_row(&store, summary));
     }
     assert_eq!(results[0], results[1]);
 }
@@ -179,16 +170,10 @@ async fn serve_demo_fills_an_empty_store_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let count = |store: &std::path::Path| {
-        let (ok, out, err) = run_cli(&[
-            "sql",
-            "--data",
-            store.to_str().unwrap(),
-            "--format",
-            "csv",
+        first_csv_row(
+            store,
             "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM profiles) AS p",
-        ]);
-        assert!(ok, "{err}");
-        out.lines().nth(1).unwrap().to_string()
+        )
     };
     let server = TestServer::start(&store, &["--demo"]);
     assert!(server.stop());

@@ -7,19 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cohort_e2e::{cohort_bin, run_cli};
+use cohort_e2e::{cohort_bin, first_csv_row, run_cli};
 
 fn count_events(store: &Path) -> u64 {
-    let (ok, out, err) = run_cli(&[
-        "sql",
-        "--data",
-        store.to_str().unwrap(),
-        "--format",
-        "csv",
-        "SELECT count(*) AS n FROM events",
-    ]);
-    assert!(ok, "{err}");
-    out.lines().nth(1).unwrap().parse().unwrap()
+    first_csv_row(store, "SELECT count(*) AS n FROM events")
+        .parse()
+        .unwrap()
 }
 
 fn parquet_files(dir: &Path) -> usize {
