@@ -7,14 +7,11 @@ pub const FUNNEL_SQL: &str = "SELECT level, count(*) AS users FROM (\
      event = 'checkout', event = 'purchase') AS level FROM events GROUP BY user_id) \
      GROUP BY level ORDER BY level";
 
-/// 8-day retention of the first demo day's users: day 0, then each of the next 7 days.
+/// 8-day retention of the first demo day's users: day 0, then each of the next 7 days, by UTC
+/// calendar date (the same predicate as ClickHouse's `toDate(ts) = '...'` in the peer script).
 pub fn retention_sql() -> String {
-    let days: Vec<String> = (0..8)
-        .map(|d| {
-            format!(
-                "date_trunc('day', ts) = TIMESTAMP '2026-09-01T00:00:00Z' + INTERVAL '{d} days'"
-            )
-        })
+    let days: Vec<String> = (1..=8)
+        .map(|d| format!("CAST(ts AS DATE) = DATE '2026-09-0{d}'"))
         .collect();
     format!(
         "SELECT sum_for_each(r) AS retained FROM (SELECT user_id, retention({}) AS r FROM events GROUP BY user_id)",

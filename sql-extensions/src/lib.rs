@@ -6,11 +6,13 @@
 
 pub mod common;
 pub mod funnel;
+pub mod group_lists;
 pub mod retention;
 pub mod retention_periods;
 pub mod sequence;
 pub mod sum_for_each;
 pub mod time;
+pub mod utc_date;
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 /// Every scalar function this crate provides.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    Vec::new()
+    utc_date::functions()
 }
 
 /// Every aggregate function this crate provides.
@@ -35,7 +37,8 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     .concat()
 }
 
-/// Registers every Cohort function with `registry` (e.g. a `SessionContext`'s state).
+/// Registers every Cohort function with `registry` (a `SessionState`), and the expression
+/// rewrites that route standard SQL to faster kernels ([`utc_date::UtcDateCast`]).
 pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for function in scalar_functions() {
         registry.register_udf(function)?;
@@ -43,6 +46,7 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for function in aggregate_functions() {
         registry.register_udaf(function)?;
     }
+    registry.register_function_rewrite(Arc::new(utc_date::UtcDateCast))?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
-use crate::common::{SingleGroup, filtered_out};
+use crate::common::{SingleGroup, condition_masks};
 
 const MAX_CONDITIONS: usize = 32;
 
@@ -53,17 +53,6 @@ impl Default for Retention {
 
 fn item_field() -> FieldRef {
     Arc::new(Field::new_list_field(DataType::UInt8, false))
-}
-
-/// Bit i set: some row met condition i+1.
-fn row_mask(conditions: &[Option<&BooleanArray>], row: usize) -> u32 {
-    conditions.iter().enumerate().fold(0, |mask, (i, c)| {
-        if c.is_some_and(|c| c.is_valid(row) && c.value(row)) {
-            mask | (1 << i)
-        } else {
-            mask
-        }
-    })
 }
 
 fn result(masks: &[u32], n: usize) -> Result<ArrayRef> {
@@ -149,10 +138,6 @@ impl AggregateUDFImpl for Retention {
     }
 }
 
-fn conditions(values: &[ArrayRef]) -> Vec<Option<&BooleanArray>> {
-    values.iter().map(|v| v.as_boolean_opt()).collect()
-}
-
 struct RetentionGroups {
     n: usize,
     masks: Vec<u32>,
@@ -167,11 +152,9 @@ impl GroupsAccumulator for RetentionGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.masks.resize(total_num_groups, 0);
-        let conds = conditions(values);
-        for (row, &group) in group_indices.iter().enumerate() {
-            if !filtered_out(opt_filter, row) {
-                self.masks[group] |= row_mask(&conds, row);
-            }
+        let rows = condition_masks(values, group_indices.len(), opt_filter);
+        for (&mask, &group) in rows.iter().zip(group_indices) {
+            self.masks[group] |= mask;
         }
         Ok(())
     }
@@ -207,16 +190,10 @@ impl GroupsAccumulator for RetentionGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let conds = conditions(values);
         let rows = values.first().map_or(0, |v| v.len());
-        let masks = (0..rows).map(|row| {
-            if filtered_out(opt_filter, row) {
-                0
-            } else {
-                row_mask(&conds, row)
-            }
-        });
-        Ok(vec![Arc::new(UInt32Array::from_iter_values(masks))])
+        Ok(vec![Arc::new(UInt32Array::from(condition_masks(
+            values, rows, opt_filter,
+        )))])
     }
 
     fn size(&self) -> usize {

@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, ListArray, UInt8Array};
+use arrow::array::{Array, ArrayRef, ListArray, UInt8Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, UInt8Type};
 use datafusion::common::{ScalarValue, plan_err};
@@ -39,7 +39,8 @@ use datafusion::logical_expr::{
 };
 
 use crate::common::{
-    EventListFunction, EventListGroups, SingleGroup, constant, constant_string, event_list_fields,
+    EventListFunction, EventListGroups, SingleGroup, condition_masks, constant, constant_string,
+    event_list_fields,
 };
 use crate::time::{is_event_time, window_in_units};
 
@@ -210,15 +211,6 @@ fn outputs(groups: &mut [Vec<(i64, u8)>], spec: Spec) -> Result<ArrayRef> {
     )?))
 }
 
-fn row_bits(values: &[ArrayRef], spec: Spec, row: usize) -> u8 {
-    let on = |i: usize| {
-        values[spec.ts_index + i]
-            .as_boolean_opt()
-            .is_some_and(|c| c.is_valid(row) && c.value(row))
-    };
-    (if on(1) { START } else { 0 }) | (if on(2) { RETURN } else { 0 })
-}
-
 impl AggregateUDFImpl for RetentionPeriods {
     fn name(&self) -> &str {
         NAME
@@ -267,8 +259,11 @@ impl EventListFunction for Spec {
     }
 
     fn row_values(&self, values: &[ArrayRef]) -> Vec<u8> {
-        (0..values[self.ts_index].len())
-            .map(|row| row_bits(values, *self, row))
+        // Condition bits 0 and 1 are START and RETURN.
+        let conditions = &values[self.ts_index + 1..self.ts_index + 3];
+        condition_masks(conditions, values[self.ts_index].len(), None)
+            .into_iter()
+            .map(|mask| mask as u8)
             .collect()
     }
 

@@ -15,7 +15,8 @@ use arrow::array::{Array, ArrayRef, AsArray, ListArray, PrimitiveArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Field, FieldRef, Float64Type, Int64Type, UInt64Type,
+    ArrowPrimitiveType, DataType, Field, FieldRef, Float16Type, Float32Type, Float64Type, Int8Type,
+    Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
@@ -131,24 +132,74 @@ impl<T: ArrowPrimitiveType> Default for Sums<T> {
 
 impl<T: ArrowPrimitiveType> Sums<T>
 where
-    T::Native: WrappingAdd,
+    T::Native: SumValue,
 {
     fn add_lists(&mut self, lists: &ArrayRef) -> Result<()> {
-        // Fixed-size and large lists, and narrower element types, are read as List<T>.
-        let lists = cast(lists, &list_of(T::DATA_TYPE))?;
+        // Large and fixed-size lists are read as List of the same elements (rare, small).
+        let lists = match lists.data_type() {
+            DataType::List(_) => Arc::clone(lists),
+            DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                cast(lists, &list_of(f.data_type().clone()))?
+            }
+            other => return plan_err!("sum_for_each takes an array of numbers, got {other}"),
+        };
         let lists = lists.as_list::<i32>();
-        for i in 0..lists.len() {
-            if lists.is_null(i) {
+        // Elements are widened one by one while adding: casting the whole child array first
+        // costs more than the sums themselves.
+        match lists.value_type() {
+            DataType::UInt8 => {
+                self.add_elements::<UInt8Type>(lists, |v| SumValue::from_u64(v.into()))
+            }
+            DataType::UInt16 => {
+                self.add_elements::<UInt16Type>(lists, |v| SumValue::from_u64(v.into()))
+            }
+            DataType::UInt32 => {
+                self.add_elements::<UInt32Type>(lists, |v| SumValue::from_u64(v.into()))
+            }
+            DataType::UInt64 => self.add_elements::<UInt64Type>(lists, SumValue::from_u64),
+            DataType::Int8 => {
+                self.add_elements::<Int8Type>(lists, |v| SumValue::from_i64(v.into()))
+            }
+            DataType::Int16 => {
+                self.add_elements::<Int16Type>(lists, |v| SumValue::from_i64(v.into()))
+            }
+            DataType::Int32 => {
+                self.add_elements::<Int32Type>(lists, |v| SumValue::from_i64(v.into()))
+            }
+            DataType::Int64 => self.add_elements::<Int64Type>(lists, SumValue::from_i64),
+            DataType::Float16 => {
+                self.add_elements::<Float16Type>(lists, |v| SumValue::from_f64(v.to_f64()))
+            }
+            DataType::Float32 => {
+                self.add_elements::<Float32Type>(lists, |v| SumValue::from_f64(v.into()))
+            }
+            DataType::Float64 => self.add_elements::<Float64Type>(lists, SumValue::from_f64),
+            // All-NULL elements add nothing but still make the result as long as the longest list.
+            DataType::Null => self.add_elements::<Int64Type>(lists, SumValue::from_i64),
+            other => plan_err!("sum_for_each takes an array of numbers, got an array of {other}"),
+        }
+    }
+
+    fn add_elements<I: ArrowPrimitiveType>(
+        &mut self,
+        lists: &ListArray,
+        widen: impl Fn(I::Native) -> T::Native,
+    ) -> Result<()> {
+        let values = lists.values();
+        let elements = (values.data_type() != &DataType::Null).then(|| values.as_primitive::<I>());
+        let offsets = lists.value_offsets();
+        for list in 0..lists.len() {
+            if lists.is_null(list) {
                 continue;
             }
-            let values = lists.value(i);
-            let values: &PrimitiveArray<T> = values.as_primitive();
-            if self.sums.len() < values.len() {
-                self.sums.resize(values.len(), T::Native::default());
+            let (start, end) = (offsets[list] as usize, offsets[list + 1] as usize);
+            if self.sums.len() < end - start {
+                self.sums.resize(end - start, T::Native::default());
             }
-            for (k, value) in values.iter().enumerate() {
-                if let Some(v) = value {
-                    self.sums[k] = self.sums[k].wrapping_add_(v);
+            let Some(elements) = elements else { continue };
+            for (sum, i) in self.sums.iter_mut().zip(start..end) {
+                if elements.is_valid(i) {
+                    *sum = sum.wrapping_add_(widen(elements.value(i)));
                 }
             }
         }
@@ -167,32 +218,63 @@ where
     }
 }
 
-/// Integer sums wrap like ClickHouse's; float sums add normally.
-trait WrappingAdd: Copy {
+/// A sum's native type: integer sums wrap like ClickHouse's; float sums add normally. Each sum
+/// type is only fed elements of its own kind (see `sum_type`), so the other conversions never run.
+trait SumValue: Copy + Default {
     fn wrapping_add_(self, other: Self) -> Self;
+    fn from_u64(value: u64) -> Self;
+    fn from_i64(value: i64) -> Self;
+    fn from_f64(value: f64) -> Self;
 }
 
-impl WrappingAdd for i64 {
+impl SumValue for i64 {
     fn wrapping_add_(self, other: Self) -> Self {
         self.wrapping_add(other)
     }
-}
-
-impl WrappingAdd for u64 {
-    fn wrapping_add_(self, other: Self) -> Self {
-        self.wrapping_add(other)
+    fn from_u64(value: u64) -> Self {
+        value as i64
+    }
+    fn from_i64(value: i64) -> Self {
+        value
+    }
+    fn from_f64(value: f64) -> Self {
+        value as i64
     }
 }
 
-impl WrappingAdd for f64 {
+impl SumValue for u64 {
+    fn wrapping_add_(self, other: Self) -> Self {
+        self.wrapping_add(other)
+    }
+    fn from_u64(value: u64) -> Self {
+        value
+    }
+    fn from_i64(value: i64) -> Self {
+        value as u64
+    }
+    fn from_f64(value: f64) -> Self {
+        value as u64
+    }
+}
+
+impl SumValue for f64 {
     fn wrapping_add_(self, other: Self) -> Self {
         self + other
+    }
+    fn from_u64(value: u64) -> Self {
+        value as f64
+    }
+    fn from_i64(value: i64) -> Self {
+        value as f64
+    }
+    fn from_f64(value: f64) -> Self {
+        value
     }
 }
 
 impl<T: ArrowPrimitiveType> Accumulator for Sums<T>
 where
-    T::Native: WrappingAdd,
+    T::Native: SumValue,
 {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         self.add_lists(&values[0])

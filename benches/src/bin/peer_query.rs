@@ -85,7 +85,8 @@ fn main() -> anyhow::Result<()> {
             println!("{} events written to {}", batch.num_rows(), out.display());
         }
         Command::Run { data, query, threads, repeat } => runtime.block_on(async {
-            let config = SessionConfig::new().with_target_partitions(threads);
+            // DATAFUSION_* variables tune a run, as for any DataFusion session.
+            let config = SessionConfig::from_env()?.with_target_partitions(threads);
             let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
             cohort_sql_extensions::register_all(&mut state)?;
             let ctx = SessionContext::new_with_state(state);

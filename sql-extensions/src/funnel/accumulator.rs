@@ -1,5 +1,5 @@
-//! Per-group funnel state: the condition matches of each group, kept as one compact vector of
-//! (timestamp, condition, row) per group. Rows that match no condition are not stored (except
+//! Per-group funnel state: the condition matches of each group, kept as (timestamp, condition,
+//! row) items in one arena shared by all groups ([`GroupLists`]). Rows that match no condition are not stored (except
 //! as a marker in `strict_order` mode), which for typical funnels drops most input rows.
 
 use std::sync::Arc;
@@ -8,12 +8,13 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt8Array, UInt32Array,
 };
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field, UInt8Type, UInt32Type};
+use arrow::datatypes::{DataType, Field, Int64Type, UInt8Type, UInt32Type};
 use datafusion::error::Result;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
 use super::level::{self, Event, Mode};
-use crate::common::filtered_out;
+use crate::common::{condition_masks, filtered_out};
+use crate::group_lists::GroupLists;
 use crate::time::{event_times, to_event_time_array};
 
 /// Everything the accumulators need to know about one call's arguments.
@@ -28,58 +29,40 @@ pub struct FunnelArgs {
     pub ts_type: DataType,
 }
 
-#[derive(Debug, Default, Clone)]
-struct GroupEvents {
-    events: Vec<Event>,
-    next_row: u32,
+/// Per row, bit `i` set when condition `i + 1` holds; NULL or NULL-typed conditions are false.
+fn row_conditions(values: &[ArrayRef], args: &FunnelArgs, rows: usize) -> Vec<u32> {
+    condition_masks(&values[args.ts_index + 1..], rows, None)
 }
 
-impl GroupEvents {
-    fn size(&self) -> usize {
-        self.events.capacity() * size_of::<Event>()
-    }
-}
-
-/// The boolean condition columns; NULL or NULL-typed conditions count as false.
-fn conditions<'a>(values: &'a [ArrayRef], args: &FunnelArgs) -> Vec<Option<&'a BooleanArray>> {
-    values[args.ts_index + 1..]
-        .iter()
-        .map(|c| c.as_boolean_opt())
-        .collect()
-}
-
-fn matches(condition: Option<&BooleanArray>, row: usize) -> bool {
-    condition.is_some_and(|c| c.is_valid(row) && c.value(row))
-}
-
-/// Records the matches of input row `row` (with id `row_id`) into `out`. Conditions are pushed
-/// from last to first, as ClickHouse does; the scan sorts them by index anyway.
+/// Records the matches (`mask`) of one input row (with id `row_id`) into `out`. Conditions are
+/// pushed from last to first, as ClickHouse does; the scan sorts them by index anyway.
 fn record_row(
-    out: &mut Vec<Event>,
+    mut out: impl FnMut(Event) -> Result<()>,
     args: &FunnelArgs,
     ts: i64,
-    conds: &[Option<&BooleanArray>],
-    row: usize,
+    mask: u32,
     row_id: u32,
-) {
-    let mut any = false;
-    for index in (0..conds.len()).rev() {
-        if matches(conds[index], row) {
-            out.push(Event {
+) -> Result<()> {
+    if mask == 0 {
+        if args.mode.strict_order {
+            out(Event {
+                ts,
+                cond: 0,
+                row: row_id,
+            })?;
+        }
+        return Ok(());
+    }
+    for index in (0..u32::BITS - mask.leading_zeros()).rev() {
+        if mask & (1 << index) != 0 {
+            out(Event {
                 ts,
                 cond: index as u8 + 1,
                 row: row_id,
-            });
-            any = true;
+            })?;
         }
     }
-    if !any && args.mode.strict_order {
-        out.push(Event {
-            ts,
-            cond: 0,
-            row: row_id,
-        });
-    }
+    Ok(())
 }
 
 /// State columns: one list per group of timestamps, condition indexes and row ids.
@@ -92,10 +75,9 @@ pub fn state_fields(name: &str) -> Vec<Field> {
     ]
 }
 
-fn state_arrays(groups: &[GroupEvents]) -> Result<Vec<ArrayRef>> {
-    let lengths = groups.iter().map(|g| g.events.len());
-    let offsets = OffsetBuffer::<i32>::from_lengths(lengths);
-    let events = groups.iter().flat_map(|g| g.events.iter());
+fn state_arrays(groups: &GroupLists<Event>) -> Result<Vec<ArrayRef>> {
+    let offsets = OffsetBuffer::<i32>::from_lengths((0..groups.groups()).map(|g| groups.len(g)));
+    let events = (0..groups.groups()).flat_map(|g| groups.iter(g));
     let ts = Int64Array::from_iter_values(events.clone().map(|e| e.ts));
     let cond = UInt8Array::from_iter_values(events.clone().map(|e| e.cond));
     let row = UInt32Array::from_iter_values(events.map(|e| e.row));
@@ -115,49 +97,19 @@ fn state_arrays(groups: &[GroupEvents]) -> Result<Vec<ArrayRef>> {
     ])
 }
 
-fn merge_state(
-    group: &mut GroupEvents,
-    ts: &ListArray,
-    cond: &ListArray,
-    rows: &ListArray,
-    index: usize,
-) {
-    if ts.is_null(index) {
-        return;
-    }
-    let times = ts.value(index);
-    let times = times.as_primitive::<arrow::datatypes::Int64Type>();
-    let conds = cond.value(index);
-    let conds = conds.as_primitive::<UInt8Type>();
-    let ids = rows.value(index);
-    let ids = ids.as_primitive::<UInt32Type>();
-    // Row ids of the other state are shifted past ours so rows stay distinct (strict_once).
-    let offset = group.next_row;
-    let mut next = group.next_row;
-    group.events.reserve(times.len());
-    for i in 0..times.len() {
-        let row = offset.saturating_add(ids.value(i));
-        next = next.max(row.saturating_add(1));
-        group.events.push(Event {
-            ts: times.value(i),
-            cond: conds.value(i),
-            row,
-        });
-    }
-    group.next_row = next;
-}
-
-fn outputs(groups: &mut [GroupEvents], args: &FunnelArgs) -> Result<ArrayRef> {
-    let count = groups.len();
-    let outcomes = groups
-        .iter_mut()
-        .map(|g| level::evaluate(&mut g.events, args.steps, args.window, args.mode));
+fn outputs(groups: &GroupLists<Event>, args: &FunnelArgs) -> Result<ArrayRef> {
+    let mut scratch = Vec::new();
+    let outcomes = (0..groups.groups()).map(|g| {
+        scratch.clear();
+        scratch.extend(groups.iter(g));
+        level::evaluate(&mut scratch, args.steps, args.window, args.mode)
+    });
     if !args.want_chain {
         return Ok(Arc::new(UInt8Array::from_iter_values(
             outcomes.map(|o| o.level),
         )));
     }
-    let mut lengths = Vec::with_capacity(count);
+    let mut lengths = Vec::with_capacity(groups.groups());
     let mut times = Vec::new();
     for outcome in outcomes {
         lengths.push(outcome.chain.len());
@@ -175,15 +127,28 @@ fn outputs(groups: &mut [GroupEvents], args: &FunnelArgs) -> Result<ArrayRef> {
 
 pub struct FunnelGroupsAccumulator {
     args: Arc<FunnelArgs>,
-    groups: Vec<GroupEvents>,
+    events: GroupLists<Event>,
+    /// Per group, the id the next input row gets: rows stay distinct after merges (strict_once).
+    next_row: Vec<u32>,
 }
 
 impl FunnelGroupsAccumulator {
     pub fn new(args: Arc<FunnelArgs>) -> Self {
         Self {
             args,
-            groups: Vec::new(),
+            events: GroupLists::default(),
+            next_row: Vec::new(),
         }
+    }
+
+    fn resize(&mut self, groups: usize) {
+        self.events.resize(groups);
+        self.next_row.resize(groups, 0);
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Result<GroupLists<Event>> {
+        emit_to.take_needed(&mut self.next_row);
+        self.events.take(emit_to)
     }
 }
 
@@ -195,36 +160,33 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups
-            .resize_with(total_num_groups, GroupEvents::default);
+        self.resize(total_num_groups);
         let ts = event_times(&values[self.args.ts_index])?;
-        let conds = conditions(values, &self.args);
-        for (row, &group_index) in group_indices.iter().enumerate() {
+        let masks = row_conditions(values, &self.args, ts.len());
+        for (row, &group) in group_indices.iter().enumerate() {
             if ts.is_null(row) || filtered_out(opt_filter, row) {
                 continue;
             }
-            let group = &mut self.groups[group_index];
-            let row_id = group.next_row;
-            group.next_row = group.next_row.saturating_add(1);
+            let row_id = self.next_row[group];
+            self.next_row[group] = row_id.saturating_add(1);
+            let events = &mut self.events;
             record_row(
-                &mut group.events,
+                |event| events.push(group, event),
                 &self.args,
                 ts.value(row),
-                &conds,
-                row,
+                masks[row],
                 row_id,
-            );
+            )?;
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut groups = emit_to.take_needed(&mut self.groups);
-        outputs(&mut groups, &self.args)
+        outputs(&self.take(emit_to)?, &self.args)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        state_arrays(&emit_to.take_needed(&mut self.groups))
+        state_arrays(&self.take(emit_to)?)
     }
 
     fn merge_batch(
@@ -233,15 +195,38 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups
-            .resize_with(total_num_groups, GroupEvents::default);
+        self.resize(total_num_groups);
         let (ts, cond, rows) = (
             values[0].as_list::<i32>(),
             values[1].as_list::<i32>(),
             values[2].as_list::<i32>(),
         );
-        for (index, &group_index) in group_indices.iter().enumerate() {
-            merge_state(&mut self.groups[group_index], ts, cond, rows, index);
+        let (times, conds, ids) = (
+            ts.values().as_primitive::<Int64Type>(),
+            cond.values().as_primitive::<UInt8Type>(),
+            rows.values().as_primitive::<UInt32Type>(),
+        );
+        let offsets = ts.value_offsets();
+        for (index, &group) in group_indices.iter().enumerate() {
+            if ts.is_null(index) {
+                continue;
+            }
+            // Row ids of the other state are shifted past ours so rows stay distinct (strict_once).
+            let shift = self.next_row[group];
+            let mut next = shift;
+            for i in offsets[index] as usize..offsets[index + 1] as usize {
+                let row = shift.saturating_add(ids.value(i));
+                next = next.max(row.saturating_add(1));
+                self.events.push(
+                    group,
+                    Event {
+                        ts: times.value(i),
+                        cond: conds.value(i),
+                        row,
+                    },
+                )?;
+            }
+            self.next_row[group] = next;
         }
         Ok(())
     }
@@ -252,24 +237,24 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let ts = event_times(&values[self.args.ts_index])?;
-        let conds = conditions(values, &self.args);
-        let groups: Vec<GroupEvents> = (0..ts.len())
-            .map(|row| {
-                let mut group = GroupEvents::default();
-                if !ts.is_null(row)
-                    && !opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
-                {
-                    record_row(&mut group.events, &self.args, ts.value(row), &conds, row, 0);
-                    group.next_row = 1;
-                }
-                group
-            })
-            .collect();
-        state_arrays(&groups)
+        let masks = row_conditions(values, &self.args, ts.len());
+        let mut rows = GroupLists::default();
+        rows.resize(ts.len());
+        for (row, &mask) in masks.iter().enumerate() {
+            if !ts.is_null(row) && !filtered_out(opt_filter, row) {
+                record_row(
+                    |event| rows.push(row, event),
+                    &self.args,
+                    ts.value(row),
+                    mask,
+                    0,
+                )?;
+            }
+        }
+        state_arrays(&rows)
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * size_of::<GroupEvents>()
-            + self.groups.iter().map(GroupEvents::size).sum::<usize>()
+        self.events.size() + self.next_row.capacity() * size_of::<u32>()
     }
 }

@@ -32,7 +32,7 @@ pub mod pattern;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt64Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
 use arrow::datatypes::{DataType, FieldRef, UInt32Type};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
@@ -42,7 +42,8 @@ use datafusion::logical_expr::{
 };
 
 use crate::common::{
-    EventListFunction, EventListGroups, SingleGroup, constant_string, event_list_fields,
+    EventListFunction, EventListGroups, SingleGroup, condition_masks, constant_string,
+    event_list_fields,
 };
 use crate::time::{integer_amount_in_units, is_event_time};
 use pattern::{Entry, Pattern};
@@ -212,22 +213,6 @@ impl AggregateUDFImpl for Sequence {
     }
 }
 
-/// The condition bitmask of each row (0: the row is not an event).
-fn row_masks(values: &[ArrayRef]) -> Vec<u32> {
-    let rows = values[1].len();
-    let mut masks = vec![0u32; rows];
-    for (i, condition) in values[2..].iter().enumerate() {
-        if let Some(c) = condition.as_boolean_opt() {
-            for (row, mask) in masks.iter_mut().enumerate() {
-                if c.is_valid(row) && c.value(row) {
-                    *mask |= 1 << i;
-                }
-            }
-        }
-    }
-    masks
-}
-
 /// The pattern a call matches; its events are rows meeting at least one condition.
 struct SequenceEvents {
     function: Sequence,
@@ -242,7 +227,7 @@ impl EventListFunction for SequenceEvents {
     }
 
     fn row_values(&self, values: &[ArrayRef]) -> Vec<u32> {
-        row_masks(values)
+        condition_masks(&values[2..], values[1].len(), None)
     }
 
     fn evaluate(&self, groups: &mut [Vec<Entry>]) -> Result<ArrayRef> {
