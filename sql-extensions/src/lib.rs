@@ -4,6 +4,7 @@
 //! exposes `functions()`; [`register_all`] registers every family by name, so any process
 //! (a Cohort server, a test, a scale-out executor) resolves the same names the same way.
 
+pub mod bitmap;
 pub mod common;
 pub mod funnel;
 pub mod group_lists;
@@ -22,12 +23,13 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 /// Every scalar function this crate provides.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    utc_date::functions()
+    [bitmap::scalar_functions(), utc_date::functions()].concat()
 }
 
 /// Every aggregate function this crate provides.
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     [
+        bitmap::aggregate_functions(),
         funnel::functions(),
         retention::functions(),
         retention_periods::functions(),
