@@ -27,6 +27,7 @@
 //! ```
 
 mod aggregate;
+pub mod expression;
 mod scalar;
 
 use std::sync::Arc;
