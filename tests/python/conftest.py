@@ -1,5 +1,6 @@
 """Fixtures for end-to-end tests: the real `cohort` binary, on a local store and on S3 (moto)."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -122,6 +123,25 @@ class Server:
     def stop(self) -> int:
         self.process.terminate()
         return self.process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def private_server(directory, events_tables):
+    """A server on its own local store under `directory`, with each Arrow table of
+    `events_tables` ingested into `events`; yields an ADBC connection to it."""
+    import adbc_driver_flightsql.dbapi as flight_sql
+
+    store = Store(str(directory / "store"), {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")})
+    running = Server(store)
+    conn = flight_sql.connect(running.address, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            for table in events_tables:
+                cur.adbc_ingest("events", table, mode="append")
+        yield conn
+    finally:
+        conn.close()
+        running.stop()
 
 
 @pytest.fixture

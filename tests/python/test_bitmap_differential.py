@@ -3,14 +3,13 @@ audiences computed three ways that must agree — Cohort's bitmap functions over
 ClickHouse's groupBitmap*/bitmapAnd... (chdb) on the same rows as Parquet, and plain SQL set logic
 (INTERSECT / UNION / EXCEPT) in Cohort itself."""
 
-import os
 import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import Server, Store
+from conftest import private_server
 
 chdb = pytest.importorskip("chdb")
 
@@ -85,20 +84,12 @@ def plain_sql(e):
 
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory):
-    import adbc_driver_flightsql.dbapi as flight_sql
-
     directory = tmp_path_factory.mktemp("bitmaps")
     table = random_tags(seed=4)
     parquet = directory / "tags.parquet"
     pq.write_table(table, parquet)
-    store = Store(str(directory / "store"), {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")})
-    server = Server(store)
-    conn = flight_sql.connect(server.address, autocommit=True)
-    with conn.cursor() as cur:
-        cur.adbc_ingest("events", table, mode="append")
-    yield conn, str(parquet)
-    conn.close()
-    server.stop()
+    with private_server(directory, [table]) as conn:
+        yield conn, str(parquet)
 
 
 def fetch_one(conn, sql):

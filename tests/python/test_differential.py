@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import Server, Store
+from conftest import private_server
 
 chdb = pytest.importorskip("chdb")
 
@@ -74,25 +74,14 @@ def tie_free_events(seed):
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
-    import os
-
-    import adbc_driver_flightsql.dbapi as flight_sql
-
     directory = tmp_path_factory.mktemp("differential")
     table = random_events(seed=20261123)
     parquet = directory / "events.parquet"
     pq.write_table(table, parquet)
     sequences = tie_free_events(seed=7)
     pq.write_table(sequences, directory / "sequences.parquet")
-    store = Store(str(directory / "store"), {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")})
-    server = Server(store)
-    conn = flight_sql.connect(server.address, autocommit=True)
-    with conn.cursor() as cur:
-        cur.adbc_ingest("events", table, mode="append")
-        cur.adbc_ingest("events", sequences, mode="append")
-    yield conn, str(parquet)
-    conn.close()
-    server.stop()
+    with private_server(directory, [table, sequences]) as conn:
+        yield conn, str(parquet)
 
 
 def cohort_rows(conn, sql):
