@@ -75,6 +75,29 @@ pub fn true_rows(condition: &BooleanArray, filter: Option<&BooleanArray>) -> Boo
     rows
 }
 
+/// Conditions one call may take: [`condition_masks`] packs a row's conditions into a `u32`.
+pub const MAX_CONDITIONS: usize = 32;
+
+/// Checks a function's condition arguments: at most [`MAX_CONDITIONS`], each boolean (or a NULL
+/// literal, which never holds).
+pub fn check_conditions(function: &str, conditions: &[DataType]) -> Result<()> {
+    if conditions.len() > MAX_CONDITIONS {
+        return plan_err!(
+            "{function} takes at most {MAX_CONDITIONS} conditions, got {}",
+            conditions.len()
+        );
+    }
+    for (i, condition) in conditions.iter().enumerate() {
+        if !matches!(condition, DataType::Boolean | DataType::Null) {
+            return plan_err!(
+                "{function}: condition {} must be boolean, got {condition}",
+                i + 1
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Per row, bit `i` set when `conditions[i]` holds (true, not NULL) and the filter keeps the
 /// row. Conditions of a NULL type (a literal NULL) never hold. Walking each condition's set bits
 /// is much cheaper than testing every condition on every row, as conditions are mostly false.

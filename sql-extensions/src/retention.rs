@@ -24,9 +24,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
-use crate::common::{SingleGroup, condition_masks};
-
-const MAX_CONDITIONS: usize = 32;
+use crate::common::{SingleGroup, check_conditions, condition_masks};
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     vec![Arc::new(AggregateUDF::from(Retention::new()))]
@@ -90,17 +88,7 @@ impl AggregateUDFImpl for Retention {
                 "retention needs at least two conditions: retention(cond1, cond2, ..., condN)"
             );
         }
-        if arg_types.len() > MAX_CONDITIONS {
-            return plan_err!(
-                "retention takes at most {MAX_CONDITIONS} conditions, got {}",
-                arg_types.len()
-            );
-        }
-        for (i, t) in arg_types.iter().enumerate() {
-            if !matches!(t, DataType::Boolean | DataType::Null) {
-                return plan_err!("retention: condition {} must be boolean, got {t}", i + 1);
-            }
-        }
+        check_conditions("retention", arg_types)?;
         Ok(DataType::List(item_field()))
     }
 

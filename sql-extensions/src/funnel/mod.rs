@@ -48,13 +48,10 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
 };
 
-use crate::common::{SingleGroup, constant, constant_string, is_string};
+use crate::common::{SingleGroup, check_conditions, constant, constant_string, is_string};
 use crate::time::{is_event_time, window_in_units};
 use accumulator::{FunnelArgs, FunnelGroupsAccumulator};
 use level::Mode;
-
-/// At most this many conditions, as in ClickHouse.
-pub const MAX_STEPS: usize = 32;
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     vec![
@@ -112,20 +109,7 @@ impl Layout {
         if conditions.is_empty() {
             return plan_err!("{name} needs at least one condition: {usage}");
         }
-        if conditions.len() > MAX_STEPS {
-            return plan_err!(
-                "{name} takes at most {MAX_STEPS} conditions, got {}",
-                conditions.len()
-            );
-        }
-        for (i, condition) in conditions.iter().enumerate() {
-            if !matches!(condition, DataType::Boolean | DataType::Null) {
-                return plan_err!(
-                    "{name}: condition {} must be boolean, got {condition}",
-                    i + 1
-                );
-            }
-        }
+        check_conditions(name, conditions)?;
         Ok(Self {
             ts_index,
             ts_type: ts_type.clone(),

@@ -42,13 +42,11 @@ use datafusion::logical_expr::{
 };
 
 use crate::common::{
-    EventListFunction, EventListGroups, SingleGroup, condition_masks, constant_string,
-    event_list_fields,
+    EventListFunction, EventListGroups, SingleGroup, check_conditions, condition_masks,
+    constant_string, event_list_fields,
 };
 use crate::time::{integer_amount_in_units, is_event_time};
 use pattern::{Entry, Pattern};
-
-const MAX_CONDITIONS: usize = 32;
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     vec![
@@ -94,18 +92,7 @@ impl Sequence {
                 types[1]
             );
         }
-        if types.len() - 2 > MAX_CONDITIONS {
-            return plan_err!(
-                "{name} takes at most {MAX_CONDITIONS} conditions, got {}",
-                types.len() - 2
-            );
-        }
-        for (i, t) in types[2..].iter().enumerate() {
-            if !matches!(t, DataType::Boolean | DataType::Null) {
-                return plan_err!("{name}: condition {} must be boolean, got {t}", i + 1);
-            }
-        }
-        Ok(())
+        check_conditions(name, &types[2..])
     }
 
     fn pattern(&self, args: &AccumulatorArgs) -> Result<Arc<Pattern>> {
