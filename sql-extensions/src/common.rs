@@ -134,6 +134,20 @@ pub fn event_list_fields(name: &str, value_name: &str, value_type: DataType) -> 
     ]
 }
 
+/// A list column: `values` cut at `offsets`, no NULL lists; items nullable or not as the
+/// function's declared type says.
+pub fn list_column(
+    offsets: OffsetBuffer<i32>,
+    values: ArrayRef,
+    nullable_items: bool,
+) -> Result<ArrayRef> {
+    let field = Arc::new(Field::new_list_field(
+        values.data_type().clone(),
+        nullable_items,
+    ));
+    Ok(Arc::new(ListArray::try_new(field, offsets, values, None)?))
+}
+
 /// Encodes per-group `(time, value)` lists as the two list columns of [`event_list_fields`].
 pub fn event_list_state<K: ArrowPrimitiveType>(
     groups: &[Vec<(i64, K::Native)>],
@@ -141,16 +155,10 @@ pub fn event_list_state<K: ArrowPrimitiveType>(
     let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
     let times = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.0));
     let values = PrimitiveArray::<K>::from_iter_values(groups.iter().flatten().map(|e| e.1));
-    let list = |values: ArrayRef| -> Result<ArrayRef> {
-        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-        Ok(Arc::new(ListArray::try_new(
-            field,
-            offsets.clone(),
-            values,
-            None,
-        )?))
-    };
-    Ok(vec![list(Arc::new(times))?, list(Arc::new(values))?])
+    Ok(vec![
+        list_column(offsets.clone(), Arc::new(times), true)?,
+        list_column(offsets, Arc::new(values), true)?,
+    ])
 }
 
 /// Appends the event lists of state row `row` to `group`.

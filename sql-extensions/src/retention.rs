@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt8Array, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt8Array, UInt32Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, UInt32Type};
 use datafusion::common::plan_err;
@@ -24,7 +24,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
-use crate::common::{SingleGroup, check_conditions, condition_masks};
+use crate::common::{SingleGroup, check_conditions, condition_masks, list_column};
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     vec![Arc::new(AggregateUDF::from(Retention::new()))]
@@ -65,12 +65,7 @@ fn result(masks: &[u32], n: usize) -> Result<ArrayRef> {
         })
     }));
     let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(n, masks.len()));
-    Ok(Arc::new(ListArray::try_new(
-        item_field(),
-        offsets,
-        Arc::new(values),
-        None,
-    )?))
+    list_column(offsets, Arc::new(values), false)
 }
 
 impl AggregateUDFImpl for Retention {

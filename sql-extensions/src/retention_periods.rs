@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, ListArray, UInt8Array};
+use arrow::array::{Array, ArrayRef, UInt8Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, UInt8Type};
 use datafusion::common::{ScalarValue, plan_err};
@@ -40,7 +40,7 @@ use datafusion::logical_expr::{
 
 use crate::common::{
     EventListFunction, EventListGroups, SingleGroup, condition_masks, constant, constant_string,
-    event_list_fields,
+    event_list_fields, list_column,
 };
 use crate::time::{is_event_time, window_in_units};
 
@@ -203,12 +203,7 @@ fn item_field() -> FieldRef {
 fn outputs(groups: &mut [Vec<(i64, u8)>], spec: Spec) -> Result<ArrayRef> {
     let values = UInt8Array::from_iter_values(groups.iter_mut().flat_map(|g| flags(g, spec)));
     let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(spec.periods + 1, groups.len()));
-    Ok(Arc::new(ListArray::try_new(
-        item_field(),
-        offsets,
-        Arc::new(values),
-        None,
-    )?))
+    list_column(offsets, Arc::new(values), false)
 }
 
 impl AggregateUDFImpl for RetentionPeriods {

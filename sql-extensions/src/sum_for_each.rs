@@ -25,6 +25,8 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
 
+use crate::common::list_column;
+
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     vec![Arc::new(AggregateUDF::from(SumForEach::new()))]
 }
@@ -208,13 +210,11 @@ where
 
     fn array(&self) -> Result<ArrayRef> {
         let values = PrimitiveArray::<T>::from_iter_values(self.sums.iter().copied());
-        let field = Arc::new(Field::new_list_field(T::DATA_TYPE, true));
-        Ok(Arc::new(ListArray::try_new(
-            field,
+        list_column(
             OffsetBuffer::from_lengths([self.sums.len()]),
             Arc::new(values),
-            None,
-        )?))
+            true,
+        )
     }
 }
 

@@ -4,16 +4,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt8Array, UInt32Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt8Array, UInt32Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Int64Type, UInt8Type, UInt32Type};
 use datafusion::error::Result;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
 use super::level::{self, Event, Mode};
-use crate::common::{condition_masks, filtered_out};
+use crate::common::{condition_masks, filtered_out, list_column};
 use crate::group_lists::GroupLists;
 use crate::time::{event_times, to_event_time_array};
 
@@ -81,19 +79,10 @@ fn state_arrays(groups: &GroupLists<Event>) -> Result<Vec<ArrayRef>> {
     let ts = Int64Array::from_iter_values(events.clone().map(|e| e.ts));
     let cond = UInt8Array::from_iter_values(events.clone().map(|e| e.cond));
     let row = UInt32Array::from_iter_values(events.map(|e| e.row));
-    let list = |values: ArrayRef| -> Result<ArrayRef> {
-        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-        Ok(Arc::new(ListArray::try_new(
-            field,
-            offsets.clone(),
-            values,
-            None,
-        )?))
-    };
     Ok(vec![
-        list(Arc::new(ts))?,
-        list(Arc::new(cond))?,
-        list(Arc::new(row))?,
+        list_column(offsets.clone(), Arc::new(ts), true)?,
+        list_column(offsets.clone(), Arc::new(cond), true)?,
+        list_column(offsets, Arc::new(row), true)?,
     ])
 }
 
@@ -116,13 +105,7 @@ fn outputs(groups: &GroupLists<Event>, args: &FunnelArgs) -> Result<ArrayRef> {
         times.extend(outcome.chain);
     }
     let values = to_event_time_array(Int64Array::from(times), &args.ts_type)?;
-    let field = Arc::new(Field::new_list_field(args.ts_type.clone(), true));
-    Ok(Arc::new(ListArray::try_new(
-        field,
-        OffsetBuffer::from_lengths(lengths),
-        values,
-        None,
-    )?))
+    list_column(OffsetBuffer::from_lengths(lengths), values, true)
 }
 
 pub struct FunnelGroupsAccumulator {
