@@ -91,19 +91,25 @@ pub fn utc_dates(timestamps: &dyn Array) -> Result<ArrayRef> {
             .as_primitive::<TimestampNanosecondType>()
             .reinterpret_cast(),
     };
-    let days = values.values().iter().map(|&t| t.div_euclid(per_day));
-    if days
-        .clone()
-        .zip(0..)
-        .any(|(d, i)| values.is_valid(i) && d.abs() > CALENDAR_DAYS)
-    {
+    // One pass: the date of each value, noting any (non-NULL) value outside the calendar.
+    let mut in_calendar = true;
+    let days = values
+        .values()
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let day = t.div_euclid(per_day);
+            if day.abs() > CALENDAR_DAYS && values.is_valid(i) {
+                in_calendar = false;
+            }
+            // Narrowing is exact for every day kept; out-of-calendar arrays are discarded below.
+            day as i32
+        })
+        .collect();
+    if !in_calendar {
         return Ok(arrow::compute::cast(timestamps, &DataType::Date32)?);
     }
-    // In range, so the narrowing cannot lose anything.
-    let days = Date32Array::new(
-        days.map(|d| d as i32).collect(),
-        timestamps.nulls().cloned(),
-    );
+    let days = Date32Array::new(days, timestamps.nulls().cloned());
     Ok(Arc::new(days))
 }
 
