@@ -97,54 +97,76 @@ fn combine(
     Some(result)
 }
 
+/// A bitmap argument, decoded: once for a constant (an audience tested against every row),
+/// else once per row.
+enum BitmapArg {
+    Constant(Option<RoaringTreemap>),
+    Rows(Vec<Option<RoaringTreemap>>),
+}
+
+impl BitmapArg {
+    fn new(function: &str, arg: &ColumnarValue) -> Result<Self> {
+        Ok(match arg {
+            ColumnarValue::Scalar(bitmap) => {
+                Self::Constant(decode_rows(function, &bitmap.to_array()?)?.pop().flatten())
+            }
+            ColumnarValue::Array(bitmaps) => Self::Rows(decode_rows(function, bitmaps)?),
+        })
+    }
+
+    fn get(&self, row: usize) -> Option<&RoaringTreemap> {
+        match self {
+            Self::Constant(bitmap) => bitmap.as_ref(),
+            Self::Rows(bitmaps) => bitmaps[row].as_ref(),
+        }
+    }
+}
+
 impl BitmapFunction {
-    fn rows(&self, args: &[ArrayRef]) -> Result<ArrayRef> {
+    /// The results of `rows` rows; constant arguments stand for every row.
+    fn rows(&self, args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
         let name = self.kind.name();
+        let bitmap_args =
+            || -> Result<Vec<BitmapArg>> { args.iter().map(|a| BitmapArg::new(name, a)).collect() };
+        let ids = |arg: &ColumnarValue| id_rows(name, &arg.to_array(rows)?);
         Ok(match self.kind {
             Kind::ToBitmap => {
-                let ids = id_rows(name, &args[0])?;
-                let bitmaps: Vec<Option<RoaringTreemap>> = ids
+                let bitmaps: Vec<Option<RoaringTreemap>> = ids(&args[0])?
                     .into_iter()
                     .map(|id| id.map(|id| std::iter::once(id).collect()))
                     .collect();
                 encode_rows(bitmaps.iter().map(Option::as_ref))
             }
             Kind::And | Kind::Or | Kind::Xor | Kind::AndNot => {
-                let columns = args
-                    .iter()
-                    .map(|a| decode_rows(name, a))
-                    .collect::<Result<Vec<_>>>()?;
-                let rows = args.first().map_or(0, |a| a.len());
+                let columns = bitmap_args()?;
                 let bitmaps: Vec<Option<RoaringTreemap>> = (0..rows)
                     .map(|row| {
                         combine(
                             self.kind,
-                            &mut columns.iter().map(|column| column[row].clone()),
+                            &mut columns.iter().map(|column| column.get(row).cloned()),
                         )
                     })
                     .collect();
                 encode_rows(bitmaps.iter().map(Option::as_ref))
             }
             Kind::Cardinality => {
-                let counts = decode_rows(name, &args[0])?
-                    .into_iter()
-                    .map(|b| b.map_or(0, |b| b.len() as i64));
+                let bitmaps = BitmapArg::new(name, &args[0])?;
+                let counts = (0..rows).map(|row| bitmaps.get(row).map_or(0, |b| b.len() as i64));
                 Arc::new(Int64Array::from_iter_values(counts))
             }
             Kind::Contains => {
-                let bitmaps = decode_rows(name, &args[0])?;
-                let ids = id_rows(name, &args[1])?;
-                let found = bitmaps
-                    .iter()
-                    .zip(ids)
-                    .map(|(bitmap, id)| Some(bitmap.as_ref()?.contains(id?)));
+                let bitmaps = BitmapArg::new(name, &args[0])?;
+                let found = ids(&args[1])?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(row, id)| Some(bitmaps.get(row)?.contains(id?)));
                 Arc::new(found.collect::<BooleanArray>())
             }
             Kind::ToArray => {
-                let bitmaps = decode_rows(name, &args[0])?;
-                let lengths = bitmaps
-                    .iter()
-                    .map(|b| b.as_ref().map_or(0, |b| b.len() as usize));
+                let bitmaps = BitmapArg::new(name, &args[0])?;
+                let bitmaps: Vec<Option<&RoaringTreemap>> =
+                    (0..rows).map(|row| bitmaps.get(row)).collect();
+                let lengths = bitmaps.iter().map(|b| b.map_or(0, |b| b.len() as usize));
                 let offsets = OffsetBuffer::from_lengths(lengths);
                 let values =
                     UInt64Array::from_iter_values(bitmaps.iter().flatten().flat_map(|b| b.iter()));
@@ -202,26 +224,12 @@ impl ScalarUDFImpl for BitmapFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        // `bitmap_contains(<one audience>, user_key)` filters rows: decode the bitmap once.
-        if let (Kind::Contains, [ColumnarValue::Scalar(bitmap), ColumnarValue::Array(ids)]) =
-            (self.kind, args.args.as_slice())
-        {
-            let name = self.kind.name();
-            let bitmap = decode_rows(name, &bitmap.to_array()?)?.pop().flatten();
-            let ids = id_rows(name, ids)?;
-            let found = ids
-                .into_iter()
-                .map(|id| Some(bitmap.as_ref()?.contains(id?)));
-            return Ok(ColumnarValue::Array(Arc::new(
-                found.collect::<BooleanArray>(),
-            )));
-        }
         let all_scalar = args
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let result = self.rows(&arrays)?;
+        let rows = if all_scalar { 1 } else { args.number_rows };
+        let result = self.rows(&args.args, rows)?;
         if all_scalar {
             Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
                 &result, 0,
