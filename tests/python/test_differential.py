@@ -30,6 +30,18 @@ WINDOWS = [1, 10, 60]
 BASE = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
+def events_table(users, times, names):
+    """Events with `ts` for Cohort and the same instant as integer seconds `t` for ClickHouse."""
+    return pa.table(
+        {
+            "user_id": pa.array(users, pa.int64()),
+            "event": names,
+            "ts": pa.array([t * 1_000_000 for t in times], pa.timestamp("us", tz="UTC")),
+            "t": pa.array(times, pa.int64()),
+        }
+    )
+
+
 def random_events(seed):
     rng = random.Random(seed)
     users, times, names = [], [], []
@@ -39,14 +51,7 @@ def random_events(seed):
             users.append(user)
             times.append(BASE + rng.randint(0, span))
             names.append(rng.choice(STEPS + ["x"]))
-    return pa.table(
-        {
-            "user_id": pa.array(users, pa.int64()),
-            "event": names,
-            "ts": pa.array([t * 1_000_000 for t in times], pa.timestamp("us", tz="UTC")),
-            "t": pa.array(times, pa.int64()),
-        }
-    )
+    return events_table(users, times, names)
 
 
 SEQUENCE_OFFSET = 100_000  # user ids of the tie-free data set
@@ -62,14 +67,7 @@ def tie_free_events(seed):
             users.append(user)
             times.append(BASE + t)
             names.append(rng.choice(STEPS + ["x"]))
-    return pa.table(
-        {
-            "user_id": pa.array(users, pa.int64()),
-            "event": names,
-            "ts": pa.array([t * 1_000_000 for t in times], pa.timestamp("us", tz="UTC")),
-            "t": pa.array(times, pa.int64()),
-        }
-    )
+    return events_table(users, times, names)
 
 
 @pytest.fixture(scope="module")
