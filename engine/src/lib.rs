@@ -12,6 +12,7 @@ mod session;
 pub mod statement;
 pub mod store;
 pub mod tables;
+pub mod user_keys;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,6 +63,7 @@ pub struct Engine {
     /// Serialises writers of one table within this process; Delta's optimistic commits
     /// handle writers in other processes.
     write_locks: HashMap<TableKind, Mutex<()>>,
+    user_keys: user_keys::UserKeys,
 }
 
 impl Engine {
@@ -77,6 +79,7 @@ impl Engine {
             store,
             runtime,
             write_locks,
+            user_keys: Default::default(),
         })
     }
 

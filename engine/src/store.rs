@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::error::{EngineError, Result};
-use crate::tables::TableKind;
+use crate::tables::{SystemTable, TableKind, TableLocation};
 
 /// Turns what a user typed (`./cohort-data`, `/abs/dir`, `file:///x`, `s3://b/p`) into a directory URL.
 pub fn resolve_store_url(location: &str) -> Result<Url> {
@@ -64,16 +64,20 @@ fn with_trailing_slash(mut url: Url) -> Url {
 /// Handles to the store's Delta tables, refreshed from the log before every use.
 pub struct Store {
     root: Url,
-    tables: HashMap<TableKind, Mutex<DeltaTable>>,
+    tables: HashMap<TableLocation, Mutex<DeltaTable>>,
 }
 
 impl Store {
     pub async fn open(location: &str) -> Result<Self> {
         let root = resolve_store_url(location)?;
         let mut tables = HashMap::new();
-        for kind in TableKind::ALL {
-            let table = open_table(&root, kind).await?;
-            tables.insert(kind, Mutex::new(table));
+        let locations = TableKind::ALL
+            .into_iter()
+            .map(TableLocation::from)
+            .chain(SystemTable::ALL.into_iter().map(TableLocation::from));
+        for location in locations {
+            let table = open_table(&root, location).await?;
+            tables.insert(location, Mutex::new(table));
         }
         tracing::debug!(store = %redact(&root), "store opened");
         Ok(Self { root, tables })
@@ -83,13 +87,13 @@ impl Store {
         &self.root
     }
 
-    pub fn table_url(&self, kind: TableKind) -> Url {
-        table_url(&self.root, kind)
+    pub fn table_url(&self, table: impl Into<TableLocation>) -> Url {
+        table_url(&self.root, table.into())
     }
 
     /// The table at its newest committed version, or `None` if nothing was ever committed to it.
-    pub async fn latest(&self, kind: TableKind) -> Result<Option<DeltaTable>> {
-        let mut table = self.tables[&kind].lock().await;
+    pub async fn latest(&self, table: impl Into<TableLocation>) -> Result<Option<DeltaTable>> {
+        let mut table = self.tables[&table.into()].lock().await;
         if table.version().is_some() {
             table.update_incremental(None).await?;
         } else {
@@ -107,8 +111,28 @@ impl Store {
     }
 
     /// An uninitialised handle to the table location, for the first write that creates it.
-    pub async fn fresh_handle(&self, kind: TableKind) -> Result<DeltaTable> {
-        open_table(&self.root, kind).await
+    pub async fn fresh_handle(&self, table: impl Into<TableLocation>) -> Result<DeltaTable> {
+        open_table(&self.root, table.into()).await
+    }
+
+    /// The table as it was at `at` (its newest version committed at or before then), or
+    /// `None` if it did not exist yet.
+    pub async fn as_of(
+        &self,
+        table: impl Into<TableLocation>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<DeltaTable>> {
+        let Some(mut table) = self.latest(table).await? else {
+            return Ok(None);
+        };
+        table.load_with_datetime(at).await?;
+        // For a time before the first commit the search settles on the first version.
+        let version = table.version().unwrap_or_default();
+        let committed_at = table.snapshot()?.version_timestamp(version);
+        if committed_at.is_some_and(|t| t > at.timestamp_millis()) {
+            return Ok(None);
+        }
+        Ok(Some(table))
     }
 
     /// True when no table holds any committed data yet.
@@ -122,13 +146,13 @@ impl Store {
     }
 }
 
-fn table_url(root: &Url, kind: TableKind) -> Url {
-    root.join(&format!("{}/", kind.name()))
-        .expect("a table name is a valid relative URL")
+fn table_url(root: &Url, table: TableLocation) -> Url {
+    root.join(&format!("{}/", table.0))
+        .expect("a table location is a valid relative URL")
 }
 
-async fn open_table(root: &Url, kind: TableKind) -> Result<DeltaTable> {
-    let url = table_url(root, kind);
+async fn open_table(root: &Url, table: TableLocation) -> Result<DeltaTable> {
+    let url = table_url(root, table);
     if url.scheme() == "file"
         && let Ok(path) = url.to_file_path()
     {

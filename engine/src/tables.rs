@@ -24,6 +24,57 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
 }
 
+/// Key of a user in bitmaps: a dense non-negative integer assigned at ingest, never reassigned.
+pub const USER_KEY: &str = "user_key";
+
+/// Where a Delta table lives inside the store, relative to its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TableLocation(pub &'static str);
+
+/// Tables Cohort keeps for itself: written by its own statements, readable through SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SystemTable {
+    /// `user_id` (as text) -> `user_key`.
+    UserKeys,
+    /// One row per tag: name, query, valued.
+    TagDefinitions,
+    /// One bitmap per (tag, value), replaced per tag on refresh.
+    TagBitmaps,
+}
+
+impl SystemTable {
+    pub const ALL: [SystemTable; 3] = [
+        SystemTable::UserKeys,
+        SystemTable::TagDefinitions,
+        SystemTable::TagBitmaps,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemTable::UserKeys => "user_keys",
+            SystemTable::TagDefinitions => "tag_definitions",
+            SystemTable::TagBitmaps => "tag_bitmaps",
+        }
+    }
+}
+
+impl From<SystemTable> for TableLocation {
+    fn from(table: SystemTable) -> Self {
+        // Beside the user tables, under a prefix no user table name can take.
+        TableLocation(match table {
+            SystemTable::UserKeys => "_cohort/user_keys",
+            SystemTable::TagDefinitions => "_cohort/tag_definitions",
+            SystemTable::TagBitmaps => "_cohort/tag_bitmaps",
+        })
+    }
+}
+
+impl From<TableKind> for TableLocation {
+    fn from(kind: TableKind) -> Self {
+        TableLocation(kind.name())
+    }
+}
+
 /// The tables of a store that ingest writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TableKind {
@@ -64,6 +115,7 @@ impl TableKind {
             fields.push(Field::new(TS, timestamp_type(), true));
             fields.push(Field::new(EVENT_DATE, DataType::Date32, true));
         }
+        fields.push(Field::new(USER_KEY, DataType::Int64, true));
         Arc::new(Schema::new(fields))
     }
 }

@@ -25,7 +25,7 @@ pub use read::{FileFormat, InputFile, read_file};
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
-use crate::tables::{TS, TableKind, USER_ID};
+use crate::tables::{TS, TableKind, USER_ID, USER_KEY};
 
 /// What an ingest wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,12 +119,14 @@ impl Engine {
         let (rows, table) = match kind {
             TableKind::Events => {
                 let batch = sort_rows(&batch, &[USER_ID, TS])?;
+                let batch = self.with_user_keys(batch).await?;
                 let rows = batch.num_rows();
                 let table = existing.unwrap_or(self.store.fresh_handle(kind).await?);
                 (rows, append(table, kind, batch).await?)
             }
             TableKind::Profiles => {
                 let batch = last_row_per_user(&batch)?;
+                let batch = self.with_user_keys(batch).await?;
                 let rows = batch.num_rows();
                 let table = match existing {
                     Some(table) => upsert(table, batch, &normalized.provided).await?,
@@ -140,6 +142,19 @@ impl Engine {
             rows: rows as u64,
             version,
         })
+    }
+}
+
+impl Engine {
+    /// Fills the `user_key` column, assigning keys to users never seen before. The keys are
+    /// committed first: a crash before the rows commit leaves unused keys, never a row without one.
+    async fn with_user_keys(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let user_ids = batch.column_by_name(USER_ID).expect("validated column");
+        let keys = self.user_keys.assign(&self.store, user_ids).await?;
+        let position = batch.schema().index_of(USER_KEY)?;
+        let mut columns = batch.columns().to_vec();
+        columns[position] = Arc::new(keys);
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
     }
 }
 

@@ -13,7 +13,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::error::{EngineError, Result};
-use crate::tables::{EVENT, EVENT_DATE, TS, TableKind, USER_ID, timestamp_type};
+use crate::tables::{EVENT, EVENT_DATE, TS, TableKind, USER_ID, USER_KEY, timestamp_type};
 
 /// Characters Delta Lake does not allow in column names (without column mapping).
 const FORBIDDEN_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
@@ -71,6 +71,12 @@ impl Normalizer {
             let name = field.name();
             if self.kind == TableKind::Events && name == EVENT_DATE {
                 continue; // derived from ts below
+            }
+            if name == USER_KEY {
+                return Err(EngineError::invalid_input(
+                    source,
+                    "column 'user_key' is assigned by Cohort from user_id; leave it out of the input",
+                ));
             }
             if let Some(bad) = name.chars().find(|c| FORBIDDEN_IN_NAMES.contains(c)) {
                 return Err(EngineError::invalid_input(
@@ -172,6 +178,12 @@ impl Normalizer {
         if self.kind == TableKind::Events && !fields.iter().any(|f| f.name() == EVENT_DATE) {
             fields.push(Arc::new(Field::new(EVENT_DATE, DataType::Date32, true)));
         }
+        // Filled in by the commit, which assigns the keys.
+        if !fields.iter().any(|f| f.name() == USER_KEY) {
+            fields.push(Arc::new(Field::new(USER_KEY, DataType::Int64, true)));
+        }
+        let mut provided = self.provided;
+        provided.push(USER_KEY.to_string());
         let schema = Arc::new(Schema::new(fields));
         let mut out = Vec::with_capacity(self.batches.len());
         for batch in self.batches {
@@ -198,7 +210,7 @@ impl Normalizer {
         Ok(Normalized {
             schema,
             batches: out,
-            provided: self.provided,
+            provided,
         })
     }
 }
@@ -440,9 +452,19 @@ mod tests {
             batches,
             provided,
         } = n.finish().unwrap();
-        assert_eq!(provided, ["user_id", "event", "ts", "revenue"]);
+        assert_eq!(provided, ["user_id", "event", "ts", "revenue", "user_key"]);
         let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["user_id", "event", "ts", "revenue", "event_date"]);
+        assert_eq!(
+            names,
+            [
+                "user_id",
+                "event",
+                "ts",
+                "revenue",
+                "event_date",
+                "user_key"
+            ]
+        );
         assert_eq!(batches[0].column(3).null_count(), 1);
         assert_eq!(batches[0].column(2).data_type(), &timestamp_type());
         // 08:00 at +08:00 is midnight UTC, so the partition date is the same day.
