@@ -12,6 +12,7 @@ mod session;
 pub mod statement;
 pub mod store;
 pub mod tables;
+pub mod tags;
 pub mod user_keys;
 
 use std::collections::HashMap;
@@ -64,6 +65,8 @@ pub struct Engine {
     /// handle writers in other processes.
     write_locks: HashMap<TableKind, Mutex<()>>,
     user_keys: user_keys::UserKeys,
+    /// Serialises tag (and later segment) definition changes and refreshes within this process.
+    catalog_lock: Mutex<()>,
 }
 
 impl Engine {
@@ -80,6 +83,7 @@ impl Engine {
             runtime,
             write_locks,
             user_keys: Default::default(),
+            catalog_lock: Mutex::new(()),
         })
     }
 

@@ -16,6 +16,8 @@ use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::params::rewrite_question_marks;
 use crate::tables::TableKind;
+use crate::tags::resolve::TagRequests;
+use crate::tags::statement::TagStatement;
 
 /// What a statement produced.
 pub enum StatementOutcome {
@@ -27,12 +29,14 @@ pub enum StatementOutcome {
 
 /// The kinds of statement Cohort runs.
 enum Kind {
-    Query,
+    /// A query, with the tags its tag functions refer to.
+    Query(TagRequests),
     Insert {
         table: TableKind,
         columns: Vec<String>,
         source: String,
     },
+    Tag(TagStatement),
 }
 
 /// Client SQL may read the store but not define tables over arbitrary files or change settings.
@@ -44,6 +48,9 @@ fn query_options() -> SQLOptions {
 }
 
 fn classify(sql: &str) -> Result<Kind> {
+    if let Some(statement) = crate::tags::statement::parse(sql)? {
+        return Ok(Kind::Tag(statement));
+    }
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
         .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
     let statement = match statements.len() {
@@ -55,6 +62,7 @@ fn classify(sql: &str) -> Result<Kind> {
             )));
         }
     };
+    let requests = TagRequests::collect(&statement)?;
     match statement {
         DFStatement::Statement(inner) => match *inner {
             Statement::Query(_)
@@ -62,7 +70,7 @@ fn classify(sql: &str) -> Result<Kind> {
             | Statement::ExplainTable { .. }
             | Statement::ShowTables { .. }
             | Statement::ShowColumns { .. }
-            | Statement::ShowVariable { .. } => Ok(Kind::Query),
+            | Statement::ShowVariable { .. } => Ok(Kind::Query(requests)),
             Statement::Insert(insert) => {
                 let name = match &insert.table {
                     TableObject::TableName(name) => name.to_string(),
@@ -86,7 +94,7 @@ fn classify(sql: &str) -> Result<Kind> {
             }
             other => Err(refusal(&other.to_string())),
         },
-        DFStatement::Explain(_) => Ok(Kind::Query),
+        DFStatement::Explain(_) => Ok(Kind::Query(requests)),
         DFStatement::CreateExternalTable(_) => Err(EngineError::Unsupported(
             "CREATE EXTERNAL TABLE: Cohort queries only the tables of its own store; load files with `cohort ingest` or Flight SQL bulk ingest".into(),
         )),
@@ -117,18 +125,23 @@ impl Engine {
     ) -> Result<StatementOutcome> {
         let sql = rewrite_question_marks(sql);
         match classify(&sql)? {
-            Kind::Query => {
-                let ctx = self.session().await?;
+            Kind::Query(requests) => {
+                let ctx = self.session_for(&requests).await?;
                 Ok(StatementOutcome::Query(
                     plan_query(&ctx, &sql, params).await?,
                 ))
             }
+            Kind::Tag(statement) => self.run_tag_statement(statement).await,
             Kind::Insert {
                 table,
                 columns,
                 source,
             } => {
-                let ctx = self.session().await?;
+                let requests = match classify(&source)? {
+                    Kind::Query(requests) => requests,
+                    _ => TagRequests::default(),
+                };
+                let ctx = self.session_for(&requests).await?;
                 let df = plan_query(&ctx, &source, params).await?;
                 let batches = df.collect().await?;
                 let batches = name_insert_columns(&ctx, table, &columns, batches).await?;
@@ -141,6 +154,25 @@ impl Engine {
                     .await?;
                 Ok(StatementOutcome::RowsAffected(report.rows))
             }
+        }
+    }
+
+    /// A session with the tags `requests` names loaded.
+    async fn session_for(&self, requests: &TagRequests) -> Result<SessionContext> {
+        let tags = self.resolve_tags(requests).await?;
+        self.session_with_tags(Arc::new(tags)).await
+    }
+
+    /// Plans `sql`, which must be a query (a tag or segment definition's body).
+    pub(crate) async fn plan_statement_query(&self, sql: &str) -> Result<DataFrame> {
+        match classify(sql)? {
+            Kind::Query(requests) => {
+                let ctx = self.session_for(&requests).await?;
+                plan_query(&ctx, sql, None).await
+            }
+            _ => Err(EngineError::InvalidStatement(
+                "expected a query (SELECT ...)".into(),
+            )),
         }
     }
 
@@ -167,8 +199,8 @@ pub async fn plan_query_schema(
 ) -> Result<(SchemaRef, Vec<Option<arrow::datatypes::DataType>>)> {
     let sql = rewrite_question_marks(sql);
     match classify(&sql)? {
-        Kind::Query => {
-            let ctx = engine.session().await?;
+        Kind::Query(requests) => {
+            let ctx = engine.session_for(&requests).await?;
             let plan = ctx.state().create_logical_plan(&sql).await?;
             query_options().verify_plan(&plan)?;
             let params = plan.get_parameter_types()?;
@@ -183,6 +215,11 @@ pub async fn plan_query_schema(
             Ok((schema, ordered.into_iter().map(|(_, t)| t).collect()))
         }
         Kind::Insert { .. } => Ok((rows_affected_batch(0).schema(), Vec::new())),
+        Kind::Tag(TagStatement::Show) => {
+            let schema = engine.execute_collect(&sql).await?.0;
+            Ok((schema, Vec::new()))
+        }
+        Kind::Tag(_) => Ok((rows_affected_batch(0).schema(), Vec::new())),
     }
 }
 
@@ -304,9 +341,13 @@ mod tests {
 
     #[test]
     fn classifies_queries_and_inserts() {
-        assert!(matches!(classify("SELECT 1"), Ok(Kind::Query)));
-        assert!(matches!(classify("EXPLAIN SELECT 1"), Ok(Kind::Query)));
-        assert!(matches!(classify("SHOW TABLES"), Ok(Kind::Query)));
+        assert!(matches!(classify("SELECT 1"), Ok(Kind::Query(_))));
+        assert!(matches!(classify("EXPLAIN SELECT 1"), Ok(Kind::Query(_))));
+        assert!(matches!(classify("SHOW TABLES"), Ok(Kind::Query(_))));
+        assert!(matches!(
+            classify("SHOW TAGS"),
+            Ok(Kind::Tag(TagStatement::Show))
+        ));
         match classify(
             "INSERT INTO cohort.public.events (user_id, event, ts) VALUES (1, 'a', '2026-01-01')",
         ) {

@@ -115,6 +115,40 @@ impl Store {
         open_table(&self.root, table.into()).await
     }
 
+    /// The table, created empty with `schema` if nothing was committed to it yet.
+    ///
+    /// Two processes creating a table at once both succeed (the loser's creation commits on
+    /// top of the winner's), which is why creation writes no rows: rows are written afterwards
+    /// by commits whose conflicts Delta does detect.
+    pub async fn ensure(
+        &self,
+        table: impl Into<TableLocation> + Copy,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<DeltaTable> {
+        if let Some(existing) = self.latest(table).await? {
+            return Ok(existing);
+        }
+        let location: TableLocation = table.into();
+        let name = location.0.rsplit('/').next().unwrap_or(location.0);
+        let created = self
+            .fresh_handle(location)
+            .await?
+            .write(vec![arrow::record_batch::RecordBatch::new_empty(schema)])
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_table_name(name)
+            .await;
+        match created {
+            Ok(created) => Ok(created),
+            Err(e) => match self.latest(table).await? {
+                Some(existing) => {
+                    tracing::debug!(error = %e, table = name, "table created concurrently");
+                    Ok(existing)
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
     /// The table as it was at `at` (its newest version committed at or before then), or
     /// `None` if it did not exist yet.
     pub async fn as_of(

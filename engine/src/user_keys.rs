@@ -51,7 +51,9 @@ impl UserKeys {
         let mut dictionary = self.dictionary.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             if dictionary.version.is_none() {
-                create_table(store).await?;
+                // Keys are only ever added on top of an existing version: creating a Delta
+                // table does not fail on a concurrent creation, so creation carries no keys.
+                store.ensure(SystemTable::UserKeys, schema()).await?;
             }
             dictionary.refresh(store).await?;
             let mut missing: Vec<&str> = Vec::new();
@@ -99,30 +101,6 @@ fn schema() -> arrow::datatypes::SchemaRef {
         Field::new(USER_ID, DataType::Utf8, false),
         Field::new(USER_KEY, DataType::Int64, false),
     ]))
-}
-
-/// Creates the empty table if it does not exist yet. Keys are only ever added on top of an
-/// existing version: creating a Delta table cannot fail on a concurrent creation (the loser
-/// commits on top of the winner), so creation must carry no keys.
-async fn create_table(store: &Store) -> Result<()> {
-    if store.latest(SystemTable::UserKeys).await?.is_some() {
-        return Ok(());
-    }
-    let created = store
-        .fresh_handle(SystemTable::UserKeys)
-        .await?
-        .write(vec![RecordBatch::new_empty(schema())])
-        .with_save_mode(SaveMode::Append)
-        .with_table_name(SystemTable::UserKeys.name())
-        .await;
-    match created {
-        Ok(_) => Ok(()),
-        Err(e) if store.latest(SystemTable::UserKeys).await?.is_some() => {
-            tracing::debug!(error = %e, "user keys table created concurrently");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn is_conflict(error: &DeltaTableError) -> bool {

@@ -60,7 +60,7 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         .build_v1()?;
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(ShutdownSignals::install().wait(shutdown.clone()));
 
     tracing::info!(
         address = %address,
@@ -96,28 +96,55 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     Ok(())
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Watches SIGTERM and Ctrl-C. Installed before the server announces its address: a signal
+/// that arrives before the watch exists would kill the process instead of stopping it cleanly.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-                shutdown.cancel();
-                return;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let watch = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    tracing::warn!(error = %e, signal = name, "cannot watch the signal");
+                    None
+                }
+            };
+            Self {
+                term: watch(SignalKind::terminate(), "SIGTERM"),
+                interrupt: watch(SignalKind::interrupt(), "SIGINT"),
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing requests in flight");
-    shutdown.cancel();
+
+    async fn wait(self, shutdown: CancellationToken) {
+        #[cfg(unix)]
+        {
+            async fn received(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = received(self.term) => {}
+                () = received(self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        shutdown.cancel();
+    }
 }

@@ -38,7 +38,7 @@ fn output_formats() {
     let (ok, out, _) = run_cli(&["sql", "--data", &store, "SELECT * FROM events"]);
     assert!(ok);
     assert!(
-        out.starts_with("(0 rows; columns: user_id, event, ts, event_date)"),
+        out.starts_with("(0 rows; columns: user_id, event, ts, event_date, user_key)"),
         "{out}"
     );
 }

@@ -84,7 +84,10 @@ async fn metadata_calls_describe_the_store() {
         .await
         .unwrap();
     let tables = fetch(&mut client, info).await;
-    assert_eq!(strings(&tables, "table_name"), ["events", "profiles"]);
+    assert_eq!(
+        strings(&tables, "table_name"),
+        ["events", "profiles", "tags", "user_keys"]
+    );
     let schema_bytes = tables[0]
         .column_by_name("table_schema")
         .unwrap()

@@ -1,0 +1,282 @@
+//! The SQL side of tags.
+//!
+//! | function | result |
+//! |---|---|
+//! | `tag_bitmap('name')` | bitmap of the users having the tag (any value of a valued tag) |
+//! | `tag_bitmap('name', 'value')` | bitmap of the users having that value |
+//! | `audience_bitmap('expr' [, as_of])` | bitmap of the users a tag expression selects, now or at `as_of` |
+//! | `audience('expr' [, as_of])` table function | `user_id`, `user_key` of those users |
+//! | `has_tag(user_key, 'name' [, 'value'])` | whether the row's user has the tag (value); NULL key -> NULL |
+//!
+//! Tag expressions are described in `cohort_sql_extensions::bitmap::expression`:
+//! `(high_spender | vip) & country:tw - churned`. `as_of` is a timestamp or date-time string:
+//! the tags as the last refresh committed at or before then left them (Delta time travel).
+//!
+//! ```sql
+//! SELECT count(*) FROM audience('vip & lifecycle:active - churned');
+//! SELECT bitmap_cardinality(audience_bitmap('vip', TIMESTAMP '2026-11-16'));
+//! SELECT event, count(*) FROM events WHERE has_tag(user_key, 'vip') GROUP BY event;
+//! ```
+//!
+//! Arguments other than `user_key` must be constants: the bitmaps are read before the statement
+//! is planned, and the functions fold into constant bitmaps.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray};
+use arrow::datatypes::DataType;
+use cohort_sql_extensions::bitmap::RoaringTreemap;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{ScalarValue, exec_err, plan_err};
+use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility, cast,
+};
+use datafusion::prelude::{col, lit};
+
+use cohort_sql_extensions::bitmap::expression::TagExpr;
+use cohort_sql_extensions::bitmap::{encode, id_rows};
+
+use super::resolve::{AsOf, ResolvedTags, scalar_as_of};
+use super::{AUDIENCE_BITMAP, HAS_TAG, TAG_BITMAP};
+use crate::error::EngineError;
+use crate::tables::{USER_ID, USER_KEY};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    TagBitmap,
+    AudienceBitmap,
+    HasTag,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::TagBitmap => TAG_BITMAP,
+            Kind::AudienceBitmap => AUDIENCE_BITMAP,
+            Kind::HasTag => HAS_TAG,
+        }
+    }
+
+    /// Allowed argument counts.
+    fn arity(self) -> (usize, usize) {
+        match self {
+            Kind::TagBitmap | Kind::AudienceBitmap => (1, 2),
+            Kind::HasTag => (2, 3),
+        }
+    }
+}
+
+/// The scalar tag functions over the bitmaps resolved for one statement.
+pub fn scalar_functions(tags: &Arc<ResolvedTags>) -> Vec<ScalarUDF> {
+    [Kind::TagBitmap, Kind::AudienceBitmap, Kind::HasTag]
+        .into_iter()
+        .map(|kind| {
+            ScalarUDF::from(TagFunction {
+                kind,
+                tags: Arc::clone(tags),
+                signature: Signature::variadic_any(Volatility::Immutable),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+struct TagFunction {
+    kind: Kind,
+    tags: Arc<ResolvedTags>,
+    signature: Signature,
+}
+
+impl PartialEq for TagFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && Arc::ptr_eq(&self.tags, &other.tags)
+    }
+}
+
+impl Eq for TagFunction {}
+
+impl Hash for TagFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        Arc::as_ptr(&self.tags).hash(state);
+    }
+}
+
+fn engine_error(error: EngineError) -> DataFusionError {
+    match error {
+        EngineError::DataFusion(e) => e,
+        other => DataFusionError::Plan(other.to_string()),
+    }
+}
+
+/// A constant string argument; NULL is `None`.
+fn constant_string(function: &str, position: usize, arg: &ColumnarValue) -> Result<Option<String>> {
+    match arg {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(s) | ScalarValue::Utf8View(s) | ScalarValue::LargeUtf8(s),
+        ) => Ok(s.clone()),
+        ColumnarValue::Scalar(ScalarValue::Null) => Ok(None),
+        ColumnarValue::Scalar(other) => {
+            plan_err!(
+                "{function}: argument {position} must be a string, found {}",
+                other.data_type()
+            )
+        }
+        ColumnarValue::Array(_) => plan_err!(
+            "{function}: argument {position} must be a constant string (tags are read before the query runs)"
+        ),
+    }
+}
+
+fn as_of_argument(function: &str, arg: Option<&ColumnarValue>) -> Result<AsOf> {
+    match arg {
+        None => Ok(None),
+        Some(ColumnarValue::Scalar(value)) => scalar_as_of(value).map(Some).map_err(engine_error),
+        Some(ColumnarValue::Array(_)) => {
+            plan_err!("{function}: the point in time must be a constant")
+        }
+    }
+}
+
+impl TagFunction {
+    fn bitmap(&self, args: &[ColumnarValue]) -> Result<RoaringTreemap> {
+        let name = self.kind.name();
+        match self.kind {
+            Kind::TagBitmap | Kind::HasTag => {
+                let offset = usize::from(self.kind == Kind::HasTag);
+                let Some(tag) = constant_string(name, offset + 1, &args[offset])? else {
+                    return plan_err!("{name}: the tag name is NULL");
+                };
+                let value = match args.get(offset + 1) {
+                    Some(arg) => constant_string(name, offset + 2, arg)?,
+                    None => None,
+                };
+                self.tags
+                    .users(None, &tag, value.as_deref())
+                    .map_err(engine_error)
+            }
+            Kind::AudienceBitmap => {
+                let Some(text) = constant_string(name, 1, &args[0])? else {
+                    return plan_err!("{name}: the tag expression is NULL");
+                };
+                let expression = TagExpr::parse(&text)?;
+                let as_of = as_of_argument(name, args.get(1))?;
+                self.tags.evaluate(as_of, &expression).map_err(engine_error)
+            }
+        }
+    }
+}
+
+impl ScalarUDFImpl for TagFunction {
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        let (min, max) = self.kind.arity();
+        if arg_types.len() < min || arg_types.len() > max {
+            return plan_err!(
+                "{} takes {min} to {max} arguments, got {}",
+                self.kind.name(),
+                arg_types.len()
+            );
+        }
+        Ok(match self.kind {
+            Kind::HasTag => DataType::Boolean,
+            _ => DataType::Binary,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let bitmap = self.bitmap(&args.args)?;
+        match self.kind {
+            Kind::HasTag => {
+                let keys: ArrayRef = args.args[0].to_array(args.number_rows)?;
+                let contained: BooleanArray = id_rows(HAS_TAG, &keys)?
+                    .into_iter()
+                    .map(|key| key.map(|key| bitmap.contains(key)))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(contained)))
+            }
+            _ => Ok(ColumnarValue::Scalar(ScalarValue::Binary(Some(encode(
+                &bitmap,
+            ))))),
+        }
+    }
+}
+
+/// `audience('expr' [, as_of])`: the selected users, from the user-key dictionary.
+#[derive(Debug)]
+pub struct AudienceFunction {
+    pub tags: Arc<ResolvedTags>,
+    pub user_keys: Arc<dyn TableProvider>,
+    /// The type `user_id` has in `events` (the dictionary holds ids as text).
+    pub user_id_type: DataType,
+    pub bitmap_contains: Arc<ScalarUDF>,
+}
+
+/// A constant the planner passed to a table function: a literal, or a cast of one
+/// (`TIMESTAMP '...'` arrives as a cast of a string).
+fn table_argument(expr: &Expr) -> Option<ColumnarValue> {
+    match expr {
+        Expr::Literal(value, _) => Some(ColumnarValue::Scalar(value.clone())),
+        Expr::Cast(cast) => match cast.expr.as_ref() {
+            Expr::Literal(value, _) => Some(ColumnarValue::Scalar(value.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl TableFunctionImpl for AudienceFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 2 {
+            return plan_err!(
+                "audience takes a tag expression and optionally a point in time, got {} arguments",
+                exprs.len()
+            );
+        }
+        let constants = exprs
+            .iter()
+            .map(|e| {
+                table_argument(e).ok_or_else(|| {
+                    DataFusionError::Plan(format!("audience: {e} is not a constant"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Some(text) = constant_string("audience", 1, &constants[0])? else {
+            return exec_err!("audience: the tag expression is NULL");
+        };
+        let expression = TagExpr::parse(&text)?;
+        let as_of = as_of_argument("audience", constants.get(1))?;
+        let bitmap = self
+            .tags
+            .evaluate(as_of, &expression)
+            .map_err(engine_error)?;
+        let selected = self.bitmap_contains.call(vec![
+            lit(ScalarValue::Binary(Some(encode(&bitmap)))),
+            col(USER_KEY),
+        ]);
+        let plan = LogicalPlanBuilder::scan(
+            "user_keys",
+            provider_as_source(Arc::clone(&self.user_keys)),
+            None,
+        )?
+        .filter(selected)?
+        .project(vec![
+            cast(col(USER_ID), self.user_id_type.clone()).alias(USER_ID),
+            col(USER_KEY),
+        ])?
+        .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}

@@ -1,0 +1,467 @@
+//! Tags: named, stored user selections, materialised as one roaring bitmap per (tag, value).
+//!
+//! - `CREATE TAG name AS <query>`: the query returns `user_id` (a boolean tag: the users having
+//!   it) or `user_id, value` (a valued tag such as a lifecycle stage: one value per user). The
+//!   definition is validated (it must plan and return those columns), stored in the
+//!   `_cohort/tag_definitions` Delta table, and refreshed at once.
+//! - `REFRESH TAG name` / `REFRESH TAGS` evaluate the queries and replace the tags' bitmaps in
+//!   `_cohort/tag_bitmaps` (partitioned by tag) in **one** Delta commit: readers see all the old
+//!   bitmaps or all the new ones, and every commit stays in the table's history, which is how
+//!   `audience('...', as_of)` answers "who had this tag last week".
+//! - `DROP TAG name` removes the bitmaps, then the definition.
+//! - `SHOW TAGS` lists definitions with their size and last refresh; the `tags` view lists
+//!   every (tag, value) with its user count.
+//!
+//! Users are stored by `user_key` (see [`crate::user_keys`]); ids a tag query returns that the
+//! store has never seen are left out and counted in the log.
+
+pub mod functions;
+pub mod resolve;
+pub mod statement;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use cohort_sql_extensions::bitmap::RoaringTreemap;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::{SessionContext, col, lit};
+use deltalake::protocol::SaveMode;
+use futures::StreamExt;
+
+use crate::Engine;
+use crate::error::{EngineError, Result};
+use crate::statement::StatementOutcome;
+use crate::tables::{SystemTable, USER_ID, timestamp_type};
+use statement::TagStatement;
+
+pub const TAG_BITMAP: &str = "tag_bitmap";
+pub const AUDIENCE: &str = "audience";
+pub const AUDIENCE_BITMAP: &str = "audience_bitmap";
+pub const HAS_TAG: &str = "has_tag";
+
+/// The column of a valued tag's query that holds the value (any name is accepted; this is the
+/// name the `tags` view uses).
+pub const VALUE: &str = "value";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagDefinition {
+    pub name: String,
+    pub query: String,
+    /// Whether the query returns a value per user.
+    pub valued: bool,
+    /// Microseconds since the epoch.
+    pub created_at: i64,
+}
+
+fn definitions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("valued", DataType::Boolean, false),
+        Field::new("created_at", timestamp_type(), false),
+    ]))
+}
+
+/// The stored bitmaps; also what the `tags` view shows (without the bitmap).
+pub fn bitmaps_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("tag", DataType::Utf8, false),
+        Field::new(VALUE, DataType::Utf8, true),
+        Field::new("users", DataType::Int64, false),
+        Field::new("bitmap", DataType::Binary, false),
+        Field::new("refreshed_at", timestamp_type(), false),
+    ]))
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl Engine {
+    pub(crate) async fn run_tag_statement(
+        &self,
+        statement: TagStatement,
+    ) -> Result<StatementOutcome> {
+        match statement {
+            TagStatement::Create {
+                name,
+                query,
+                schedule,
+                or_replace,
+                if_not_exists,
+            } => {
+                if schedule.is_some() {
+                    return Err(EngineError::Unsupported(
+                        "SCHEDULE on tags: scheduled refresh is not available yet; run REFRESH TAG from your scheduler".into(),
+                    ));
+                }
+                self.create_tag(name, query, or_replace, if_not_exists)
+                    .await
+            }
+            TagStatement::Drop { name, if_exists } => self.drop_tag(&name, if_exists).await,
+            TagStatement::Show => Ok(StatementOutcome::Query(self.show_tags().await?)),
+            TagStatement::Refresh { name } => {
+                let _catalog = self.catalog_lock.lock().await;
+                let definitions = self.tag_definitions().await?;
+                let chosen: Vec<TagDefinition> = match name {
+                    None => definitions,
+                    Some(name) => vec![
+                        definitions
+                            .into_iter()
+                            .find(|d| d.name == name)
+                            .ok_or_else(|| unknown_tag(&name))?,
+                    ],
+                };
+                let written = self.refresh_tags(&chosen).await?;
+                Ok(StatementOutcome::RowsAffected(written))
+            }
+        }
+    }
+
+    /// Every tag definition, in name order.
+    pub async fn tag_definitions(&self) -> Result<Vec<TagDefinition>> {
+        let Some(table) = self.store.latest(SystemTable::TagDefinitions).await? else {
+            return Ok(Vec::new());
+        };
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state())?;
+        let batches = ctx
+            .read_table(table.table_provider().await?)?
+            .select(vec![
+                col("name"),
+                col("query"),
+                col("valued"),
+                col("created_at"),
+            ])?
+            .sort(vec![col("name").sort(true, false)])?
+            .collect()
+            .await?;
+        let mut definitions = Vec::new();
+        for batch in &batches {
+            let text = |i: usize| -> Result<StringArray> {
+                Ok(cast(batch.column(i), &DataType::Utf8)?
+                    .as_string::<i32>()
+                    .clone())
+            };
+            let (names, queries) = (text(0)?, text(1)?);
+            let valued = batch.column(2).as_boolean();
+            let created = cast(batch.column(3), &timestamp_type())?;
+            let created = created.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            for row in 0..batch.num_rows() {
+                definitions.push(TagDefinition {
+                    name: names.value(row).to_string(),
+                    query: queries.value(row).to_string(),
+                    valued: valued.value(row),
+                    created_at: created.value(row),
+                });
+            }
+        }
+        Ok(definitions)
+    }
+
+    async fn create_tag(
+        &self,
+        name: String,
+        query: String,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<StatementOutcome> {
+        let _catalog = self.catalog_lock.lock().await;
+        if self.tag_definitions().await?.iter().any(|d| d.name == name) {
+            if if_not_exists {
+                return Ok(StatementOutcome::RowsAffected(0));
+            }
+            if !or_replace {
+                return Err(EngineError::InvalidStatement(format!(
+                    "tag '{name}' already exists (use CREATE OR REPLACE TAG to change it)"
+                )));
+            }
+        }
+        let valued = self.validate_tag_query(&name, &query).await?;
+        let definition = TagDefinition {
+            name,
+            query,
+            valued,
+            created_at: now_micros(),
+        };
+        // Evaluate before storing anything: a query that fails at run time creates no tag.
+        let evaluated = self.evaluate_tag(&definition).await?;
+        let row = RecordBatch::try_new(
+            definitions_schema(),
+            vec![
+                Arc::new(StringArray::from(vec![definition.name.clone()])),
+                Arc::new(StringArray::from(vec![definition.query.clone()])),
+                Arc::new(BooleanArray::from(vec![definition.valued])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![definition.created_at])
+                        .with_timezone(crate::tables::UTC),
+                ),
+            ],
+        )?;
+        let table = self
+            .store
+            .ensure(SystemTable::TagDefinitions, definitions_schema())
+            .await?;
+        // Replacing where name = this name makes two concurrent creations of one tag conflict.
+        table
+            .write(vec![row])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(col("name").eq(lit(definition.name.as_str())))
+            .await?;
+        let written = self
+            .write_bitmaps(
+                std::slice::from_ref(&definition.name),
+                vec![(definition.clone(), evaluated)],
+            )
+            .await?;
+        Ok(StatementOutcome::RowsAffected(written))
+    }
+
+    /// Plans the query and checks its columns; returns whether the tag is valued.
+    async fn validate_tag_query(&self, name: &str, query: &str) -> Result<bool> {
+        let df = self.plan_statement_query(query).await.map_err(|e| {
+            EngineError::InvalidStatement(format!("the query of tag '{name}' does not plan: {e}"))
+        })?;
+        let schema = df.schema();
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let has_user_id = columns.first() == Some(&USER_ID);
+        if !has_user_id || columns.len() > 2 {
+            return Err(EngineError::InvalidStatement(format!(
+                "the query of tag '{name}' must return user_id, optionally followed by one value column; it returns {}",
+                columns.join(", ")
+            )));
+        }
+        Ok(columns.len() == 2)
+    }
+
+    /// Runs a tag's query: the users of each value (`None` for a boolean tag).
+    async fn evaluate_tag(
+        &self,
+        definition: &TagDefinition,
+    ) -> Result<HashMap<Option<String>, RoaringTreemap>> {
+        let df = self.plan_statement_query(&definition.query).await?;
+        let mut stream = df.execute_stream().await?;
+        let mut values: HashMap<Option<String>, RoaringTreemap> = HashMap::new();
+        if !definition.valued {
+            values.insert(None, RoaringTreemap::new());
+        }
+        let mut unknown = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let keys = self.user_keys.lookup(&self.store, batch.column(0)).await?;
+            let tag_values = if definition.valued {
+                if batch.num_columns() != 2 {
+                    return Err(EngineError::InvalidStatement(format!(
+                        "the query of tag '{}' no longer returns user_id and a value",
+                        definition.name
+                    )));
+                }
+                Some(cast(batch.column(1), &DataType::Utf8)?)
+            } else {
+                None
+            };
+            for (row, key) in keys.into_iter().enumerate() {
+                let Some(key) = key else {
+                    unknown += usize::from(batch.column(0).is_valid(row));
+                    continue;
+                };
+                let value = match &tag_values {
+                    None => None,
+                    Some(column) => {
+                        let column = column.as_string::<i32>();
+                        if column.is_null(row) {
+                            continue; // no value: the user does not have the tag
+                        }
+                        Some(column.value(row).to_string())
+                    }
+                };
+                values.entry(value).or_default().insert(key as u64);
+            }
+        }
+        if unknown > 0 {
+            tracing::warn!(
+                tag = %definition.name,
+                rows = unknown,
+                "tag query returned user ids the store has never seen; they were left out"
+            );
+        }
+        Ok(values)
+    }
+
+    /// Evaluates every tag, then replaces all their bitmaps in one commit.
+    async fn refresh_tags(&self, definitions: &[TagDefinition]) -> Result<u64> {
+        let mut evaluated = Vec::with_capacity(definitions.len());
+        for definition in definitions {
+            let values = self.evaluate_tag(definition).await?;
+            evaluated.push((definition.clone(), values));
+        }
+        let names: Vec<String> = definitions.iter().map(|d| d.name.clone()).collect();
+        self.write_bitmaps(&names, evaluated).await
+    }
+
+    /// One commit replacing the bitmaps of `names` with `evaluated`; returns the bitmaps written.
+    async fn write_bitmaps(
+        &self,
+        names: &[String],
+        evaluated: Vec<(TagDefinition, HashMap<Option<String>, RoaringTreemap>)>,
+    ) -> Result<u64> {
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let refreshed_at = now_micros();
+        let (mut tags, mut values, mut users, mut bitmaps) = (vec![], vec![], vec![], vec![]);
+        for (definition, tag_values) in evaluated {
+            let mut sorted: Vec<_> = tag_values.into_iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            for (value, bitmap) in sorted {
+                tags.push(definition.name.clone());
+                values.push(value);
+                users.push(bitmap.len() as i64);
+                bitmaps.push(cohort_sql_extensions::bitmap::encode(&bitmap));
+            }
+        }
+        let rows = tags.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(tags)),
+            Arc::new(StringArray::from(values)),
+            Arc::new(Int64Array::from(users)),
+            Arc::new(BinaryArray::from_iter_values(bitmaps)),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![refreshed_at; rows])
+                    .with_timezone(crate::tables::UTC),
+            ),
+        ];
+        let batch = RecordBatch::try_new(bitmaps_schema(), columns)?;
+        let table = self
+            .store
+            .ensure(SystemTable::TagBitmaps, bitmaps_schema())
+            .await?;
+        let replaced = names
+            .iter()
+            .map(|n| quoted(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let table = table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(format!("tag IN ({replaced})"))
+            .await?;
+        tracing::info!(tags = names.len(), bitmaps = rows, version = ?table.version(), "tags refreshed");
+        Ok(rows as u64)
+    }
+
+    async fn drop_tag(&self, name: &str, if_exists: bool) -> Result<StatementOutcome> {
+        let _catalog = self.catalog_lock.lock().await;
+        if !self.tag_definitions().await?.iter().any(|d| d.name == name) {
+            return if if_exists {
+                Ok(StatementOutcome::RowsAffected(0))
+            } else {
+                Err(unknown_tag(name))
+            };
+        }
+        // Bitmaps first: a crash in between leaves a defined tag with no users, which a
+        // REFRESH or another DROP repairs, never bitmaps of a tag nobody can see.
+        if let Some(table) = self.store.latest(SystemTable::TagBitmaps).await? {
+            table
+                .delete()
+                .with_predicate(col("tag").eq(lit(name)))
+                .await?;
+        }
+        if let Some(table) = self.store.latest(SystemTable::TagDefinitions).await? {
+            table
+                .delete()
+                .with_predicate(col("name").eq(lit(name)))
+                .await?;
+        }
+        Ok(StatementOutcome::RowsAffected(1))
+    }
+
+    /// `SHOW TAGS`: name, kind, query, values, users, refreshed_at.
+    async fn show_tags(&self) -> Result<DataFrame> {
+        let definitions = self.tag_definitions().await?;
+        let mut sizes: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
+        if let Some(table) = self.store.latest(SystemTable::TagBitmaps).await? {
+            let ctx = SessionContext::new();
+            table.update_datafusion_session(&ctx.state())?;
+            let batches = ctx
+                .read_table(table.table_provider().await?)?
+                .select(vec![
+                    col("tag"),
+                    col(VALUE),
+                    col("users"),
+                    col("refreshed_at"),
+                ])?
+                .collect()
+                .await?;
+            for batch in &batches {
+                let tags = cast(batch.column(0), &DataType::Utf8)?;
+                let tags = tags.as_string::<i32>();
+                let users = batch
+                    .column(2)
+                    .as_primitive::<arrow::datatypes::Int64Type>();
+                let refreshed = cast(batch.column(3), &timestamp_type())?;
+                let refreshed =
+                    refreshed.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                for row in 0..batch.num_rows() {
+                    let entry = sizes.entry(tags.value(row).to_string()).or_default();
+                    entry.0 += i64::from(batch.column(1).is_valid(row));
+                    entry.1 += users.value(row);
+                    entry.2 = entry.2.max(Some(refreshed.value(row)));
+                }
+            }
+        }
+        let size = |d: &TagDefinition| sizes.get(&d.name).copied().unwrap_or_default();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("values", DataType::Int64, false),
+            Field::new("users", DataType::Int64, false),
+            Field::new("refreshed_at", timestamp_type(), true),
+            Field::new("query", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    definitions.iter().map(|d| d.name.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    definitions
+                        .iter()
+                        .map(|d| if d.valued { "valued" } else { "boolean" }),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    definitions.iter().map(|d| size(d).0),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    definitions.iter().map(|d| size(d).1),
+                )),
+                Arc::new(
+                    definitions
+                        .iter()
+                        .map(|d| size(d).2)
+                        .collect::<TimestampMicrosecondArray>()
+                        .with_timezone(crate::tables::UTC),
+                ),
+                Arc::new(StringArray::from_iter_values(
+                    definitions.iter().map(|d| d.query.as_str()),
+                )),
+            ],
+        )?;
+        Ok(SessionContext::new().read_batch(batch)?)
+    }
+}
+
+fn unknown_tag(name: &str) -> EngineError {
+    EngineError::InvalidStatement(format!("unknown tag '{name}' (SHOW TAGS lists the tags)"))
+}

@@ -1,0 +1,381 @@
+//! Loading the tag bitmaps a statement uses, before it is planned.
+//!
+//! Tag functions take constant arguments (a tag name, a tag expression, a point in time), so the
+//! bitmaps they need are known from the statement's text. They are read from the store once,
+//! asynchronously, and handed to the functions, which then plan into constant bitmaps: nothing
+//! reads the store while a plan executes, and a distributed plan carries the bitmaps with it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
+
+use arrow::array::AsArray;
+use chrono::{DateTime, Utc};
+use cohort_sql_extensions::bitmap::RoaringTreemap;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, TableFactor, Value, Visit,
+    Visitor,
+};
+
+use cohort_sql_extensions::bitmap::expression::TagExpr;
+
+use super::{AUDIENCE, AUDIENCE_BITMAP, HAS_TAG, TAG_BITMAP};
+use crate::Engine;
+use crate::error::{EngineError, Result};
+use crate::tables::SystemTable;
+
+/// A point in time of the tag history, in microseconds since the epoch; `None` is now.
+pub type AsOf = Option<i64>;
+
+/// The tags each point in time of a statement refers to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TagRequests {
+    pub tags: HashMap<AsOf, BTreeSet<String>>,
+}
+
+impl TagRequests {
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Every constant tag reference in `statement`. Arguments that are not constants are left
+    /// for the functions to reject when the statement is planned.
+    pub fn collect(statement: &DFStatement) -> Result<Self> {
+        let mut collector = Collector::default();
+        match statement {
+            DFStatement::Statement(inner) => {
+                let _ = inner.visit(&mut collector);
+            }
+            DFStatement::Explain(explain) => return Self::collect(&explain.statement),
+            _ => {}
+        }
+        match collector.error {
+            Some(error) => Err(error),
+            None => Ok(collector.requests),
+        }
+    }
+
+    fn add(&mut self, as_of: AsOf, tags: impl IntoIterator<Item = String>) {
+        self.tags.entry(as_of).or_default().extend(tags);
+    }
+}
+
+#[derive(Default)]
+struct Collector {
+    requests: TagRequests,
+    error: Option<EngineError>,
+}
+
+impl Collector {
+    fn call(&mut self, name: &str, args: &[FunctionArg]) -> Result<()> {
+        let constant = |i: usize| args.get(i).and_then(constant_text);
+        match name.to_ascii_lowercase().as_str() {
+            TAG_BITMAP => {
+                if let Some(tag) = constant(0) {
+                    self.requests.add(None, [tag.to_lowercase()]);
+                }
+            }
+            HAS_TAG => {
+                if let Some(tag) = constant(1) {
+                    self.requests.add(None, [tag.to_lowercase()]);
+                }
+            }
+            AUDIENCE | AUDIENCE_BITMAP => {
+                if let Some(text) = constant(0) {
+                    let expr = TagExpr::parse(&text)?;
+                    let as_of = match constant(1) {
+                        Some(at) => Some(parse_as_of(&at)?),
+                        None => None,
+                    };
+                    self.requests.add(
+                        as_of,
+                        expr.tags().into_iter().map(|(t, _)| t.to_lowercase()),
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Visitor for Collector {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<()> {
+        if let SqlExpr::Function(function) = expr
+            && let FunctionArguments::List(list) = &function.args
+            && let Some(name) = function.name.0.last()
+            && let Err(e) = self.call(&name.to_string(), &list.args)
+        {
+            self.error = Some(e);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } = factor
+            && let Some(last) = name.0.last()
+            && let Err(e) = self.call(&last.to_string(), &args.args)
+        {
+            self.error = Some(e);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// A string literal or a typed literal such as `TIMESTAMP '2026-11-16'`.
+fn constant_text(arg: &FunctionArg) -> Option<String> {
+    let FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) = arg else {
+        return None;
+    };
+    match expr {
+        SqlExpr::Value(value) => string_value(&value.value),
+        SqlExpr::TypedString(typed) => string_value(&typed.value.value),
+        _ => None,
+    }
+}
+
+fn string_value(value: &Value) -> Option<String> {
+    match value {
+        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A point in time written as text: RFC 3339, or a date / date-time without zone taken as UTC.
+pub fn parse_as_of(text: &str) -> Result<i64> {
+    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text.trim())
+        .map(|nanos| nanos.div_euclid(1000))
+        .map_err(|_| {
+            EngineError::InvalidStatement(format!(
+                "'{text}' is not a point in time: use e.g. '2026-11-16' or '2026-11-16T09:00:00Z'"
+            ))
+        })
+}
+
+/// A constant argument (as the planner passes it) as a point in time.
+pub fn scalar_as_of(value: &ScalarValue) -> Result<i64> {
+    let invalid = || {
+        EngineError::InvalidStatement(format!(
+            "{value} is not a point in time: pass a timestamp or a date-time string"
+        ))
+    };
+    match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => parse_as_of(s),
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000).ok_or_else(invalid),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1000).ok_or_else(invalid),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Ok(*v),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Ok(v.div_euclid(1000)),
+        ScalarValue::Date32(Some(days)) => Ok(i64::from(*days) * 86_400_000_000),
+        _ => Err(invalid()),
+    }
+}
+
+/// One tag's bitmaps at one point in time.
+#[derive(Debug, Default, Clone)]
+pub struct TagBitmaps {
+    pub valued: bool,
+    pub values: HashMap<Option<String>, RoaringTreemap>,
+}
+
+impl TagBitmaps {
+    /// The users having the tag, or (for `Some(value)`) that value of it.
+    pub fn users(&self, tag: &str, value: Option<&str>) -> Result<RoaringTreemap> {
+        match value {
+            None => {
+                let mut all = RoaringTreemap::new();
+                for bitmap in self.values.values() {
+                    all |= bitmap;
+                }
+                Ok(all)
+            }
+            Some(_) if !self.valued => Err(EngineError::InvalidStatement(format!(
+                "tag '{tag}' has no values: write '{tag}' rather than '{tag}:...'"
+            ))),
+            // A value nobody has (yet) selects nobody.
+            Some(value) => Ok(self
+                .values
+                .get(&Some(value.to_string()))
+                .cloned()
+                .unwrap_or_default()),
+        }
+    }
+}
+
+/// The bitmaps a statement's tag functions use.
+#[derive(Debug, Default)]
+pub struct ResolvedTags {
+    pub at: HashMap<AsOf, HashMap<String, TagBitmaps>>,
+}
+
+impl ResolvedTags {
+    pub fn users(&self, as_of: AsOf, tag: &str, value: Option<&str>) -> Result<RoaringTreemap> {
+        let tag = tag.to_lowercase();
+        let found = self.at.get(&as_of).and_then(|tags| tags.get(&tag));
+        match found {
+            Some(bitmaps) => bitmaps.users(&tag, value),
+            None => Err(EngineError::InvalidStatement(format!(
+                "tag '{tag}' is not loaded: tag names and expressions must be constant strings"
+            ))),
+        }
+    }
+
+    pub fn evaluate(&self, as_of: AsOf, expression: &TagExpr) -> Result<RoaringTreemap> {
+        let mut failure = None;
+        let result = expression.evaluate(&mut |tag, value| {
+            self.users(as_of, tag, value).map_err(|e| {
+                let message = e.to_string();
+                failure = Some(e);
+                datafusion::error::DataFusionError::Plan(message)
+            })
+        });
+        match (result, failure) {
+            (Ok(bitmap), _) => Ok(bitmap),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
+        }
+    }
+}
+
+impl Engine {
+    /// Reads the bitmaps of every requested tag; an unknown tag is an error naming it.
+    pub(crate) async fn resolve_tags(&self, requests: &TagRequests) -> Result<ResolvedTags> {
+        let mut resolved = ResolvedTags::default();
+        if requests.is_empty() {
+            return Ok(resolved);
+        }
+        let definitions = self.tag_definitions().await?;
+        for (as_of, tags) in &requests.tags {
+            let table = match as_of {
+                None => self.store.latest(SystemTable::TagBitmaps).await?,
+                Some(micros) => {
+                    let at = DateTime::<Utc>::from_timestamp_micros(*micros).ok_or_else(|| {
+                        EngineError::InvalidStatement(format!("{micros} us is out of range"))
+                    })?;
+                    self.store.as_of(SystemTable::TagBitmaps, at).await?
+                }
+            };
+            let mut found: HashMap<String, TagBitmaps> = HashMap::new();
+            if let Some(table) = table {
+                let ctx = SessionContext::new();
+                table.update_datafusion_session(&ctx.state())?;
+                let names: Vec<_> = tags.iter().map(|t| lit(t.as_str())).collect();
+                let batches = ctx
+                    .read_table(table.table_provider().await?)?
+                    .filter(col("tag").in_list(names, false))?
+                    .select(vec![col("tag"), col("value"), col("bitmap")])?
+                    .collect()
+                    .await?;
+                for batch in &batches {
+                    let tag_column =
+                        arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+                    let value_column =
+                        arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::Utf8)?;
+                    let bitmap_column =
+                        arrow::compute::cast(batch.column(2), &arrow::datatypes::DataType::Binary)?;
+                    let (tag_column, value_column, bitmap_column) = (
+                        tag_column.as_string::<i32>(),
+                        value_column.as_string::<i32>(),
+                        bitmap_column.as_binary::<i32>(),
+                    );
+                    for row in 0..batch.num_rows() {
+                        let tag = tag_column.value(row).to_string();
+                        let value = value_column
+                            .is_valid(row)
+                            .then(|| value_column.value(row).to_string());
+                        let bitmap =
+                            cohort_sql_extensions::bitmap::decode("tag", bitmap_column.value(row))?;
+                        let entry = found.entry(tag).or_default();
+                        entry.valued |= value.is_some();
+                        entry.values.insert(value, bitmap);
+                    }
+                }
+            }
+            for tag in tags {
+                let definition = definitions.iter().find(|d| &d.name == tag);
+                match (found.get_mut(tag), definition, as_of) {
+                    (Some(bitmaps), Some(definition), None) => bitmaps.valued = definition.valued,
+                    (Some(_), _, Some(_)) => {}
+                    // Defined, but the query selected nobody (or the first refresh never committed).
+                    (None, Some(definition), None) => {
+                        found.insert(
+                            tag.clone(),
+                            TagBitmaps {
+                                valued: definition.valued,
+                                values: HashMap::new(),
+                            },
+                        );
+                    }
+                    (_, None, None) => {
+                        return Err(EngineError::InvalidStatement(format!(
+                            "unknown tag '{tag}' (SHOW TAGS lists the tags)"
+                        )));
+                    }
+                    (None, _, Some(micros)) => {
+                        let at = DateTime::<Utc>::from_timestamp_micros(*micros)
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default();
+                        return Err(EngineError::InvalidStatement(format!(
+                            "tag '{tag}' had no users recorded at {at}"
+                        )));
+                    }
+                }
+            }
+            resolved.at.insert(*as_of, found);
+        }
+        Ok(resolved)
+    }
+}
+
+#[allow(unused_imports)]
+use arrow::array::Array as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::parser::DFParser;
+
+    fn requests(sql: &str) -> Result<TagRequests> {
+        let mut statements = DFParser::parse_sql(sql).unwrap();
+        TagRequests::collect(&statements.pop_front().unwrap())
+    }
+
+    #[test]
+    fn collects_constant_references_everywhere() {
+        let found = requests(
+            "SELECT has_tag(user_key, 'VIP'), bitmap_cardinality(tag_bitmap('tier', 'gold')) \
+             FROM audience('(a | b) - c:x') JOIN events USING (user_id) \
+             WHERE bitmap_contains(audience_bitmap('d', TIMESTAMP '2026-11-16'), user_key)",
+        )
+        .unwrap();
+        let now: Vec<_> = found.tags[&None].iter().cloned().collect();
+        assert_eq!(now, ["a", "b", "c", "tier", "vip"]);
+        let then = parse_as_of("2026-11-16").unwrap();
+        assert_eq!(found.tags[&Some(then)].iter().collect::<Vec<_>>(), ["d"]);
+        assert!(requests("SELECT 1").unwrap().is_empty());
+        assert!(requests("EXPLAIN SELECT tag_bitmap('x')").unwrap().tags[&None].contains("x"));
+    }
+
+    #[test]
+    fn bad_expressions_and_times_are_reported() {
+        let error = requests("SELECT audience_bitmap('a &')")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("tag expression"), "{error}");
+        let error = requests("SELECT * FROM audience('a', 'last week')")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a point in time"), "{error}");
+    }
+}

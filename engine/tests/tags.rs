@@ -1,0 +1,131 @@
+//! Tags across engine restarts and through their history: what `.slt` cannot check because
+//! it depends on commit times.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::Int64Type;
+use cohort_engine::tables::SystemTable;
+use cohort_engine::{Engine, EngineConfig};
+
+async fn open(dir: &std::path::Path) -> Engine {
+    Engine::open(EngineConfig {
+        data: dir.to_string_lossy().into_owned(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn rows(engine: &Engine, sql: &str) -> RecordBatch {
+    let (schema, batches) = engine.execute_collect(sql).await.unwrap();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+async fn count(engine: &Engine, sql: &str) -> i64 {
+    rows(engine, sql)
+        .await
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_survive_restart_and_keep_their_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path()).await;
+    engine
+        .execute_collect(
+            "INSERT INTO events (user_id, event, ts) VALUES (1, 'buy', '2026-11-01T00:00:00Z'), (2, 'view', '2026-11-01T00:00:00Z')",
+        )
+        .await
+        .unwrap();
+    engine
+        .execute_collect("CREATE TAG buyer AS SELECT user_id FROM events WHERE event = 'buy'")
+        .await
+        .unwrap();
+
+    let shown = rows(&engine, "SHOW TAGS").await;
+    let names: Vec<_> = shown
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["name", "kind", "values", "users", "refreshed_at", "query"]
+    );
+    assert_eq!(shown.column(0).as_string::<i32>().value(0), "buyer");
+    assert_eq!(shown.column(1).as_string::<i32>().value(0), "boolean");
+    assert_eq!(shown.column(3).as_primitive::<Int64Type>().value(0), 1);
+    assert!(shown.column(4).is_valid(0));
+
+    // Time travel needs commits at distinct milliseconds.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let before_second_refresh = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    let bitmaps = engine
+        .store()
+        .latest(SystemTable::TagBitmaps)
+        .await
+        .unwrap()
+        .unwrap();
+    let version_before = bitmaps.version().unwrap();
+    engine
+        .execute_collect(
+            "INSERT INTO events (user_id, event, ts) VALUES (2, 'buy', '2026-11-02T00:00:00Z')",
+        )
+        .await
+        .unwrap();
+    engine.execute_collect("REFRESH TAGS").await.unwrap();
+    let bitmaps = engine
+        .store()
+        .latest(SystemTable::TagBitmaps)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        bitmaps.version().unwrap(),
+        version_before + 1,
+        "a refresh is exactly one commit"
+    );
+    drop(engine);
+
+    // A new process over the same store.
+    let engine = open(dir.path()).await;
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM audience('buyer')").await,
+        2
+    );
+    let then = before_second_refresh.to_rfc3339();
+    assert_eq!(
+        count(
+            &engine,
+            &format!("SELECT count(*) FROM audience('buyer', '{then}')")
+        )
+        .await,
+        1,
+        "the tag as it was before the second refresh"
+    );
+    assert_eq!(
+        count(
+            &engine,
+            &format!(
+                "SELECT bitmap_cardinality(audience_bitmap('buyer', TIMESTAMP '{}'))",
+                before_second_refresh.format("%Y-%m-%d %H:%M:%S%.6f")
+            )
+        )
+        .await,
+        1
+    );
+    let error = engine
+        .execute_collect("SELECT * FROM audience('buyer', '2000-01-01')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("tag 'buyer' had no users recorded at 2000-01-01"),
+        "{error}"
+    );
+}
