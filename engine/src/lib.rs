@@ -67,6 +67,7 @@ pub struct Engine {
     user_keys: user_keys::UserKeys,
     /// Serialises tag (and later segment) definition changes and refreshes within this process.
     catalog_lock: Mutex<()>,
+    tag_cache: tags::TagCache,
 }
 
 impl Engine {
@@ -84,6 +85,7 @@ impl Engine {
             write_locks,
             user_keys: Default::default(),
             catalog_lock: Mutex::new(()),
+            tag_cache: Default::default(),
         })
     }
 

@@ -40,6 +40,20 @@ use crate::statement::StatementOutcome;
 use crate::tables::{SystemTable, USER_ID, timestamp_type};
 use statement::TagStatement;
 
+/// Tag definitions and decoded bitmaps by Delta table version. A version never changes, so a
+/// cached entry is exact; a refresh makes a new version, which is read afresh.
+#[derive(Default)]
+pub(crate) struct TagCache {
+    definitions: tokio::sync::Mutex<Option<(u64, Arc<Vec<TagDefinition>>)>>,
+    bitmaps: tokio::sync::Mutex<std::collections::BTreeMap<u64, VersionTags>>,
+}
+
+/// The tags read from one version: tag -> bitmaps (`None`: no rows for the tag in that version).
+type VersionTags = HashMap<String, Option<Arc<resolve::TagBitmaps>>>;
+
+/// Versions of the bitmaps table whose decoded tags stay cached (now, and a few time travels).
+const CACHED_VERSIONS: usize = 4;
+
 pub const TAG_BITMAP: &str = "tag_bitmap";
 pub const AUDIENCE: &str = "audience";
 pub const AUDIENCE_BITMAP: &str = "audience_bitmap";
@@ -114,11 +128,12 @@ impl Engine {
                 let _catalog = self.catalog_lock.lock().await;
                 let definitions = self.tag_definitions().await?;
                 let chosen: Vec<TagDefinition> = match name {
-                    None => definitions,
+                    None => definitions.to_vec(),
                     Some(name) => vec![
                         definitions
-                            .into_iter()
+                            .iter()
                             .find(|d| d.name == name)
+                            .cloned()
                             .ok_or_else(|| unknown_tag(&name))?,
                     ],
                 };
@@ -129,10 +144,17 @@ impl Engine {
     }
 
     /// Every tag definition, in name order.
-    pub async fn tag_definitions(&self) -> Result<Vec<TagDefinition>> {
+    pub async fn tag_definitions(&self) -> Result<Arc<Vec<TagDefinition>>> {
         let Some(table) = self.store.latest(SystemTable::TagDefinitions).await? else {
-            return Ok(Vec::new());
+            return Ok(Arc::new(Vec::new()));
         };
+        let version = table.version().unwrap_or_default();
+        let mut cached = self.tag_cache.definitions.lock().await;
+        if let Some((cached_version, definitions)) = cached.as_ref()
+            && *cached_version == version
+        {
+            return Ok(Arc::clone(definitions));
+        }
         let ctx = SessionContext::new();
         table.update_datafusion_session(&ctx.state())?;
         let batches = ctx
@@ -166,6 +188,8 @@ impl Engine {
                 });
             }
         }
+        let definitions = Arc::new(definitions);
+        *cached = Some((version, Arc::clone(&definitions)));
         Ok(definitions)
     }
 

@@ -8,7 +8,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 
-use arrow::array::AsArray;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
 use cohort_sql_extensions::bitmap::RoaringTreemap;
 use datafusion::common::ScalarValue;
@@ -216,7 +220,7 @@ impl TagBitmaps {
 /// The bitmaps a statement's tag functions use.
 #[derive(Debug, Default)]
 pub struct ResolvedTags {
-    pub at: HashMap<AsOf, HashMap<String, TagBitmaps>>,
+    pub at: HashMap<AsOf, HashMap<String, Arc<TagBitmaps>>>,
 }
 
 impl ResolvedTags {
@@ -266,55 +270,27 @@ impl Engine {
                     self.store.as_of(SystemTable::TagBitmaps, at).await?
                 }
             };
-            let mut found: HashMap<String, TagBitmaps> = HashMap::new();
-            if let Some(table) = table {
-                let ctx = SessionContext::new();
-                table.update_datafusion_session(&ctx.state())?;
-                let names: Vec<_> = tags.iter().map(|t| lit(t.as_str())).collect();
-                let batches = ctx
-                    .read_table(table.table_provider().await?)?
-                    .filter(col("tag").in_list(names, false))?
-                    .select(vec![col("tag"), col("value"), col("bitmap")])?
-                    .collect()
-                    .await?;
-                for batch in &batches {
-                    let tag_column =
-                        arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-                    let value_column =
-                        arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::Utf8)?;
-                    let bitmap_column =
-                        arrow::compute::cast(batch.column(2), &arrow::datatypes::DataType::Binary)?;
-                    let (tag_column, value_column, bitmap_column) = (
-                        tag_column.as_string::<i32>(),
-                        value_column.as_string::<i32>(),
-                        bitmap_column.as_binary::<i32>(),
-                    );
-                    for row in 0..batch.num_rows() {
-                        let tag = tag_column.value(row).to_string();
-                        let value = value_column
-                            .is_valid(row)
-                            .then(|| value_column.value(row).to_string());
-                        let bitmap =
-                            cohort_sql_extensions::bitmap::decode("tag", bitmap_column.value(row))?;
-                        let entry = found.entry(tag).or_default();
-                        entry.valued |= value.is_some();
-                        entry.values.insert(value, bitmap);
-                    }
-                }
-            }
+            let mut found = match table {
+                Some(table) => self.cached_bitmaps(&table, tags).await?,
+                None => HashMap::new(),
+            };
             for tag in tags {
                 let definition = definitions.iter().find(|d| &d.name == tag);
                 match (found.get_mut(tag), definition, as_of) {
-                    (Some(bitmaps), Some(definition), None) => bitmaps.valued = definition.valued,
+                    (Some(bitmaps), Some(definition), None) => {
+                        if bitmaps.valued != definition.valued {
+                            Arc::make_mut(bitmaps).valued = definition.valued;
+                        }
+                    }
                     (Some(_), _, Some(_)) => {}
                     // Defined, but the query selected nobody (or the first refresh never committed).
                     (None, Some(definition), None) => {
                         found.insert(
                             tag.clone(),
-                            TagBitmaps {
+                            Arc::new(TagBitmaps {
                                 valued: definition.valued,
                                 values: HashMap::new(),
-                            },
+                            }),
                         );
                     }
                     (_, None, None) => {
@@ -336,10 +312,72 @@ impl Engine {
         }
         Ok(resolved)
     }
+
+    /// The decoded bitmaps of `tags` in this version of the bitmaps table, read once per version.
+    async fn cached_bitmaps(
+        &self,
+        table: &deltalake::DeltaTable,
+        tags: &BTreeSet<String>,
+    ) -> Result<HashMap<String, Arc<TagBitmaps>>> {
+        let version = table.version().unwrap_or_default();
+        let mut cache = self.tag_cache.bitmaps.lock().await;
+        let missing: Vec<&String> = tags
+            .iter()
+            .filter(|t| !cache.get(&version).is_some_and(|v| v.contains_key(*t)))
+            .collect();
+        if !missing.is_empty() {
+            let mut read = read_bitmaps(table, &missing).await?;
+            let entry = cache.entry(version).or_default();
+            for tag in missing {
+                entry.insert(tag.clone(), read.remove(tag).map(Arc::new));
+            }
+            while cache.len() > super::CACHED_VERSIONS {
+                cache.pop_first();
+            }
+        }
+        let cached = &cache[&version];
+        Ok(tags
+            .iter()
+            .filter_map(|t| Some((t.clone(), Arc::clone(cached.get(t)?.as_ref()?))))
+            .collect())
+    }
 }
 
-#[allow(unused_imports)]
-use arrow::array::Array as _;
+async fn read_bitmaps(
+    table: &deltalake::DeltaTable,
+    tags: &[&String],
+) -> Result<HashMap<String, TagBitmaps>> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let names: Vec<_> = tags.iter().map(|t| lit(t.as_str())).collect();
+    let batches = ctx
+        .read_table(table.table_provider().await?)?
+        .filter(col("tag").in_list(names, false))?
+        .select(vec![col("tag"), col("value"), col("bitmap")])?
+        .collect()
+        .await?;
+    let mut found: HashMap<String, TagBitmaps> = HashMap::new();
+    for batch in &batches {
+        let tag_column = cast(batch.column(0), &DataType::Utf8)?;
+        let value_column = cast(batch.column(1), &DataType::Utf8)?;
+        let bitmap_column = cast(batch.column(2), &DataType::Binary)?;
+        let (tag_column, value_column, bitmap_column) = (
+            tag_column.as_string::<i32>(),
+            value_column.as_string::<i32>(),
+            bitmap_column.as_binary::<i32>(),
+        );
+        for row in 0..batch.num_rows() {
+            let value = value_column
+                .is_valid(row)
+                .then(|| value_column.value(row).to_string());
+            let bitmap = cohort_sql_extensions::bitmap::decode("tag", bitmap_column.value(row))?;
+            let entry = found.entry(tag_column.value(row).to_string()).or_default();
+            entry.valued |= value.is_some();
+            entry.values.insert(value, bitmap);
+        }
+    }
+    Ok(found)
+}
 
 #[cfg(test)]
 mod tests {
