@@ -24,16 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+
+from peer_compare import REPO, measure, peak_rss_mb  # the script's directory is on sys.path
 EXPRESSION = "t0 & (t1 | t2) - t3 ^ t4"
 
-
-def peak_rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def write_profiles(path, users, tags):
@@ -105,10 +99,6 @@ def run_child(engine, parquet, tags, threads, repeat):
     print(json.dumps({"first_ms": round(times[0], 2), "best_ms": round(min(times), 2),
                       "peak_rss_mb": round(peak_rss_mb(), 1), "users": users}))
 
-
-def measure(command):
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def main():

@@ -1,5 +1,5 @@
 //! Benchmark helpers: the queries the peer comparison runs, so the criterion benches and the
-//! `peer_query` tool measure the same SQL.
+//! `peer_query` tool measure the same SQL, and what the measuring tools report.
 
 /// A 4-step, one-hour funnel per user, then users per level.
 pub const FUNNEL_SQL: &str = "SELECT level, count(*) AS users FROM (\
@@ -17,4 +17,16 @@ pub fn retention_sql() -> String {
         "SELECT sum_for_each(r) AS retained FROM (SELECT user_id, retention({}) AS r FROM events GROUP BY user_id)",
         days.join(", ")
     )
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB; 0 where unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

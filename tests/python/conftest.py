@@ -159,3 +159,14 @@ def conn(server):
     connection = flight_sql.connect(server.address, autocommit=True)
     yield connection
     connection.close()
+
+
+def set_logic_sql(op, left, right):
+    """Two user_id queries combined by plain SQL set logic: op is and, or, andnot or xor."""
+    if op == "and":
+        return f"(({left}) INTERSECT ({right}))"
+    if op == "or":
+        return f"(({left}) UNION ({right}))"
+    if op == "andnot":
+        return f"(({left}) EXCEPT ({right}))"
+    return f"((({left}) EXCEPT ({right})) UNION (({right}) EXCEPT ({left})))"

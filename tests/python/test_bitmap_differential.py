@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import private_server
+from conftest import private_server, set_logic_sql
 
 chdb = pytest.importorskip("chdb")
 
@@ -72,14 +72,7 @@ def plain_sql(e):
     if isinstance(e, str):
         return f"SELECT user_id FROM events WHERE event = '{e}'"
     op, left, right = e
-    left, right = plain_sql(left), plain_sql(right)
-    if op == "and":
-        return f"(({left}) INTERSECT ({right}))"
-    if op == "or":
-        return f"(({left}) UNION ({right}))"
-    if op == "andnot":
-        return f"(({left}) EXCEPT ({right}))"
-    return f"((({left}) EXCEPT ({right})) UNION (({right}) EXCEPT ({left})))"
+    return set_logic_sql(op, plain_sql(left), plain_sql(right))
 
 
 @pytest.fixture(scope="module")

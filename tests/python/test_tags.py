@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import Server
+from conftest import Server, set_logic_sql
 
 TAGS = {
     "buyer": "SELECT DISTINCT user_id FROM events WHERE event = 'purchase'",
@@ -149,14 +149,8 @@ def test_random_expressions_over_stored_tags_match_set_logic(conn, seed):
     def sql(e):
         if isinstance(e, str):
             return queries[e]
-        op, left, right = e[0], sql(e[1]), sql(e[2])
-        if op == "&":
-            return f"(({left}) INTERSECT ({right}))"
-        if op == "|":
-            return f"(({left}) UNION ({right}))"
-        if op == "-":
-            return f"(({left}) EXCEPT ({right}))"
-        return f"((({left}) EXCEPT ({right})) UNION (({right}) EXCEPT ({left})))"
+        op = {"&": "and", "|": "or", "-": "andnot", "^": "xor"}[e[0]]
+        return set_logic_sql(op, sql(e[1]), sql(e[2]))
 
     for _ in range(15):
         e = tree()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use cohort_benches::{FUNNEL_SQL, retention_sql};
+use cohort_benches::{FUNNEL_SQL, peak_rss_mb, retention_sql};
 use cohort_engine::demo::{DemoOptions, generate};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
@@ -45,18 +45,6 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
-}
-
-/// Peak resident memory of this process (Linux), in MiB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ use std::time::Instant;
 use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Int64Type};
 use clap::{Parser, Subcommand};
+use cohort_benches::peak_rss_mb;
 use cohort_engine::tables::TableKind;
 use cohort_engine::{Engine, EngineConfig};
 
@@ -48,17 +49,6 @@ enum Command {
         #[arg(long)]
         sql: Option<String>,
     },
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn open(store: &std::path::Path, threads: Option<usize>) -> anyhow::Result<Engine> {
