@@ -4,10 +4,12 @@
 //! Everything a server or the CLI does goes through [`Engine`]; it holds no per-query state,
 //! so one engine serves all sessions.
 
+pub mod catalog_statement;
 pub mod demo;
 pub mod error;
 pub mod ingest;
 pub mod params;
+pub mod segments;
 mod session;
 pub mod statement;
 pub mod store;
@@ -68,6 +70,12 @@ pub struct Engine {
     /// Serialises tag (and later segment) definition changes and refreshes within this process.
     catalog_lock: Mutex<()>,
     tag_cache: tags::TagCache,
+    /// Per-segment locks: one run of a segment at a time.
+    segment_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Wakes the scheduler when definitions or schedules change.
+    scheduler_wake: tokio::sync::Notify,
+    /// Every committed segment version, for subscribers (activation streams).
+    segment_versions_committed: tokio::sync::broadcast::Sender<segments::SegmentVersion>,
 }
 
 impl Engine {
@@ -86,6 +94,9 @@ impl Engine {
             user_keys: Default::default(),
             catalog_lock: Mutex::new(()),
             tag_cache: Default::default(),
+            segment_locks: Default::default(),
+            scheduler_wake: tokio::sync::Notify::new(),
+            segment_versions_committed: tokio::sync::broadcast::channel(64).0,
         })
     }
 
@@ -99,6 +110,13 @@ impl Engine {
 
     pub fn runtime(&self) -> &Arc<RuntimeEnv> {
         &self.runtime
+    }
+
+    /// Notified of every segment version this process commits.
+    pub fn subscribe_segment_versions(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<segments::SegmentVersion> {
+        self.segment_versions_committed.subscribe()
     }
 }
 

@@ -13,8 +13,10 @@ use datafusion::datasource::{MemTable, ViewTable, provider_as_source};
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::col;
 
+use crate::segments::functions::{LoadedSegments, SegmentChangesFunction, SegmentMembersFunction};
+use crate::segments::{self, SEGMENT_CHANGES, SEGMENT_MEMBERS};
 use crate::tables::{CATALOG, SCHEMA, SystemTable, TableKind, USER_ID, USER_KEY};
-use crate::tags::functions::{AudienceFunction, scalar_functions};
+use crate::tags::functions::{AudienceFunction, UsersOfBitmap, scalar_functions};
 use crate::tags::resolve::ResolvedTags;
 use crate::tags::{AUDIENCE, VALUE, bitmaps_schema};
 use crate::{Engine, Result};
@@ -22,6 +24,23 @@ use crate::{Engine, Result};
 /// Names under which the system tables are visible to SQL.
 pub const USER_KEYS_TABLE: &str = "user_keys";
 pub const TAGS_VIEW: &str = "tags";
+pub const SEGMENTS_VIEW: &str = "segments";
+pub const SEGMENT_VERSIONS_VIEW: &str = "segment_versions";
+pub const SEGMENT_RUNS_VIEW: &str = "segment_runs";
+
+const SEGMENTS_SQL: &str = "SELECT d.name AS segment, d.schedule, v.version, v.members, v.entered, \
+     v.exited, v.committed_at AS refreshed_at, d.query FROM definitions d LEFT JOIN \
+     (SELECT *, row_number() OVER (PARTITION BY segment ORDER BY version DESC) AS newest FROM versions) v \
+     ON v.segment = d.name AND v.newest = 1";
+
+const SEGMENT_VERSIONS_SQL: &str = "SELECT segment, version, run_id, committed_at, members, entered, \
+     exited FROM versions";
+
+/// A run writes a `running` row when it starts and a final row when it ends; a run shows its
+/// final row once there is one.
+const SEGMENT_RUNS_SQL: &str = "SELECT segment, run_id, trigger, scheduled_at, started_at, \
+     finished_at, status, version, members, entered, exited, error FROM runs \
+     WHERE status <> 'running' OR run_id NOT IN (SELECT run_id FROM runs WHERE status <> 'running')";
 
 impl Engine {
     /// A session over the newest committed version of every table.
@@ -29,14 +48,14 @@ impl Engine {
     /// Tables are planned from the Delta log at the moment of the call, so rows committed by
     /// any writer before it are visible, and a query never sees a half-written commit.
     pub async fn session(&self) -> Result<SessionContext> {
-        self.session_with_tags(Arc::new(ResolvedTags::default()))
-            .await
+        self.session_with(Arc::default(), Arc::default()).await
     }
 
-    /// A session whose tag functions answer from `tags` (read before planning).
-    pub(crate) async fn session_with_tags(
+    /// A session whose tag and segment functions answer from what was read before planning.
+    pub(crate) async fn session_with(
         &self,
         tags: Arc<ResolvedTags>,
+        segments: Arc<LoadedSegments>,
     ) -> Result<SessionContext> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
@@ -94,20 +113,66 @@ impl Engine {
             ])?
             .build()?;
         ctx.register_table(TAGS_VIEW, Arc::new(ViewTable::new(tags_view, None)))?;
-        let contains = datafusion::execution::FunctionRegistry::udf(&ctx, "bitmap_contains")?;
+        let users = UsersOfBitmap {
+            user_keys,
+            user_id_type,
+            bitmap_contains: datafusion::execution::FunctionRegistry::udf(&ctx, "bitmap_contains")?,
+        };
         ctx.register_udtf(
             AUDIENCE,
             Arc::new(AudienceFunction {
                 tags: Arc::clone(&tags),
-                user_keys,
-                user_id_type,
-                bitmap_contains: contains,
+                users: users.clone(),
             }),
         );
         for function in scalar_functions(&tags) {
             ctx.register_udf(function);
         }
+        ctx.register_udtf(
+            SEGMENT_MEMBERS,
+            Arc::new(SegmentMembersFunction {
+                segments: Arc::clone(&segments),
+                users: users.clone(),
+            }),
+        );
+        ctx.register_udtf(
+            SEGMENT_CHANGES,
+            Arc::new(SegmentChangesFunction { segments, users }),
+        );
+        self.register_segment_views(&ctx).await?;
         Ok(ctx)
+    }
+
+    /// `segments`, `segment_versions` and `segment_runs`, planned over the system tables.
+    async fn register_segment_views(&self, ctx: &SessionContext) -> Result<()> {
+        let sources = SessionContext::new();
+        for (name, table, schema) in [
+            (
+                "definitions",
+                SystemTable::SegmentDefinitions,
+                segments::definitions_schema(),
+            ),
+            (
+                "versions",
+                SystemTable::SegmentVersions,
+                segments::versions_schema(),
+            ),
+            ("runs", SystemTable::SegmentRuns, segments::runs_schema()),
+        ] {
+            let provider = self
+                .system_provider(ctx, table, || schema.as_ref().clone())
+                .await?;
+            sources.register_table(name, provider)?;
+        }
+        for (view, sql) in [
+            (SEGMENTS_VIEW, SEGMENTS_SQL),
+            (SEGMENT_VERSIONS_VIEW, SEGMENT_VERSIONS_SQL),
+            (SEGMENT_RUNS_VIEW, SEGMENT_RUNS_SQL),
+        ] {
+            let plan = sources.sql(sql).await?.into_unoptimized_plan();
+            ctx.register_table(view, Arc::new(ViewTable::new(plan, Some(sql.to_string()))))?;
+        }
+        Ok(())
     }
 
     async fn system_provider(

@@ -13,11 +13,11 @@ use datafusion::sql::sqlparser::ast::{Statement, TableObject};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::Engine;
+use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
 use crate::params::rewrite_question_marks;
 use crate::tables::TableKind;
 use crate::tags::resolve::TagRequests;
-use crate::tags::statement::TagStatement;
 
 /// What a statement produced.
 pub enum StatementOutcome {
@@ -36,7 +36,7 @@ enum Kind {
         columns: Vec<String>,
         source: String,
     },
-    Tag(TagStatement),
+    Catalog(CatalogStatement),
 }
 
 /// Client SQL may read the store but not define tables over arbitrary files or change settings.
@@ -48,8 +48,8 @@ fn query_options() -> SQLOptions {
 }
 
 fn classify(sql: &str) -> Result<Kind> {
-    if let Some(statement) = crate::tags::statement::parse(sql)? {
-        return Ok(Kind::Tag(statement));
+    if let Some(statement) = crate::catalog_statement::parse(sql)? {
+        return Ok(Kind::Catalog(statement));
     }
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
         .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
@@ -131,7 +131,7 @@ impl Engine {
                     plan_query(&ctx, &sql, params).await?,
                 ))
             }
-            Kind::Tag(statement) => self.run_tag_statement(statement).await,
+            Kind::Catalog(statement) => self.run_catalog_statement(statement).await,
             Kind::Insert {
                 table,
                 columns,
@@ -157,10 +157,25 @@ impl Engine {
         }
     }
 
+    async fn run_catalog_statement(&self, statement: CatalogStatement) -> Result<StatementOutcome> {
+        let kind = match &statement {
+            CatalogStatement::Create { kind, .. }
+            | CatalogStatement::AlterSchedule { kind, .. }
+            | CatalogStatement::Drop { kind, .. }
+            | CatalogStatement::Show { kind }
+            | CatalogStatement::Refresh { kind, .. } => *kind,
+        };
+        match kind {
+            ObjectKind::Tag => self.run_tag_statement(statement).await,
+            ObjectKind::Segment => self.run_segment_statement(statement).await,
+        }
+    }
+
     /// A session with the tags `requests` names loaded.
     async fn session_for(&self, requests: &TagRequests) -> Result<SessionContext> {
         let tags = self.resolve_tags(requests).await?;
-        self.session_with_tags(Arc::new(tags)).await
+        let segments = self.load_segments(&requests.segments).await?;
+        self.session_with(Arc::new(tags), Arc::new(segments)).await
     }
 
     /// Plans `sql`, which must be a query (a tag or segment definition's body).
@@ -215,11 +230,11 @@ pub async fn plan_query_schema(
             Ok((schema, ordered.into_iter().map(|(_, t)| t).collect()))
         }
         Kind::Insert { .. } => Ok((rows_affected_batch(0).schema(), Vec::new())),
-        Kind::Tag(TagStatement::Show) => {
+        Kind::Catalog(CatalogStatement::Show { .. }) => {
             let schema = engine.execute_collect(&sql).await?.0;
             Ok((schema, Vec::new()))
         }
-        Kind::Tag(_) => Ok((rows_affected_batch(0).schema(), Vec::new())),
+        Kind::Catalog(_) => Ok((rows_affected_batch(0).schema(), Vec::new())),
     }
 }
 
@@ -346,7 +361,9 @@ mod tests {
         assert!(matches!(classify("SHOW TABLES"), Ok(Kind::Query(_))));
         assert!(matches!(
             classify("SHOW TAGS"),
-            Ok(Kind::Tag(TagStatement::Show))
+            Ok(Kind::Catalog(CatalogStatement::Show {
+                kind: ObjectKind::Tag
+            }))
         ));
         match classify(
             "INSERT INTO cohort.public.events (user_id, event, ts) VALUES (1, 'a', '2026-01-01')",

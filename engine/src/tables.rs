@@ -40,13 +40,21 @@ pub enum SystemTable {
     TagDefinitions,
     /// One bitmap per (tag, value), replaced per tag on refresh.
     TagBitmaps,
+    SegmentDefinitions,
+    /// One row per committed segment version: members, entered, exited.
+    SegmentVersions,
+    /// Start and end of every segment run.
+    SegmentRuns,
 }
 
 impl SystemTable {
-    pub const ALL: [SystemTable; 3] = [
+    pub const ALL: [SystemTable; 6] = [
         SystemTable::UserKeys,
         SystemTable::TagDefinitions,
         SystemTable::TagBitmaps,
+        SystemTable::SegmentDefinitions,
+        SystemTable::SegmentVersions,
+        SystemTable::SegmentRuns,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +62,9 @@ impl SystemTable {
             SystemTable::UserKeys => "user_keys",
             SystemTable::TagDefinitions => "tag_definitions",
             SystemTable::TagBitmaps => "tag_bitmaps",
+            SystemTable::SegmentDefinitions => "segment_definitions",
+            SystemTable::SegmentVersions => "segment_versions",
+            SystemTable::SegmentRuns => "segment_runs",
         }
     }
 }
@@ -65,6 +76,9 @@ impl From<SystemTable> for TableLocation {
             SystemTable::UserKeys => "_cohort/user_keys",
             SystemTable::TagDefinitions => "_cohort/tag_definitions",
             SystemTable::TagBitmaps => "_cohort/tag_bitmaps",
+            SystemTable::SegmentDefinitions => "_cohort/segment_definitions",
+            SystemTable::SegmentVersions => "_cohort/segment_versions",
+            SystemTable::SegmentRuns => "_cohort/segment_runs",
         })
     }
 }

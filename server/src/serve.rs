@@ -38,6 +38,9 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         }
     }
 
+    // Runs that were going when the process last stopped will never finish.
+    engine.fail_interrupted_runs().await?;
+
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -86,7 +86,15 @@ async fn metadata_calls_describe_the_store() {
     let tables = fetch(&mut client, info).await;
     assert_eq!(
         strings(&tables, "table_name"),
-        ["events", "profiles", "tags", "user_keys"]
+        [
+            "events",
+            "profiles",
+            "segment_runs",
+            "segment_versions",
+            "segments",
+            "tags",
+            "user_keys"
+        ]
     );
     let schema_bytes = tables[0]
         .column_by_name("table_schema")

@@ -32,8 +32,8 @@ use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility, cast,
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility, cast,
 };
 use datafusion::prelude::{col, lit};
 
@@ -114,7 +114,11 @@ fn engine_error(error: EngineError) -> DataFusionError {
 }
 
 /// A constant string argument; NULL is `None`.
-fn constant_string(function: &str, position: usize, arg: &ColumnarValue) -> Result<Option<String>> {
+pub fn constant_string(
+    function: &str,
+    position: usize,
+    arg: &ColumnarValue,
+) -> Result<Option<String>> {
     match arg {
         ColumnarValue::Scalar(
             ScalarValue::Utf8(s) | ScalarValue::Utf8View(s) | ScalarValue::LargeUtf8(s),
@@ -213,19 +217,49 @@ impl ScalarUDFImpl for TagFunction {
     }
 }
 
-/// `audience('expr' [, as_of])`: the selected users, from the user-key dictionary.
-#[derive(Debug)]
-pub struct AudienceFunction {
-    pub tags: Arc<ResolvedTags>,
+/// Turns a bitmap of user keys into rows of `user_id, user_key`: a scan of the user-key
+/// dictionary filtered by the (constant) bitmap.
+#[derive(Debug, Clone)]
+pub struct UsersOfBitmap {
     pub user_keys: Arc<dyn TableProvider>,
     /// The type `user_id` has in `events` (the dictionary holds ids as text).
     pub user_id_type: DataType,
     pub bitmap_contains: Arc<ScalarUDF>,
 }
 
+impl UsersOfBitmap {
+    /// `user_id, user_key`, then `extra` columns (constants per bitmap).
+    pub fn plan(&self, bitmap: &RoaringTreemap, extra: Vec<Expr>) -> Result<LogicalPlan> {
+        let selected = self.bitmap_contains.call(vec![
+            lit(ScalarValue::Binary(Some(encode(bitmap)))),
+            col(USER_KEY),
+        ]);
+        let mut columns = vec![
+            cast(col(USER_ID), self.user_id_type.clone()).alias(USER_ID),
+            col(USER_KEY),
+        ];
+        columns.extend(extra);
+        LogicalPlanBuilder::scan(
+            "user_keys",
+            provider_as_source(Arc::clone(&self.user_keys)),
+            None,
+        )?
+        .filter(selected)?
+        .project(columns)?
+        .build()
+    }
+}
+
+/// `audience('expr' [, as_of])`: the selected users, from the user-key dictionary.
+#[derive(Debug)]
+pub struct AudienceFunction {
+    pub tags: Arc<ResolvedTags>,
+    pub users: UsersOfBitmap,
+}
+
 /// A constant the planner passed to a table function: a literal, or a cast of one
 /// (`TIMESTAMP '...'` arrives as a cast of a string).
-fn table_argument(expr: &Expr) -> Option<ColumnarValue> {
+pub fn table_argument(expr: &Expr) -> Option<ColumnarValue> {
     match expr {
         Expr::Literal(value, _) => Some(ColumnarValue::Scalar(value.clone())),
         Expr::Cast(cast) => match cast.expr.as_ref() {
@@ -262,21 +296,7 @@ impl TableFunctionImpl for AudienceFunction {
             .tags
             .evaluate(as_of, &expression)
             .map_err(engine_error)?;
-        let selected = self.bitmap_contains.call(vec![
-            lit(ScalarValue::Binary(Some(encode(&bitmap)))),
-            col(USER_KEY),
-        ]);
-        let plan = LogicalPlanBuilder::scan(
-            "user_keys",
-            provider_as_source(Arc::clone(&self.user_keys)),
-            None,
-        )?
-        .filter(selected)?
-        .project(vec![
-            cast(col(USER_ID), self.user_id_type.clone()).alias(USER_ID),
-            col(USER_KEY),
-        ])?
-        .build()?;
+        let plan = self.users.plan(&bitmap, vec![])?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }

@@ -17,7 +17,6 @@
 
 pub mod functions;
 pub mod resolve;
-pub mod statement;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,10 +34,10 @@ use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 
 use crate::Engine;
+use crate::catalog_statement::CatalogStatement;
 use crate::error::{EngineError, Result};
 use crate::statement::StatementOutcome;
 use crate::tables::{SystemTable, USER_ID, timestamp_type};
-use statement::TagStatement;
 
 /// Tag definitions and decoded bitmaps by Delta table version. A version never changes, so a
 /// cached entry is exact; a refresh makes a new version, which is read afresh.
@@ -104,15 +103,16 @@ fn quoted(text: &str) -> String {
 impl Engine {
     pub(crate) async fn run_tag_statement(
         &self,
-        statement: TagStatement,
+        statement: CatalogStatement,
     ) -> Result<StatementOutcome> {
         match statement {
-            TagStatement::Create {
+            CatalogStatement::Create {
                 name,
                 query,
                 schedule,
                 or_replace,
                 if_not_exists,
+                ..
             } => {
                 if schedule.is_some() {
                     return Err(EngineError::Unsupported(
@@ -122,9 +122,14 @@ impl Engine {
                 self.create_tag(name, query, or_replace, if_not_exists)
                     .await
             }
-            TagStatement::Drop { name, if_exists } => self.drop_tag(&name, if_exists).await,
-            TagStatement::Show => Ok(StatementOutcome::Query(self.show_tags().await?)),
-            TagStatement::Refresh { name } => {
+            CatalogStatement::AlterSchedule { .. } => Err(EngineError::Unsupported(
+                "schedules on tags: scheduled refresh is not available yet; run REFRESH TAG from your scheduler".into(),
+            )),
+            CatalogStatement::Drop {
+                name, if_exists, ..
+            } => self.drop_tag(&name, if_exists).await,
+            CatalogStatement::Show { .. } => Ok(StatementOutcome::Query(self.show_tags().await?)),
+            CatalogStatement::Refresh { name, .. } => {
                 let _catalog = self.catalog_lock.lock().await;
                 let definitions = self.tag_definitions().await?;
                 let chosen: Vec<TagDefinition> = match name {

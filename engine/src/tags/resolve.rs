@@ -37,6 +37,8 @@ pub type AsOf = Option<i64>;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TagRequests {
     pub tags: HashMap<AsOf, BTreeSet<String>>,
+    /// Segments named by `segment_members` / `segment_changes`.
+    pub segments: BTreeSet<String>,
 }
 
 impl TagRequests {
@@ -97,6 +99,11 @@ impl Collector {
                         as_of,
                         expr.tags().into_iter().map(|(t, _)| t.to_lowercase()),
                     );
+                }
+            }
+            crate::segments::SEGMENT_MEMBERS | crate::segments::SEGMENT_CHANGES => {
+                if let Some(segment) = constant(0) {
+                    self.requests.segments.insert(segment.to_lowercase());
                 }
             }
             _ => {}

@@ -1,0 +1,359 @@
+//! The catalog statements for tags and segments, recognised before DataFusion's parser sees
+//! the text (`OBJECT` is `TAG` or `SEGMENT`, `OBJECTS` its plural):
+//!
+//! ```sql
+//! CREATE [OR REPLACE] OBJECT [IF NOT EXISTS] name [SCHEDULE 'cron'] AS <query>
+//! ALTER OBJECT name SET SCHEDULE 'cron'
+//! ALTER OBJECT name DROP SCHEDULE
+//! DROP OBJECT [IF EXISTS] name
+//! SHOW OBJECTS
+//! REFRESH OBJECT name
+//! REFRESH OBJECTS
+//! ```
+//!
+//! The query after `AS` is kept as the user wrote it (the text from `AS` to the end), so `SHOW`
+//! shows it unchanged; it is planned by DataFusion like any other query.
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Word};
+
+use crate::error::{EngineError, Result};
+
+/// What a catalog statement is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Tag,
+    Segment,
+}
+
+impl ObjectKind {
+    pub fn singular(self) -> &'static str {
+        match self {
+            ObjectKind::Tag => "tag",
+            ObjectKind::Segment => "segment",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            ObjectKind::Tag => "TAGS",
+            ObjectKind::Segment => "SEGMENTS",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogStatement {
+    Create {
+        kind: ObjectKind,
+        name: String,
+        query: String,
+        schedule: Option<String>,
+        or_replace: bool,
+        if_not_exists: bool,
+    },
+    /// `schedule: None` removes the schedule.
+    AlterSchedule {
+        kind: ObjectKind,
+        name: String,
+        schedule: Option<String>,
+    },
+    Drop {
+        kind: ObjectKind,
+        name: String,
+        if_exists: bool,
+    },
+    Show {
+        kind: ObjectKind,
+    },
+    /// `name: None`: every object of the kind.
+    Refresh {
+        kind: ObjectKind,
+        name: Option<String>,
+    },
+}
+
+fn is_word(token: &Token, word: &str) -> bool {
+    matches!(token, Token::Word(Word { value, quote_style: None, .. }) if value.eq_ignore_ascii_case(word))
+}
+
+/// The object kind a token names in the singular (`TAG`) or plural (`TAGS`).
+fn object(token: &Token, plural: bool) -> Option<ObjectKind> {
+    [ObjectKind::Tag, ObjectKind::Segment]
+        .into_iter()
+        .find(|kind| {
+            let plural_word = kind.plural();
+            if plural {
+                is_word(token, plural_word)
+            } else {
+                is_word(token, &plural_word[..plural_word.len() - 1])
+            }
+        })
+}
+
+/// The statement if `sql` is a catalog statement, `None` if it is something else.
+pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
+    let dialect = GenericDialect {};
+    let Ok(mut parser) = Parser::new(&dialect).try_with_sql(sql) else {
+        // Not even tokenizable: DataFusion's parser reports it.
+        return Ok(None);
+    };
+    let [first, second, third, fourth] = parser.peek_tokens::<4>();
+    let create_kind = if is_word(&first, "CREATE") {
+        object(&second, false).or_else(|| {
+            (is_word(&second, "OR") && is_word(&third, "REPLACE"))
+                .then(|| object(&fourth, false))
+                .flatten()
+        })
+    } else {
+        None
+    };
+    let statement = if let Some(kind) = create_kind {
+        parser.next_token();
+        let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+        parser.next_token(); // TAG / SEGMENT
+        let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = object_name(&mut parser, kind)?;
+        let schedule = if is_word(&parser.peek_token().token, "SCHEDULE") {
+            parser.next_token();
+            Some(cron_text(&mut parser)?)
+        } else {
+            None
+        };
+        if !parser.parse_keyword(Keyword::AS) {
+            return Err(syntax(&format!(
+                "expected AS <query> after the {} name, found {}",
+                kind.singular(),
+                parser.peek_token().token
+            )));
+        }
+        let start = parser.peek_token().span.start;
+        let query = text_from(sql, start).trim().trim_end_matches(';').trim();
+        if query.is_empty() {
+            return Err(syntax("expected a query after AS"));
+        }
+        CatalogStatement::Create {
+            kind,
+            name,
+            query: query.to_string(),
+            schedule,
+            or_replace,
+            if_not_exists,
+        }
+    } else if let (true, Some(kind)) = (is_word(&first, "ALTER"), object(&second, false)) {
+        parser.next_token();
+        parser.next_token();
+        let name = object_name(&mut parser, kind)?;
+        let schedule = if parser.parse_keyword(Keyword::SET)
+            && is_word(&parser.peek_token().token, "SCHEDULE")
+        {
+            parser.next_token();
+            Some(cron_text(&mut parser)?)
+        } else if parser.parse_keyword(Keyword::DROP)
+            && is_word(&parser.peek_token().token, "SCHEDULE")
+        {
+            parser.next_token();
+            None
+        } else {
+            return Err(syntax(&format!(
+                "expected SET SCHEDULE 'cron' or DROP SCHEDULE after ALTER {} {name}",
+                kind.singular().to_uppercase()
+            )));
+        };
+        end(&mut parser)?;
+        CatalogStatement::AlterSchedule {
+            kind,
+            name,
+            schedule,
+        }
+    } else if let (true, Some(kind)) = (is_word(&first, "DROP"), object(&second, false)) {
+        parser.next_token();
+        parser.next_token();
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = object_name(&mut parser, kind)?;
+        end(&mut parser)?;
+        CatalogStatement::Drop {
+            kind,
+            name,
+            if_exists,
+        }
+    } else if let (true, Some(kind)) = (is_word(&first, "SHOW"), object(&second, true)) {
+        parser.next_token();
+        parser.next_token();
+        end(&mut parser)?;
+        CatalogStatement::Show { kind }
+    } else if let (true, Some(kind)) = (is_word(&first, "REFRESH"), object(&second, true)) {
+        parser.next_token();
+        parser.next_token();
+        end(&mut parser)?;
+        CatalogStatement::Refresh { kind, name: None }
+    } else if let (true, Some(kind)) = (is_word(&first, "REFRESH"), object(&second, false)) {
+        parser.next_token();
+        parser.next_token();
+        let name = object_name(&mut parser, kind)?;
+        end(&mut parser)?;
+        CatalogStatement::Refresh {
+            kind,
+            name: Some(name),
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(statement))
+}
+
+fn cron_text(parser: &mut Parser) -> Result<String> {
+    parser
+        .parse_literal_string()
+        .map_err(|e| syntax(&format!("SCHEDULE takes a quoted cron expression: {e}")))
+}
+
+fn syntax(message: &str) -> EngineError {
+    EngineError::InvalidStatement(format!("statement: {message}"))
+}
+
+/// A name: letters, digits and `_`, not starting with a digit; case-insensitive (kept in lower
+/// case) so that tag expressions need no quoting.
+fn object_name(parser: &mut Parser, kind: ObjectKind) -> Result<String> {
+    let token = parser.next_token().token;
+    let Token::Word(word) = &token else {
+        return Err(syntax(&format!(
+            "expected a {} name, found {token}",
+            kind.singular()
+        )));
+    };
+    let name = word.value.to_lowercase();
+    validate_name(&name)?;
+    Ok(name)
+}
+
+pub fn validate_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(syntax(&format!(
+            "invalid name '{name}': use letters, digits and '_', starting with a letter"
+        )))
+    }
+}
+
+fn end(parser: &mut Parser) -> Result<()> {
+    while parser.consume_token(&Token::SemiColon) {}
+    match parser.peek_token().token {
+        Token::EOF => Ok(()),
+        other => Err(syntax(&format!("unexpected {other} after the statement"))),
+    }
+}
+
+/// The text of `sql` from a token's location (1-based line and character column) to the end.
+fn text_from(sql: &str, at: Location) -> &str {
+    let mut line = 1;
+    let mut column = 1;
+    for (offset, c) in sql.char_indices() {
+        if line == at.line && column == at.column {
+            return &sql[offset..];
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    ""
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ObjectKind::{Segment, Tag};
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(
+            parse("create tag VIP as\n  SELECT user_id FROM profiles WHERE plan = 'pro';").unwrap(),
+            Some(CatalogStatement::Create {
+                kind: Tag,
+                name: "vip".into(),
+                query: "SELECT user_id FROM profiles WHERE plan = 'pro'".into(),
+                schedule: None,
+                or_replace: false,
+                if_not_exists: false,
+            })
+        );
+        assert_eq!(
+            parse("CREATE OR REPLACE SEGMENT IF NOT EXISTS s SCHEDULE '0 * * * *' AS SELECT 1 AS user_id")
+                .unwrap(),
+            Some(CatalogStatement::Create {
+                kind: Segment,
+                name: "s".into(),
+                query: "SELECT 1 AS user_id".into(),
+                schedule: Some("0 * * * *".into()),
+                or_replace: true,
+                if_not_exists: true,
+            })
+        );
+        assert_eq!(
+            parse("ALTER SEGMENT s SET SCHEDULE '*/5 * * * *'").unwrap(),
+            Some(CatalogStatement::AlterSchedule {
+                kind: Segment,
+                name: "s".into(),
+                schedule: Some("*/5 * * * *".into())
+            })
+        );
+        assert_eq!(
+            parse("ALTER TAG t DROP SCHEDULE").unwrap(),
+            Some(CatalogStatement::AlterSchedule {
+                kind: Tag,
+                name: "t".into(),
+                schedule: None
+            })
+        );
+        assert_eq!(
+            parse("DROP TAG IF EXISTS t").unwrap(),
+            Some(CatalogStatement::Drop {
+                kind: Tag,
+                name: "t".into(),
+                if_exists: true
+            })
+        );
+        assert_eq!(
+            parse("show segments;").unwrap(),
+            Some(CatalogStatement::Show { kind: Segment })
+        );
+        assert_eq!(
+            parse("REFRESH TAGS").unwrap(),
+            Some(CatalogStatement::Refresh {
+                kind: Tag,
+                name: None
+            })
+        );
+        assert_eq!(
+            parse("REFRESH SEGMENT s").unwrap(),
+            Some(CatalogStatement::Refresh {
+                kind: Segment,
+                name: Some("s".into())
+            })
+        );
+        assert_eq!(parse("SELECT 1").unwrap(), None);
+        assert_eq!(parse("CREATE TABLE t (a INT)").unwrap(), None);
+        assert_eq!(parse("DROP TABLE t").unwrap(), None);
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let message = |sql: &str| parse(sql).unwrap_err().to_string();
+        assert!(message("CREATE TAG t SELECT 1").contains("expected AS <query>"));
+        assert!(message("CREATE TAG t AS").contains("expected a query after AS"));
+        assert!(message("CREATE TAG 1x AS SELECT 1").contains("expected a tag name"));
+        assert!(message("CREATE SEGMENT s SCHEDULE 5 AS SELECT 1").contains("quoted cron"));
+        assert!(message("ALTER SEGMENT s SCHEDULE 'x'").contains("expected SET SCHEDULE"));
+        assert!(message("DROP TAG t extra").contains("unexpected extra"));
+        assert!(message("REFRESH SEGMENT").contains("expected a segment name"));
+    }
+}

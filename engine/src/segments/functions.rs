@@ -1,0 +1,180 @@
+//! The SQL side of segments.
+//!
+//! | name | kind | rows |
+//! |---|---|---|
+//! | `segment_members('name' [, version])` | table function | `user_id, user_key` of the newest (or given) version |
+//! | `segment_changes('name', since_version)` | table function | `user_id, user_key, change ('entered' / 'exited'), version, changed_at` for every version after `since_version` |
+//! | `segments` | view | `segment, schedule, version, members, entered, exited, refreshed_at, query` |
+//! | `segment_versions` | view | `segment, version, run_id, committed_at, members, entered, exited`: size over time |
+//! | `segment_runs` | view | one row per run: `segment, run_id, trigger, scheduled_at, started_at, finished_at, status, version, members, entered, exited, error` |
+//!
+//! ```sql
+//! SELECT count(*) FROM segment_members('cart_abandoners');
+//! SELECT change, count(*) FROM segment_changes('cart_abandoners', 3) GROUP BY change;
+//! SELECT committed_at, members FROM segment_versions WHERE segment = 'cart_abandoners';
+//! ```
+//!
+//! A consumer that stored the last version it processed resumes with
+//! `segment_changes('name', last_version)`: versions are numbered without gaps and never change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, TimeUnit};
+use cohort_sql_extensions::bitmap::{RoaringTreemap, decode};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::datasource::ViewTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{LogicalPlanBuilder, cast};
+use datafusion::prelude::lit;
+
+use crate::tables::UTC;
+use crate::tags::functions::{UsersOfBitmap, constant_string, table_argument};
+
+/// A committed version as the functions need it: bitmaps still serialized, decoded on use.
+#[derive(Debug, Clone)]
+pub struct LoadedVersion {
+    pub version: i64,
+    pub committed_at: i64,
+    pub members: Vec<u8>,
+    pub entered: Vec<u8>,
+    pub exited: Vec<u8>,
+}
+
+/// The versions of the segments a statement refers to, ascending, read before planning.
+#[derive(Debug, Default)]
+pub struct LoadedSegments {
+    pub versions: HashMap<String, Vec<LoadedVersion>>,
+}
+
+impl LoadedSegments {
+    fn of(&self, function: &str, name: &str) -> Result<&[LoadedVersion]> {
+        match self.versions.get(&name.to_lowercase()) {
+            Some(versions) if !versions.is_empty() => Ok(versions),
+            Some(_) => plan_err!("{function}: segment '{name}' has no version yet"),
+            None => plan_err!(
+                "{function}: segment '{name}' is not loaded: the segment name must be a constant string"
+            ),
+        }
+    }
+}
+
+fn arguments(function: &str, args: &TableFunctionArgs, max: usize) -> Result<Vec<ScalarValue>> {
+    let exprs = args.exprs();
+    if exprs.is_empty() || exprs.len() > max {
+        return plan_err!("{function} takes 1 to {max} arguments, got {}", exprs.len());
+    }
+    exprs
+        .iter()
+        .map(|e| match table_argument(e) {
+            Some(datafusion::logical_expr::ColumnarValue::Scalar(value)) => Ok(value),
+            _ => Err(DataFusionError::Plan(format!(
+                "{function}: {e} is not a constant"
+            ))),
+        })
+        .collect()
+}
+
+fn segment_name(function: &str, value: &ScalarValue) -> Result<String> {
+    match constant_string(
+        function,
+        1,
+        &datafusion::logical_expr::ColumnarValue::Scalar(value.clone()),
+    )? {
+        Some(name) => Ok(name),
+        None => plan_err!("{function}: the segment name is NULL"),
+    }
+}
+
+fn version_number(function: &str, value: &ScalarValue) -> Result<i64> {
+    match value.cast_to(&DataType::Int64) {
+        Ok(ScalarValue::Int64(Some(v))) => Ok(v),
+        _ => plan_err!("{function}: the version must be an integer, found {value}"),
+    }
+}
+
+fn bitmap(bytes: &[u8]) -> Result<RoaringTreemap> {
+    decode("segment", bytes)
+}
+
+#[derive(Debug)]
+pub struct SegmentMembersFunction {
+    pub segments: Arc<LoadedSegments>,
+    pub users: UsersOfBitmap,
+}
+
+impl TableFunctionImpl for SegmentMembersFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = super::SEGMENT_MEMBERS;
+        let values = arguments(NAME, &args, 2)?;
+        let name = segment_name(NAME, &values[0])?;
+        let versions = self.segments.of(NAME, &name)?;
+        let chosen = match values.get(1) {
+            None => versions.last().expect("not empty"),
+            Some(value) => {
+                let wanted = version_number(NAME, value)?;
+                versions
+                    .iter()
+                    .find(|v| v.version == wanted)
+                    .ok_or_else(|| {
+                        DataFusionError::Plan(format!(
+                            "{NAME}: segment '{name}' has no version {wanted} (it has {} to {})",
+                            versions[0].version,
+                            versions[versions.len() - 1].version
+                        ))
+                    })?
+            }
+        };
+        let plan = self.users.plan(&bitmap(&chosen.members)?, vec![])?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+#[derive(Debug)]
+pub struct SegmentChangesFunction {
+    pub segments: Arc<LoadedSegments>,
+    pub users: UsersOfBitmap,
+}
+
+impl TableFunctionImpl for SegmentChangesFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const NAME: &str = super::SEGMENT_CHANGES;
+        let values = arguments(NAME, &args, 2)?;
+        if values.len() != 2 {
+            return plan_err!("{NAME} takes a segment name and the version to read changes after");
+        }
+        let name = segment_name(NAME, &values[0])?;
+        let since = version_number(NAME, &values[1])?;
+        let versions = self.segments.of(NAME, &name)?;
+        let columns = |change: &str, version: i64, at: i64| {
+            vec![
+                lit(change).alias("change"),
+                lit(version).alias("version"),
+                cast(
+                    lit(ScalarValue::TimestampMicrosecond(
+                        Some(at),
+                        Some(UTC.into()),
+                    )),
+                    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+                )
+                .alias("changed_at"),
+            ]
+        };
+        // An empty bitmap gives the schema when there is nothing to report.
+        let mut plan = LogicalPlanBuilder::from(
+            self.users
+                .plan(&RoaringTreemap::new(), columns("entered", 0, 0))?,
+        );
+        for version in versions.iter().filter(|v| v.version > since) {
+            for (change, bytes) in [("entered", &version.entered), ("exited", &version.exited)] {
+                let rows = self.users.plan(
+                    &bitmap(bytes)?,
+                    columns(change, version.version, version.committed_at),
+                )?;
+                plan = plan.union(rows)?;
+            }
+        }
+        Ok(Arc::new(ViewTable::new(plan.build()?, None)))
+    }
+}

@@ -1,0 +1,66 @@
+//! Cron schedules of segments: parsing (the `croner` crate, standard five-field cron in UTC) and
+//! the next due time.
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+
+use crate::error::{EngineError, Result};
+
+/// Parses a five-field cron expression (`minute hour day-of-month month day-of-week`, UTC).
+pub fn parse(text: &str) -> Result<Cron> {
+    let fields = text.split_whitespace().count();
+    if fields != 5 {
+        return Err(invalid(
+            text,
+            &format!(
+                "expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+            ),
+        ));
+    }
+    text.parse::<Cron>()
+        .map_err(|e| invalid(text, &e.to_string()))
+}
+
+fn invalid(text: &str, why: &str) -> EngineError {
+    EngineError::InvalidStatement(format!(
+        "invalid schedule '{text}': {why}; e.g. '0 6 * * *' runs daily at 06:00 UTC"
+    ))
+}
+
+/// The first due time strictly after `after`.
+pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&after, false).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn parses_and_finds_the_next_time() {
+        let cron = parse("30 6 * * *").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 6, 30, 0).unwrap();
+        assert_eq!(
+            next_after(&cron, at),
+            Some(Utc.with_ymd_and_hms(2026, 11, 24, 6, 30, 0).unwrap())
+        );
+        let every_five = parse("*/5 * * * *").unwrap();
+        assert_eq!(
+            next_after(&every_five, at),
+            Some(Utc.with_ymd_and_hms(2026, 11, 23, 6, 35, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_expressions_are_clear_errors() {
+        let message = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(
+            message("every day").contains("expected 5 fields"),
+            "{}",
+            message("every day")
+        );
+        assert!(message("61 * * * *").contains("invalid schedule '61 * * * *'"));
+        assert!(message("* * * * * *").contains("found 6"));
+    }
+}
