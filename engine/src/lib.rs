@@ -73,7 +73,7 @@ pub struct Engine {
     /// Per-segment locks: one run of a segment at a time.
     segment_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Wakes the scheduler when definitions or schedules change.
-    scheduler_wake: tokio::sync::Notify,
+    scheduler_wake: Arc<tokio::sync::Notify>,
     /// Every committed segment version, for subscribers (activation streams).
     segment_versions_committed: tokio::sync::broadcast::Sender<segments::SegmentVersion>,
 }
@@ -95,7 +95,7 @@ impl Engine {
             catalog_lock: Mutex::new(()),
             tag_cache: Default::default(),
             segment_locks: Default::default(),
-            scheduler_wake: tokio::sync::Notify::new(),
+            scheduler_wake: Arc::new(tokio::sync::Notify::new()),
             segment_versions_committed: tokio::sync::broadcast::channel(64).0,
         })
     }
@@ -110,6 +110,11 @@ impl Engine {
 
     pub fn runtime(&self) -> &Arc<RuntimeEnv> {
         &self.runtime
+    }
+
+    /// Notified when segment definitions or schedules change, for the scheduler.
+    pub fn scheduler_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.scheduler_wake)
     }
 
     /// Notified of every segment version this process commits.

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use cohort_engine::segments::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+
 use crate::admin::CohortAdminService;
 use crate::config::Settings;
 use crate::flight::CohortFlightSqlService;
@@ -64,6 +66,15 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
 
     let shutdown = CancellationToken::new();
     tokio::spawn(ShutdownSignals::install().wait(shutdown.clone()));
+    let scheduler = tokio::spawn(
+        Scheduler::new(
+            Arc::clone(&engine),
+            Arc::new(SystemClock),
+            SchedulerConfig::default(),
+            engine.scheduler_wake(),
+        )
+        .run(shutdown.clone()),
+    );
 
     tracing::info!(
         address = %address,
@@ -94,6 +105,10 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
             grace_secs = SHUTDOWN_GRACE.as_secs(),
             "connections still open after the grace period: closing them"
         ),
+    }
+    // Waits for segment runs in flight (bounded by the scheduler's grace period).
+    if let Err(e) = scheduler.await {
+        tracing::warn!(error = %e, "segment scheduler stopped abnormally");
     }
     tracing::info!("server stopped");
     Ok(())

@@ -18,6 +18,7 @@
 
 pub mod functions;
 pub mod schedule;
+pub mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -761,6 +762,60 @@ impl Engine {
             }
         }
         Ok(loaded)
+    }
+}
+
+#[async_trait::async_trait]
+impl scheduler::Jobs for Engine {
+    async fn segments(&self) -> Result<Vec<scheduler::ScheduledSegment>> {
+        let definitions = self.segment_definitions().await?;
+        let mut last_scheduled: HashMap<String, i64> = HashMap::new();
+        if let Some(table) = self.store.latest(SystemTable::SegmentRuns).await? {
+            let batches = read_all(&table)
+                .await?
+                .filter(col("trigger").in_list(
+                    vec![lit(Trigger::Schedule.name()), lit(Trigger::CatchUp.name())],
+                    false,
+                ))?
+                .select(vec![col("segment"), col("scheduled_at")])?
+                .collect()
+                .await?;
+            for batch in &batches {
+                let segments = text_column(batch, "segment")?;
+                let scheduled = micros_column(batch, "scheduled_at")?;
+                for row in 0..batch.num_rows() {
+                    if scheduled.is_valid(row) {
+                        let newest = last_scheduled
+                            .entry(segments.value(row).to_string())
+                            .or_insert(i64::MIN);
+                        *newest = (*newest).max(scheduled.value(row));
+                    }
+                }
+            }
+        }
+        let time =
+            |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        Ok(definitions
+            .into_iter()
+            .map(|d| scheduler::ScheduledSegment {
+                last_scheduled: last_scheduled.get(&d.name).map(|m| time(*m)),
+                created_at: time(d.created_at),
+                name: d.name,
+                schedule: d.schedule,
+            })
+            .collect())
+    }
+
+    async fn run(
+        &self,
+        segment: &str,
+        trigger: Trigger,
+        scheduled_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let definition = self.segment_definition(segment).await?;
+        self.refresh_segment(&definition, trigger, Some(scheduled_at.timestamp_micros()))
+            .await
+            .map(|_| ())
     }
 }
 

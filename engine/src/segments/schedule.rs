@@ -1,23 +1,27 @@
-//! Cron schedules of segments: parsing (the `croner` crate, standard five-field cron in UTC) and
-//! the next due time.
+//! Cron schedules of segments: parsing (the `croner` crate: standard five-field cron, or six
+//! fields with leading seconds; UTC) and the next due time.
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
+use croner::parser::{CronParser, Seconds};
 
 use crate::error::{EngineError, Result};
 
-/// Parses a five-field cron expression (`minute hour day-of-month month day-of-week`, UTC).
+/// Parses `minute hour day-of-month month day-of-week` (UTC), optionally preceded by seconds.
 pub fn parse(text: &str) -> Result<Cron> {
     let fields = text.split_whitespace().count();
-    if fields != 5 {
+    if !(5..=6).contains(&fields) {
         return Err(invalid(
             text,
             &format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+                "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
             ),
         ));
     }
-    text.parse::<Cron>()
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(text)
         .map_err(|e| invalid(text, &e.to_string()))
 }
 
@@ -61,6 +65,12 @@ mod tests {
             message("every day")
         );
         assert!(message("61 * * * *").contains("invalid schedule '61 * * * *'"));
-        assert!(message("* * * * * *").contains("found 6"));
+        assert!(message("* * * * * * *").contains("found 7"));
+        let every_ten_seconds = parse("*/10 * * * * *").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 6, 30, 0).unwrap();
+        assert_eq!(
+            next_after(&every_ten_seconds, at),
+            Some(Utc.with_ymd_and_hms(2026, 11, 23, 6, 30, 10).unwrap())
+        );
     }
 }
