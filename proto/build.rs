@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/cohort/v1/flight.proto",
         "proto/cohort/v1/admin.proto",
+        "proto/cohort/v1/activation.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("cohort_descriptor.bin"))

@@ -1,6 +1,7 @@
 //! Cohort's server side: the Arrow Flight SQL service, the admin gRPC service, configuration,
 //! and the `cohort` command-line tool.
 
+pub mod activation;
 pub mod admin;
 pub mod cli;
 pub mod config;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use cohort_engine::Engine;
 use cohort_engine::demo::DemoOptions;
+use cohort_proto::v1::activation_service_server::ActivationServiceServer;
 use cohort_proto::v1::admin_service_server::AdminServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use cohort_engine::segments::scheduler::{Scheduler, SchedulerConfig, SystemClock};
 
+use crate::activation::CohortActivationService;
 use crate::admin::CohortAdminService;
 use crate::config::Settings;
 use crate::flight::CohortFlightSqlService;
@@ -52,12 +54,17 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(CohortAdminService::new(Arc::clone(&engine)));
+    let activation =
+        ActivationServiceServer::new(CohortActivationService::new(Arc::clone(&engine)));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<FlightServiceServer<CohortFlightSqlService>>()
         .await;
     health_reporter
         .set_serving::<AdminServiceServer<CohortAdminService>>()
+        .await;
+    health_reporter
+        .set_serving::<ActivationServiceServer<CohortActivationService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cohort_proto::v1::FILE_DESCRIPTOR_SET)
@@ -89,6 +96,7 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         .add_service(reflection)
         .add_service(flight)
         .add_service(admin)
+        .add_service(activation)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),
