@@ -109,6 +109,14 @@ impl TestServer {
         self.terminate()
     }
 
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;

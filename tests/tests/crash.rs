@@ -115,3 +115,102 @@ fn sigkill_during_ingest_leaves_table_as_before() {
     assert!(ok, "{err}");
     assert_eq!(count_events(&store), after + 1);
 }
+
+/// SIGKILL of the server while a segment refresh is evaluating: after a restart the previous
+/// version is intact and current, the run is recorded as failed, and a consumer's cursor resumes
+/// exactly (no trace of the killed run in the changes).
+#[test]
+fn sigkill_during_segment_refresh_keeps_the_previous_version() {
+    use cohort_e2e::TestServer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let server = TestServer::start(&store, &["--demo"]);
+    let url = format!("grpc://{}", server.address);
+    let sql = |url: &str, statement: &str| {
+        let (ok, out, err) = run_cli(&["sql", "--connect", url, "--format", "csv", statement]);
+        assert!(ok, "{statement}: {err}");
+        out.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+    };
+    // Slow on purpose: counting 300M generated rows gives the kill a wide window mid-evaluation.
+    sql(
+        &url,
+        "CREATE SEGMENT buyers AS SELECT DISTINCT user_id FROM events WHERE event = 'purchase' \
+         AND (SELECT count(*) FROM range(300000000)) > 0",
+    );
+    let members_before = sql(
+        &url,
+        "SELECT user_id FROM segment_members('buyers') ORDER BY user_id",
+    );
+    assert!(!members_before.is_empty());
+    let changes_before = sql(
+        &url,
+        "SELECT user_id, change, version FROM segment_changes('buyers', 0) ORDER BY user_id",
+    );
+
+    let refresh = Command::new(cohort_bin())
+        .args(["sql", "--connect", &url, "REFRESH SEGMENT buyers"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the refresh never started");
+        let running = sql(
+            &url,
+            "SELECT count(*) FROM segment_runs WHERE status = 'running'",
+        );
+        if running == ["1"] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill();
+    let mut refresh = refresh;
+    let _ = refresh.wait();
+
+    let server = TestServer::start(&store, &[]);
+    let url = format!("grpc://{}", server.address);
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT max(version) FROM segment_versions WHERE segment = 'buyers'"
+        ),
+        ["1"]
+    );
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT user_id FROM segment_members('buyers') ORDER BY user_id"
+        ),
+        members_before
+    );
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT user_id, change, version FROM segment_changes('buyers', 0) ORDER BY user_id"
+        ),
+        changes_before
+    );
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT trigger, status, error FROM segment_runs ORDER BY started_at"
+        ),
+        [
+            "create,succeeded,",
+            "manual,failed,interrupted: the server stopped during the run"
+        ]
+    );
+    // The segment still refreshes normally.
+    sql(&url, "REFRESH SEGMENT buyers");
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT max(version) FROM segment_versions WHERE segment = 'buyers'"
+        ),
+        ["2"]
+    );
+    assert!(server.stop());
+}
