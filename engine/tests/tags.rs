@@ -53,12 +53,21 @@ async fn tags_survive_restart_and_keep_their_history() {
         .collect();
     assert_eq!(
         names,
-        ["name", "kind", "values", "users", "refreshed_at", "query"]
+        [
+            "name",
+            "kind",
+            "schedule",
+            "values",
+            "users",
+            "refreshed_at",
+            "query"
+        ]
     );
     assert_eq!(shown.column(0).as_string::<i32>().value(0), "buyer");
     assert_eq!(shown.column(1).as_string::<i32>().value(0), "boolean");
-    assert_eq!(shown.column(3).as_primitive::<Int64Type>().value(0), 1);
-    assert!(shown.column(4).is_valid(0));
+    assert!(shown.column(2).is_null(0), "no schedule");
+    assert_eq!(shown.column(4).as_primitive::<Int64Type>().value(0), 1);
+    assert!(shown.column(5).is_valid(0));
 
     // Time travel needs commits at distinct milliseconds.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

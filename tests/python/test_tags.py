@@ -157,3 +157,21 @@ def test_random_expressions_over_stored_tags_match_set_logic(conn, seed):
         ours = scalar(conn, f"SELECT bitmap_cardinality(audience_bitmap('{text(e)}'))")
         assert ours == scalar(conn, f"SELECT count(*) FROM audience('{text(e)}')")
         assert ours == scalar(conn, f"SELECT count(*) FROM ({sql(e)})"), text(e)
+
+
+def test_scheduled_tag_refreshes_itself(conn):
+    import time
+
+    execute_update(conn, f"CREATE TAG buyer SCHEDULE '*/2 * * * * *' AS {TAGS['buyer']}")
+    newcomer = 20_000_000
+    execute_update(
+        conn,
+        f"INSERT INTO events (user_id, event, ts) VALUES ({newcomer}, 'purchase', '2026-11-20T10:00:00Z')",
+    )
+    deadline = time.time() + 60
+    while scalar(conn, f"SELECT count(*) FROM audience('buyer') WHERE user_id = {newcomer}") == 0:
+        assert time.time() < deadline, "the scheduled refresh never picked up the new buyer"
+        time.sleep(0.5)
+    with conn.cursor() as cur:
+        cur.execute("SHOW TAGS")
+        assert cur.fetch_arrow_table().to_pylist()[0]["schedule"] == "*/2 * * * * *"

@@ -765,6 +765,10 @@ impl Engine {
     }
 }
 
+/// Scheduled tags share the scheduler with segments under this prefix (`:` is never part of a
+/// segment name).
+const TAG_JOB_PREFIX: &str = "tag:";
+
 #[async_trait::async_trait]
 impl scheduler::Jobs for Engine {
     async fn segments(&self) -> Result<Vec<scheduler::ScheduledSegment>> {
@@ -795,7 +799,7 @@ impl scheduler::Jobs for Engine {
         }
         let time =
             |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
-        Ok(definitions
+        let mut jobs: Vec<scheduler::ScheduledSegment> = definitions
             .into_iter()
             .map(|d| scheduler::ScheduledSegment {
                 last_scheduled: last_scheduled.get(&d.name).map(|m| time(*m)),
@@ -803,7 +807,20 @@ impl scheduler::Jobs for Engine {
                 name: d.name,
                 schedule: d.schedule,
             })
-            .collect())
+            .collect();
+        // Tags keep no run history: their last refresh stands for the last scheduled run.
+        let refreshed = self.tag_refresh_times().await?;
+        for tag in self.tag_definitions().await?.iter() {
+            if tag.schedule.is_some() {
+                jobs.push(scheduler::ScheduledSegment {
+                    name: format!("{TAG_JOB_PREFIX}{}", tag.name),
+                    schedule: tag.schedule.clone(),
+                    last_scheduled: refreshed.get(&tag.name).map(|m| time(*m)),
+                    created_at: time(tag.created_at),
+                });
+            }
+        }
+        Ok(jobs)
     }
 
     async fn run(
@@ -812,6 +829,9 @@ impl scheduler::Jobs for Engine {
         trigger: Trigger,
         scheduled_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
+        if let Some(tag) = segment.strip_prefix(TAG_JOB_PREFIX) {
+            return self.refresh_tag(tag).await.map(|_| ());
+        }
         let definition = self.segment_definition(segment).await?;
         self.refresh_segment(&definition, trigger, Some(scheduled_at.timestamp_micros()))
             .await

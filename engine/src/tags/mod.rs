@@ -68,6 +68,8 @@ pub struct TagDefinition {
     pub query: String,
     /// Whether the query returns a value per user.
     pub valued: bool,
+    /// Cron expression of scheduled refreshes (see `segments::schedule`).
+    pub schedule: Option<String>,
     /// Microseconds since the epoch.
     pub created_at: i64,
 }
@@ -77,6 +79,7 @@ fn definitions_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, false),
         Field::new("query", DataType::Utf8, false),
         Field::new("valued", DataType::Boolean, false),
+        Field::new("schedule", DataType::Utf8, true),
         Field::new("created_at", timestamp_type(), false),
     ]))
 }
@@ -114,17 +117,32 @@ impl Engine {
                 if_not_exists,
                 ..
             } => {
-                if schedule.is_some() {
-                    return Err(EngineError::Unsupported(
-                        "SCHEDULE on tags: scheduled refresh is not available yet; run REFRESH TAG from your scheduler".into(),
-                    ));
+                if let Some(schedule) = &schedule {
+                    crate::segments::schedule::parse(schedule)?;
                 }
-                self.create_tag(name, query, or_replace, if_not_exists)
-                    .await
+                let outcome = self
+                    .create_tag(name, query, schedule, or_replace, if_not_exists)
+                    .await?;
+                self.scheduler_wake.notify_one();
+                Ok(outcome)
             }
-            CatalogStatement::AlterSchedule { .. } => Err(EngineError::Unsupported(
-                "schedules on tags: scheduled refresh is not available yet; run REFRESH TAG from your scheduler".into(),
-            )),
+            CatalogStatement::AlterSchedule { name, schedule, .. } => {
+                if let Some(schedule) = &schedule {
+                    crate::segments::schedule::parse(schedule)?;
+                }
+                let _catalog = self.catalog_lock.lock().await;
+                let mut definition = self
+                    .tag_definitions()
+                    .await?
+                    .iter()
+                    .find(|d| d.name == name)
+                    .cloned()
+                    .ok_or_else(|| unknown_tag(&name))?;
+                definition.schedule = schedule;
+                self.write_tag_definition(&definition).await?;
+                self.scheduler_wake.notify_one();
+                Ok(StatementOutcome::RowsAffected(1))
+            }
             CatalogStatement::Drop {
                 name, if_exists, ..
             } => self.drop_tag(&name, if_exists).await,
@@ -169,6 +187,7 @@ impl Engine {
                 col("query"),
                 col("valued"),
                 col("created_at"),
+                col("schedule"),
             ])?
             .sort(vec![col("name").sort(true, false)])?
             .collect()
@@ -180,7 +199,7 @@ impl Engine {
                     .as_string::<i32>()
                     .clone())
             };
-            let (names, queries) = (text(0)?, text(1)?);
+            let (names, queries, schedules) = (text(0)?, text(1)?, text(4)?);
             let valued = batch.column(2).as_boolean();
             let created = cast(batch.column(3), &timestamp_type())?;
             let created = created.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
@@ -189,6 +208,9 @@ impl Engine {
                     name: names.value(row).to_string(),
                     query: queries.value(row).to_string(),
                     valued: valued.value(row),
+                    schedule: schedules
+                        .is_valid(row)
+                        .then(|| schedules.value(row).to_string()),
                     created_at: created.value(row),
                 });
             }
@@ -202,6 +224,7 @@ impl Engine {
         &self,
         name: String,
         query: String,
+        schedule: Option<String>,
         or_replace: bool,
         if_not_exists: bool,
     ) -> Result<StatementOutcome> {
@@ -221,16 +244,29 @@ impl Engine {
             name,
             query,
             valued,
+            schedule,
             created_at: now_micros(),
         };
         // Evaluate before storing anything: a query that fails at run time creates no tag.
         let evaluated = self.evaluate_tag(&definition).await?;
+        self.write_tag_definition(&definition).await?;
+        let written = self
+            .write_bitmaps(
+                std::slice::from_ref(&definition.name),
+                vec![(definition.clone(), evaluated)],
+            )
+            .await?;
+        Ok(StatementOutcome::RowsAffected(written))
+    }
+
+    async fn write_tag_definition(&self, definition: &TagDefinition) -> Result<()> {
         let row = RecordBatch::try_new(
             definitions_schema(),
             vec![
                 Arc::new(StringArray::from(vec![definition.name.clone()])),
                 Arc::new(StringArray::from(vec![definition.query.clone()])),
                 Arc::new(BooleanArray::from(vec![definition.valued])),
+                Arc::new(StringArray::from(vec![definition.schedule.as_deref()])),
                 Arc::new(
                     TimestampMicrosecondArray::from(vec![definition.created_at])
                         .with_timezone(crate::tables::UTC),
@@ -247,13 +283,47 @@ impl Engine {
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(col("name").eq(lit(definition.name.as_str())))
             .await?;
-        let written = self
-            .write_bitmaps(
-                std::slice::from_ref(&definition.name),
-                vec![(definition.clone(), evaluated)],
-            )
+        Ok(())
+    }
+
+    /// Refreshes one tag now (the scheduler's entry point).
+    pub async fn refresh_tag(&self, name: &str) -> Result<u64> {
+        let _catalog = self.catalog_lock.lock().await;
+        let definition = self
+            .tag_definitions()
+            .await?
+            .iter()
+            .find(|d| d.name == name)
+            .cloned()
+            .ok_or_else(|| unknown_tag(name))?;
+        self.refresh_tags(&[definition]).await
+    }
+
+    /// When each tag was last refreshed, in microseconds.
+    pub async fn tag_refresh_times(&self) -> Result<HashMap<String, i64>> {
+        let mut times = HashMap::new();
+        let Some(table) = self.store.latest(SystemTable::TagBitmaps).await? else {
+            return Ok(times);
+        };
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state())?;
+        let batches = ctx
+            .read_table(table.table_provider().await?)?
+            .select(vec![col("tag"), col("refreshed_at")])?
+            .collect()
             .await?;
-        Ok(StatementOutcome::RowsAffected(written))
+        for batch in &batches {
+            let tags = cast(batch.column(0), &DataType::Utf8)?;
+            let refreshed = cast(batch.column(1), &timestamp_type())?;
+            let refreshed = refreshed.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            for (row, tag) in tags.as_string::<i32>().iter().enumerate() {
+                if let Some(tag) = tag {
+                    let newest = times.entry(tag.to_string()).or_insert(i64::MIN);
+                    *newest = (*newest).max(refreshed.value(row));
+                }
+            }
+        }
+        Ok(times)
     }
 
     /// Plans the query and checks its columns; returns whether the tag is valued.
@@ -415,7 +485,7 @@ impl Engine {
         Ok(StatementOutcome::RowsAffected(1))
     }
 
-    /// `SHOW TAGS`: name, kind, query, values, users, refreshed_at.
+    /// `SHOW TAGS`: name, kind, schedule, values, users, refreshed_at, query.
     async fn show_tags(&self) -> Result<DataFrame> {
         let definitions = self.tag_definitions().await?;
         let mut sizes: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
@@ -453,6 +523,7 @@ impl Engine {
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("kind", DataType::Utf8, false),
+            Field::new("schedule", DataType::Utf8, true),
             Field::new("values", DataType::Int64, false),
             Field::new("users", DataType::Int64, false),
             Field::new("refreshed_at", timestamp_type(), true),
@@ -468,6 +539,9 @@ impl Engine {
                     definitions
                         .iter()
                         .map(|d| if d.valued { "valued" } else { "boolean" }),
+                )),
+                Arc::new(StringArray::from_iter(
+                    definitions.iter().map(|d| d.schedule.as_deref()),
                 )),
                 Arc::new(Int64Array::from_iter_values(
                     definitions.iter().map(|d| size(d).0),
