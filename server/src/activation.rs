@@ -82,6 +82,7 @@ impl CohortActivationService {
                 entered: value_or_zero(int(4), row),
                 exited: value_or_zero(int(5), row),
                 committed_at_micros: value_or_zero(micros, row),
+                flight_ticket: Vec::new(),
             })
             .collect())
     }
@@ -177,6 +178,7 @@ fn proto_version(version: &EngineVersion, schedule: String) -> SegmentVersion {
         exited: version.exited,
         committed_at_micros: version.committed_at,
         schedule,
+        flight_ticket: Vec::new(),
     }
 }
 
@@ -186,9 +188,16 @@ impl ActivationService for CohortActivationService {
         &self,
         _request: Request<ListSegmentsRequest>,
     ) -> Result<Response<ListSegmentsResponse>, Status> {
-        Ok(Response::new(ListSegmentsResponse {
-            segments: self.segments(None).await?,
-        }))
+        let mut segments = self.segments(None).await?;
+        for segment in &mut segments {
+            if segment.version > 0 {
+                segment.flight_ticket = crate::flight::statement_ticket(&format!(
+                    "SELECT user_id, user_key FROM segment_members('{}', {})",
+                    segment.segment, segment.version
+                ));
+            }
+        }
+        Ok(Response::new(ListSegmentsResponse { segments }))
     }
 
     type StreamMembersStream = BoxStream<UsersBatch>;

@@ -10,7 +10,7 @@ use cohort_proto::v1::activation_service_client::ActivationServiceClient;
 use cohort_proto::v1::{
     ListSegmentsRequest, StreamChangesRequest, StreamMembersRequest, SubscribeRequest, UsersBatch,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
 const ABANDONERS: &str = "SELECT user_id FROM events GROUP BY user_id \
@@ -94,6 +94,27 @@ async fn activation_consumer_lists_pulls_and_resumes() {
         ),
         ("abandoners", 1, expected.len() as i64)
     );
+
+    // Arrow-native tools pull the same version with a plain Flight DoGet.
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut flight = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    let ticket = arrow_flight::Ticket::new(listed[0].flight_ticket.clone());
+    let batches: Vec<RecordBatch> = flight
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let via_flight: BTreeSet<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(via_flight, expected);
 
     let mut members = client(&server)
         .await

@@ -800,3 +800,16 @@ fn check_exists_option(
         ))),
     }
 }
+
+/// A self-contained DoGet ticket that runs `sql` (a query) on any Cohort server.
+pub fn statement_ticket(sql: &str) -> Vec<u8> {
+    let handle = StatementHandle {
+        sql: sql.to_string(),
+        ..Default::default()
+    };
+    TicketStatementQuery {
+        statement_handle: handle.encode_to_vec().into(),
+    }
+    .as_any()
+    .encode_to_vec()
+}
