@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::AsArray;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use tokio::sync::Mutex;
 use url::Url;
@@ -149,6 +150,46 @@ impl Store {
         }
     }
 
+    /// Deletes the rows where `column = value`, if the table exists.
+    pub async fn delete_where(
+        &self,
+        table: impl Into<TableLocation>,
+        column: &str,
+        value: &str,
+    ) -> Result<()> {
+        if let Some(table) = self.latest(table).await? {
+            table
+                .delete()
+                .with_predicate(
+                    datafusion::prelude::col(column).eq(datafusion::prelude::lit(value)),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the rows where `column = value` by `rows` in one commit, creating the table
+    /// with `schema` first if needed. Two writers replacing the same value at once conflict
+    /// (the predicate is the commit's read set), so one of them fails rather than both landing.
+    pub async fn replace_where(
+        &self,
+        table: impl Into<TableLocation> + Copy,
+        schema: arrow::datatypes::SchemaRef,
+        column: &str,
+        value: &str,
+        rows: arrow::record_batch::RecordBatch,
+    ) -> Result<()> {
+        self.ensure(table, schema)
+            .await?
+            .write(vec![rows])
+            .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+            .with_replace_where(
+                datafusion::prelude::col(column).eq(datafusion::prelude::lit(value)),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The table as it was at `at` (its newest version committed at or before then), or
     /// `None` if it did not exist yet.
     pub async fn as_of(
@@ -206,3 +247,40 @@ pub fn redact(url: &Url) -> String {
 }
 
 pub type SharedStore = Arc<Store>;
+
+/// A DataFrame over one version of a Delta table (Cohort's small system tables are read whole).
+pub async fn scan_table(table: &DeltaTable) -> Result<datafusion::dataframe::DataFrame> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    Ok(ctx.read_table(table.table_provider().await?)?)
+}
+
+/// A column of a system-table batch as plain Utf8.
+pub fn text_column(
+    batch: &arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<arrow::array::StringArray> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| EngineError::InvalidStatement(format!("missing column {name}")))?;
+    Ok(
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?
+            .as_string::<i32>()
+            .clone(),
+    )
+}
+
+/// A column of a system-table batch as UTC microseconds.
+pub fn micros_column(
+    batch: &arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<arrow::array::TimestampMicrosecondArray> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| EngineError::InvalidStatement(format!("missing column {name}")))?;
+    Ok(
+        arrow::compute::cast(column, &crate::tables::timestamp_type())?
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .clone(),
+    )
+}

@@ -17,7 +17,7 @@ use arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{col, lit};
 use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::TransactionError;
 use deltalake::protocol::SaveMode;
@@ -127,10 +127,8 @@ impl Dictionary {
         if self.version == table.version() {
             return Ok(());
         }
-        let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state())?;
-        let batches = ctx
-            .read_table(table.table_provider().await?)?
+        let batches = crate::store::scan_table(&table)
+            .await?
             .select(vec![col(USER_ID), col(USER_KEY)])?
             .collect()
             .await?;

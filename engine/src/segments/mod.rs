@@ -28,7 +28,7 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use cohort_sql_extensions::bitmap::{RoaringTreemap, decode, encode};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, col, lit};
@@ -39,6 +39,7 @@ use crate::Engine;
 use crate::catalog_statement::CatalogStatement;
 use crate::error::{EngineError, Result};
 use crate::statement::StatementOutcome;
+use crate::store::{micros_column, text_column};
 use crate::tables::{SystemTable, USER_ID, UTC, timestamp_type};
 
 pub const SEGMENT_MEMBERS: &str = "segment_members";
@@ -179,28 +180,6 @@ fn unknown_segment(name: &str) -> EngineError {
     ))
 }
 
-async fn read_all(table: &deltalake::DeltaTable) -> Result<DataFrame> {
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state())?;
-    Ok(ctx.read_table(table.table_provider().await?)?)
-}
-
-fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| EngineError::InvalidStatement(format!("missing column {name}")))?;
-    Ok(cast(column, &DataType::Utf8)?.as_string::<i32>().clone())
-}
-
-fn micros_column(batch: &RecordBatch, name: &str) -> Result<TimestampMicrosecondArray> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| EngineError::InvalidStatement(format!("missing column {name}")))?;
-    Ok(cast(column, &timestamp_type())?
-        .as_primitive::<TimestampMicrosecondType>()
-        .clone())
-}
-
 impl Engine {
     pub(crate) async fn run_segment_statement(
         &self,
@@ -273,18 +252,12 @@ impl Engine {
                 }
                 // Versions first: a crash in between leaves a defined segment without history,
                 // never history nobody can see. Run records stay as an audit trail.
-                if let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? {
-                    table
-                        .delete()
-                        .with_predicate(col("segment").eq(lit(name.as_str())))
-                        .await?;
-                }
-                if let Some(table) = self.store.latest(SystemTable::SegmentDefinitions).await? {
-                    table
-                        .delete()
-                        .with_predicate(col("name").eq(lit(name.as_str())))
-                        .await?;
-                }
+                self.store
+                    .delete_where(SystemTable::SegmentVersions, "segment", &name)
+                    .await?;
+                self.store
+                    .delete_where(SystemTable::SegmentDefinitions, "name", &name)
+                    .await?;
                 self.scheduler_wake.notify_one();
                 Ok(StatementOutcome::RowsAffected(1))
             }
@@ -341,16 +314,15 @@ impl Engine {
                 ),
             ],
         )?;
-        let table = self
-            .store
-            .ensure(SystemTable::SegmentDefinitions, definitions_schema())
-            .await?;
-        table
-            .write(vec![row])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(col("name").eq(lit(definition.name.as_str())))
-            .await?;
-        Ok(())
+        self.store
+            .replace_where(
+                SystemTable::SegmentDefinitions,
+                definitions_schema(),
+                "name",
+                &definition.name,
+                row,
+            )
+            .await
     }
 
     /// Every segment definition, in name order.
@@ -358,7 +330,7 @@ impl Engine {
         let Some(table) = self.store.latest(SystemTable::SegmentDefinitions).await? else {
             return Ok(Vec::new());
         };
-        let batches = read_all(&table)
+        let batches = crate::store::scan_table(&table)
             .await?
             .sort(vec![col("name").sort(true, false)])?
             .collect()
@@ -464,7 +436,7 @@ impl Engine {
         let Some(table) = self.store.latest(SystemTable::SegmentRuns).await? else {
             return Ok(0);
         };
-        let batches = read_all(&table).await?.collect().await?;
+        let batches = crate::store::scan_table(&table).await?.collect().await?;
         let mut open: HashMap<String, RunRow> = HashMap::new();
         let mut finished = std::collections::HashSet::new();
         for batch in &batches {
@@ -526,7 +498,7 @@ impl Engine {
         let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? else {
             return Ok(None);
         };
-        let batches = read_all(&table)
+        let batches = crate::store::scan_table(&table)
             .await?
             .filter(col("segment").eq(lit(segment)))?
             .sort(vec![col("version").sort(false, false)])?
@@ -630,7 +602,7 @@ impl Engine {
         let definitions = self.segment_definitions().await?;
         let mut latest: HashMap<String, SegmentVersion> = HashMap::new();
         if let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? {
-            let batches = read_all(&table)
+            let batches = crate::store::scan_table(&table)
                 .await?
                 .select(vec![
                     col("segment"),
@@ -728,7 +700,7 @@ impl Engine {
             return Ok(loaded);
         };
         let wanted: Vec<_> = names.iter().map(|n| lit(n.as_str())).collect();
-        let batches = read_all(&table)
+        let batches = crate::store::scan_table(&table)
             .await?
             .filter(col("segment").in_list(wanted, false))?
             .sort(vec![col("version").sort(true, false)])?
@@ -775,7 +747,7 @@ impl scheduler::Jobs for Engine {
         let definitions = self.segment_definitions().await?;
         let mut last_scheduled: HashMap<String, i64> = HashMap::new();
         if let Some(table) = self.store.latest(SystemTable::SegmentRuns).await? {
-            let batches = read_all(&table)
+            let batches = crate::store::scan_table(&table)
                 .await?
                 .filter(col("trigger").in_list(
                     vec![lit(Trigger::Schedule.name()), lit(Trigger::CatchUp.name())],

@@ -29,7 +29,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use cohort_sql_extensions::bitmap::RoaringTreemap;
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{SessionContext, col};
 use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 
@@ -37,6 +37,7 @@ use crate::Engine;
 use crate::catalog_statement::CatalogStatement;
 use crate::error::{EngineError, Result};
 use crate::statement::StatementOutcome;
+use crate::store::{micros_column, text_column};
 use crate::tables::{SystemTable, USER_ID, timestamp_type};
 
 /// Tag definitions and decoded bitmaps by Delta table version. A version never changes, so a
@@ -178,10 +179,8 @@ impl Engine {
         {
             return Ok(Arc::clone(definitions));
         }
-        let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state())?;
-        let batches = ctx
-            .read_table(table.table_provider().await?)?
+        let batches = crate::store::scan_table(&table)
+            .await?
             .select(vec![
                 col("name"),
                 col("query"),
@@ -194,15 +193,13 @@ impl Engine {
             .await?;
         let mut definitions = Vec::new();
         for batch in &batches {
-            let text = |i: usize| -> Result<StringArray> {
-                Ok(cast(batch.column(i), &DataType::Utf8)?
-                    .as_string::<i32>()
-                    .clone())
-            };
-            let (names, queries, schedules) = (text(0)?, text(1)?, text(4)?);
+            let (names, queries, schedules) = (
+                text_column(batch, "name")?,
+                text_column(batch, "query")?,
+                text_column(batch, "schedule")?,
+            );
             let valued = batch.column(2).as_boolean();
-            let created = cast(batch.column(3), &timestamp_type())?;
-            let created = created.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let created = micros_column(batch, "created_at")?;
             for row in 0..batch.num_rows() {
                 definitions.push(TagDefinition {
                     name: names.value(row).to_string(),
@@ -273,17 +270,15 @@ impl Engine {
                 ),
             ],
         )?;
-        let table = self
-            .store
-            .ensure(SystemTable::TagDefinitions, definitions_schema())
-            .await?;
-        // Replacing where name = this name makes two concurrent creations of one tag conflict.
-        table
-            .write(vec![row])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(col("name").eq(lit(definition.name.as_str())))
-            .await?;
-        Ok(())
+        self.store
+            .replace_where(
+                SystemTable::TagDefinitions,
+                definitions_schema(),
+                "name",
+                &definition.name,
+                row,
+            )
+            .await
     }
 
     /// Refreshes one tag now (the scheduler's entry point).
@@ -305,10 +300,8 @@ impl Engine {
         let Some(table) = self.store.latest(SystemTable::TagBitmaps).await? else {
             return Ok(times);
         };
-        let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state())?;
-        let batches = ctx
-            .read_table(table.table_provider().await?)?
+        let batches = crate::store::scan_table(&table)
+            .await?
             .select(vec![col("tag"), col("refreshed_at")])?
             .collect()
             .await?;
@@ -470,18 +463,12 @@ impl Engine {
         }
         // Bitmaps first: a crash in between leaves a defined tag with no users, which a
         // REFRESH or another DROP repairs, never bitmaps of a tag nobody can see.
-        if let Some(table) = self.store.latest(SystemTable::TagBitmaps).await? {
-            table
-                .delete()
-                .with_predicate(col("tag").eq(lit(name)))
-                .await?;
-        }
-        if let Some(table) = self.store.latest(SystemTable::TagDefinitions).await? {
-            table
-                .delete()
-                .with_predicate(col("name").eq(lit(name)))
-                .await?;
-        }
+        self.store
+            .delete_where(SystemTable::TagBitmaps, "tag", name)
+            .await?;
+        self.store
+            .delete_where(SystemTable::TagDefinitions, "name", name)
+            .await?;
         Ok(StatementOutcome::RowsAffected(1))
     }
 
@@ -490,10 +477,8 @@ impl Engine {
         let definitions = self.tag_definitions().await?;
         let mut sizes: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
         if let Some(table) = self.store.latest(SystemTable::TagBitmaps).await? {
-            let ctx = SessionContext::new();
-            table.update_datafusion_session(&ctx.state())?;
-            let batches = ctx
-                .read_table(table.table_provider().await?)?
+            let batches = crate::store::scan_table(&table)
+                .await?
                 .select(vec![
                     col("tag"),
                     col(VALUE),

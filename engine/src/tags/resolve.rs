@@ -16,7 +16,7 @@ use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
 use cohort_sql_extensions::bitmap::RoaringTreemap;
 use datafusion::common::ScalarValue;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{col, lit};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, TableFactor, Value, Visit,
@@ -354,11 +354,9 @@ async fn read_bitmaps(
     table: &deltalake::DeltaTable,
     tags: &[&String],
 ) -> Result<HashMap<String, TagBitmaps>> {
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state())?;
     let names: Vec<_> = tags.iter().map(|t| lit(t.as_str())).collect();
-    let batches = ctx
-        .read_table(table.table_provider().await?)?
+    let batches = crate::store::scan_table(table)
+        .await?
         .filter(col("tag").in_list(names, false))?
         .select(vec![col("tag"), col("value"), col("bitmap")])?
         .collect()
