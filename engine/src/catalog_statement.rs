@@ -36,6 +36,46 @@ impl ObjectKind {
         }
     }
 
+    /// The error for a name that is not defined.
+    pub fn unknown(self, name: &str) -> EngineError {
+        EngineError::InvalidStatement(format!(
+            "unknown {} '{name}' (SHOW {} lists the {}s)",
+            self.singular(),
+            self.plural(),
+            self.singular()
+        ))
+    }
+
+    /// What CREATE does when `name` is taken: `Ok(true)` means there is nothing to do
+    /// (IF NOT EXISTS), `Ok(false)` to go on (the name is free, or OR REPLACE).
+    pub fn create_taken(
+        self,
+        name: &str,
+        exists: bool,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        match (exists, if_not_exists, or_replace) {
+            (false, _, _) => Ok(false),
+            (true, true, _) => Ok(true),
+            (true, false, true) => Ok(false),
+            (true, false, false) => Err(EngineError::InvalidStatement(format!(
+                "{} '{name}' already exists (use CREATE OR REPLACE {} to change it)",
+                self.singular(),
+                self.singular().to_uppercase()
+            ))),
+        }
+    }
+
+    /// What DROP does when `name` is not defined: nothing with IF EXISTS, else an error.
+    pub fn drop_missing(self, name: &str, if_exists: bool) -> Result<()> {
+        if if_exists {
+            Ok(())
+        } else {
+            Err(self.unknown(name))
+        }
+    }
+
     fn plural(self) -> &'static str {
         match self {
             ObjectKind::Tag => "TAGS",
@@ -204,10 +244,14 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
     Ok(Some(statement))
 }
 
+/// The quoted cron expression after SCHEDULE, checked here so every statement that takes one
+/// rejects a bad schedule the same way before anything runs.
 fn cron_text(parser: &mut Parser) -> Result<String> {
-    parser
+    let text = parser
         .parse_literal_string()
-        .map_err(|e| syntax(&format!("SCHEDULE takes a quoted cron expression: {e}")))
+        .map_err(|e| syntax(&format!("SCHEDULE takes a quoted cron expression: {e}")))?;
+    crate::segments::schedule::parse(&text)?;
+    Ok(text)
 }
 
 fn syntax(message: &str) -> EngineError {

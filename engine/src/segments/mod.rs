@@ -36,7 +36,7 @@ use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 
 use crate::Engine;
-use crate::catalog_statement::CatalogStatement;
+use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
 use crate::statement::StatementOutcome;
 use crate::store::{micros_column, text_column};
@@ -175,9 +175,7 @@ fn now_micros() -> i64 {
 }
 
 fn unknown_segment(name: &str) -> EngineError {
-    EngineError::InvalidStatement(format!(
-        "unknown segment '{name}' (SHOW SEGMENTS lists the segments)"
-    ))
+    ObjectKind::Segment.unknown(name)
 }
 
 impl Engine {
@@ -195,19 +193,13 @@ impl Engine {
                 ..
             } => {
                 let _catalog = self.catalog_lock.lock().await;
-                let existing = self.segment_definitions().await?;
-                if existing.iter().any(|d| d.name == name) {
-                    if if_not_exists {
-                        return Ok(StatementOutcome::RowsAffected(0));
-                    }
-                    if !or_replace {
-                        return Err(EngineError::InvalidStatement(format!(
-                            "segment '{name}' already exists (use CREATE OR REPLACE SEGMENT to change it)"
-                        )));
-                    }
-                }
-                if let Some(schedule) = &schedule {
-                    schedule::parse(schedule)?;
+                let exists = self
+                    .segment_definitions()
+                    .await?
+                    .iter()
+                    .any(|d| d.name == name);
+                if ObjectKind::Segment.create_taken(&name, exists, or_replace, if_not_exists)? {
+                    return Ok(StatementOutcome::RowsAffected(0));
                 }
                 self.validate_segment_query(&name, &query).await?;
                 let definition = SegmentDefinition {
@@ -226,9 +218,6 @@ impl Engine {
             CatalogStatement::AlterSchedule { name, schedule, .. } => {
                 let _catalog = self.catalog_lock.lock().await;
                 let mut definition = self.segment_definition(&name).await?;
-                if let Some(schedule) = &schedule {
-                    schedule::parse(schedule)?;
-                }
                 definition.schedule = schedule;
                 self.write_segment_definition(&definition).await?;
                 self.scheduler_wake.notify_one();
@@ -244,11 +233,8 @@ impl Engine {
                     .iter()
                     .any(|d| d.name == name)
                 {
-                    return if if_exists {
-                        Ok(StatementOutcome::RowsAffected(0))
-                    } else {
-                        Err(unknown_segment(&name))
-                    };
+                    ObjectKind::Segment.drop_missing(&name, if_exists)?;
+                    return Ok(StatementOutcome::RowsAffected(0));
                 }
                 // Versions first: a crash in between leaves a defined segment without history,
                 // never history nobody can see. Run records stay as an audit trail.

@@ -34,7 +34,7 @@ use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 
 use crate::Engine;
-use crate::catalog_statement::CatalogStatement;
+use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
 use crate::statement::StatementOutcome;
 use crate::store::{micros_column, text_column};
@@ -118,9 +118,6 @@ impl Engine {
                 if_not_exists,
                 ..
             } => {
-                if let Some(schedule) = &schedule {
-                    crate::segments::schedule::parse(schedule)?;
-                }
                 let outcome = self
                     .create_tag(name, query, schedule, or_replace, if_not_exists)
                     .await?;
@@ -128,17 +125,8 @@ impl Engine {
                 Ok(outcome)
             }
             CatalogStatement::AlterSchedule { name, schedule, .. } => {
-                if let Some(schedule) = &schedule {
-                    crate::segments::schedule::parse(schedule)?;
-                }
                 let _catalog = self.catalog_lock.lock().await;
-                let mut definition = self
-                    .tag_definitions()
-                    .await?
-                    .iter()
-                    .find(|d| d.name == name)
-                    .cloned()
-                    .ok_or_else(|| unknown_tag(&name))?;
+                let mut definition = self.tag_definition(&name).await?;
                 definition.schedule = schedule;
                 self.write_tag_definition(&definition).await?;
                 self.scheduler_wake.notify_one();
@@ -150,16 +138,9 @@ impl Engine {
             CatalogStatement::Show { .. } => Ok(StatementOutcome::Query(self.show_tags().await?)),
             CatalogStatement::Refresh { name, .. } => {
                 let _catalog = self.catalog_lock.lock().await;
-                let definitions = self.tag_definitions().await?;
                 let chosen: Vec<TagDefinition> = match name {
-                    None => definitions.to_vec(),
-                    Some(name) => vec![
-                        definitions
-                            .iter()
-                            .find(|d| d.name == name)
-                            .cloned()
-                            .ok_or_else(|| unknown_tag(&name))?,
-                    ],
+                    None => self.tag_definitions().await?.to_vec(),
+                    Some(name) => vec![self.tag_definition(&name).await?],
                 };
                 let written = self.refresh_tags(&chosen).await?;
                 Ok(StatementOutcome::RowsAffected(written))
@@ -217,6 +198,15 @@ impl Engine {
         Ok(definitions)
     }
 
+    async fn tag_definition(&self, name: &str) -> Result<TagDefinition> {
+        self.tag_definitions()
+            .await?
+            .iter()
+            .find(|d| d.name == name)
+            .cloned()
+            .ok_or_else(|| ObjectKind::Tag.unknown(name))
+    }
+
     async fn create_tag(
         &self,
         name: String,
@@ -226,15 +216,9 @@ impl Engine {
         if_not_exists: bool,
     ) -> Result<StatementOutcome> {
         let _catalog = self.catalog_lock.lock().await;
-        if self.tag_definitions().await?.iter().any(|d| d.name == name) {
-            if if_not_exists {
-                return Ok(StatementOutcome::RowsAffected(0));
-            }
-            if !or_replace {
-                return Err(EngineError::InvalidStatement(format!(
-                    "tag '{name}' already exists (use CREATE OR REPLACE TAG to change it)"
-                )));
-            }
+        let exists = self.tag_definitions().await?.iter().any(|d| d.name == name);
+        if ObjectKind::Tag.create_taken(&name, exists, or_replace, if_not_exists)? {
+            return Ok(StatementOutcome::RowsAffected(0));
         }
         let valued = self.validate_tag_query(&name, &query).await?;
         let definition = TagDefinition {
@@ -284,13 +268,7 @@ impl Engine {
     /// Refreshes one tag now (the scheduler's entry point).
     pub async fn refresh_tag(&self, name: &str) -> Result<u64> {
         let _catalog = self.catalog_lock.lock().await;
-        let definition = self
-            .tag_definitions()
-            .await?
-            .iter()
-            .find(|d| d.name == name)
-            .cloned()
-            .ok_or_else(|| unknown_tag(name))?;
+        let definition = self.tag_definition(name).await?;
         self.refresh_tags(&[definition]).await
     }
 
@@ -455,11 +433,8 @@ impl Engine {
     async fn drop_tag(&self, name: &str, if_exists: bool) -> Result<StatementOutcome> {
         let _catalog = self.catalog_lock.lock().await;
         if !self.tag_definitions().await?.iter().any(|d| d.name == name) {
-            return if if_exists {
-                Ok(StatementOutcome::RowsAffected(0))
-            } else {
-                Err(unknown_tag(name))
-            };
+            ObjectKind::Tag.drop_missing(name, if_exists)?;
+            return Ok(StatementOutcome::RowsAffected(0));
         }
         // Bitmaps first: a crash in between leaves a defined tag with no users, which a
         // REFRESH or another DROP repairs, never bitmaps of a tag nobody can see.
@@ -548,8 +523,4 @@ impl Engine {
         )?;
         Ok(SessionContext::new().read_batch(batch)?)
     }
-}
-
-fn unknown_tag(name: &str) -> EngineError {
-    EngineError::InvalidStatement(format!("unknown tag '{name}' (SHOW TAGS lists the tags)"))
 }

@@ -301,9 +301,7 @@ impl Engine {
                         );
                     }
                     (_, None, None) => {
-                        return Err(EngineError::InvalidStatement(format!(
-                            "unknown tag '{tag}' (SHOW TAGS lists the tags)"
-                        )));
+                        return Err(crate::catalog_statement::ObjectKind::Tag.unknown(tag));
                     }
                     (None, _, Some(micros)) => {
                         let at = DateTime::<Utc>::from_timestamp_micros(*micros)
