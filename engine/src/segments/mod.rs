@@ -729,16 +729,54 @@ const TAG_JOB_PREFIX: &str = "tag:";
 
 #[async_trait::async_trait]
 impl scheduler::Jobs for Engine {
-    async fn segments(&self) -> Result<Vec<scheduler::ScheduledSegment>> {
-        let definitions = self.segment_definitions().await?;
-        let mut last_scheduled: HashMap<String, i64> = HashMap::new();
-        if let Some(table) = self.store.latest(SystemTable::SegmentRuns).await? {
+    async fn jobs(&self) -> Result<Vec<scheduler::ScheduledJob>> {
+        let time =
+            |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        let mut jobs: Vec<scheduler::ScheduledJob> = self
+            .segment_definitions()
+            .await?
+            .into_iter()
+            .map(|d| scheduler::ScheduledJob {
+                created_at: time(d.created_at),
+                name: d.name,
+                schedule: d.schedule,
+            })
+            .collect();
+        for tag in self.tag_definitions().await?.iter() {
+            if tag.schedule.is_some() {
+                jobs.push(scheduler::ScheduledJob {
+                    name: format!("{TAG_JOB_PREFIX}{}", tag.name),
+                    schedule: tag.schedule.clone(),
+                    created_at: time(tag.created_at),
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn last_scheduled(
+        &self,
+        jobs: &[String],
+    ) -> Result<HashMap<String, chrono::DateTime<chrono::Utc>>> {
+        let time =
+            |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        let mut last: HashMap<String, i64> = HashMap::new();
+        let (tags, segments): (Vec<&String>, Vec<&String>) =
+            jobs.iter().partition(|j| j.starts_with(TAG_JOB_PREFIX));
+        if !segments.is_empty()
+            && let Some(table) = self.store.latest(SystemTable::SegmentRuns).await?
+        {
+            let names = segments.iter().map(|s| lit(s.as_str())).collect();
             let batches = crate::store::scan_table(&table)
                 .await?
-                .filter(col("trigger").in_list(
-                    vec![lit(Trigger::Schedule.name()), lit(Trigger::CatchUp.name())],
-                    false,
-                ))?
+                .filter(
+                    col("segment")
+                        .in_list(names, false)
+                        .and(col("trigger").in_list(
+                            vec![lit(Trigger::Schedule.name()), lit(Trigger::CatchUp.name())],
+                            false,
+                        )),
+                )?
                 .select(vec![col("segment"), col("scheduled_at")])?
                 .collect()
                 .await?;
@@ -747,7 +785,7 @@ impl scheduler::Jobs for Engine {
                 let scheduled = micros_column(batch, "scheduled_at")?;
                 for row in 0..batch.num_rows() {
                     if scheduled.is_valid(row) {
-                        let newest = last_scheduled
+                        let newest = last
                             .entry(segments.value(row).to_string())
                             .or_insert(i64::MIN);
                         *newest = (*newest).max(scheduled.value(row));
@@ -755,30 +793,16 @@ impl scheduler::Jobs for Engine {
                 }
             }
         }
-        let time =
-            |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
-        let mut jobs: Vec<scheduler::ScheduledSegment> = definitions
-            .into_iter()
-            .map(|d| scheduler::ScheduledSegment {
-                last_scheduled: last_scheduled.get(&d.name).map(|m| time(*m)),
-                created_at: time(d.created_at),
-                name: d.name,
-                schedule: d.schedule,
-            })
-            .collect();
         // Tags keep no run history: their last refresh stands for the last scheduled run.
-        let refreshed = self.tag_refresh_times().await?;
-        for tag in self.tag_definitions().await?.iter() {
-            if tag.schedule.is_some() {
-                jobs.push(scheduler::ScheduledSegment {
-                    name: format!("{TAG_JOB_PREFIX}{}", tag.name),
-                    schedule: tag.schedule.clone(),
-                    last_scheduled: refreshed.get(&tag.name).map(|m| time(*m)),
-                    created_at: time(tag.created_at),
-                });
+        if !tags.is_empty() {
+            for (tag, refreshed) in self.tag_refresh_times().await? {
+                let job = format!("{TAG_JOB_PREFIX}{tag}");
+                if tags.contains(&&job) {
+                    last.insert(job, refreshed);
+                }
             }
         }
-        Ok(jobs)
+        Ok(last.into_iter().map(|(job, m)| (job, time(m))).collect())
     }
 
     async fn run(

@@ -80,20 +80,22 @@ impl Clock for ManualClock {
     }
 }
 
-/// A segment as the scheduler sees it.
+/// A refresh job as the scheduler sees it (a segment, or a tag; the name is opaque here).
 #[derive(Debug, Clone)]
-pub struct ScheduledSegment {
+pub struct ScheduledJob {
     pub name: String,
     pub schedule: Option<String>,
-    /// The due time of the last scheduled run, if any ran.
-    pub last_scheduled: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
 /// What the scheduler drives: the engine in production.
 #[async_trait]
 pub trait Jobs: Send + Sync + 'static {
-    async fn segments(&self) -> Result<Vec<ScheduledSegment>>;
+    /// Every job, with its current schedule (read on each scheduler pass).
+    async fn jobs(&self) -> Result<Vec<ScheduledJob>>;
+    /// The due time of each job's last scheduled run, for jobs that had one. Asked only for jobs
+    /// the scheduler has not seen yet: after that it keeps track itself.
+    async fn last_scheduled(&self, jobs: &[String]) -> Result<HashMap<String, DateTime<Utc>>>;
     async fn run(&self, segment: &str, trigger: Trigger, scheduled_at: DateTime<Utc>)
     -> Result<()>;
 }
@@ -154,40 +156,64 @@ impl<J: Jobs> Scheduler<J> {
         loop {
             let now = self.clock.now();
             let mut next_wake = now + IDLE_CHECK;
-            let segments = match self.jobs.segments().await {
-                Ok(segments) => segments,
+            let jobs = match self.jobs.jobs().await {
+                Ok(jobs) => jobs,
                 Err(e) => {
-                    tracing::warn!(error = %e, "scheduler could not read the segments");
+                    tracing::warn!(error = %e, "scheduler could not read the jobs");
                     Vec::new()
                 }
             };
-            let names: HashSet<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+            let names: HashSet<&str> = jobs.iter().map(|s| s.name.as_str()).collect();
             last_due.retain(|name, _| names.contains(name.as_str()));
-            for segment in &segments {
-                let Some(cron) = segment
+            let unseen: Vec<String> = jobs
+                .iter()
+                .filter(|s| s.schedule.is_some() && !last_due.contains_key(&s.name))
+                .map(|s| s.name.clone())
+                .collect();
+            // `None` when the history could not be read: unseen jobs wait for the next pass rather
+            // than being scheduled from their creation time (which could fake a missed run).
+            let last_scheduled = if unseen.is_empty() {
+                Some(HashMap::new())
+            } else {
+                match self.jobs.last_scheduled(&unseen).await {
+                    Ok(last) => Some(last),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduler could not read the run history");
+                        None
+                    }
+                }
+            };
+            for job in &jobs {
+                let Some(cron) = job
                     .schedule
                     .as_deref()
                     .and_then(|s| schedule::parse(s).ok())
                 else {
-                    last_due.remove(&segment.name);
+                    last_due.remove(&job.name);
                     continue;
                 };
-                let since = *last_due
-                    .entry(segment.name.clone())
-                    .or_insert(segment.last_scheduled.unwrap_or(segment.created_at));
+                let since = match (last_due.get(&job.name), &last_scheduled) {
+                    (Some(since), _) => *since,
+                    (None, Some(last)) => {
+                        let since = last.get(&job.name).copied().unwrap_or(job.created_at);
+                        last_due.insert(job.name.clone(), since);
+                        since
+                    }
+                    (None, None) => continue,
+                };
                 if let Some(next) = schedule::next_after(&cron, now) {
                     next_wake = next_wake.min(next);
                 }
                 let Some(due) = newest_due(&cron, since, now) else {
                     continue;
                 };
-                last_due.insert(segment.name.clone(), due);
+                last_due.insert(job.name.clone(), due);
                 if !running
                     .lock()
                     .expect("not poisoned")
-                    .insert(segment.name.clone())
+                    .insert(job.name.clone())
                 {
-                    tracing::warn!(segment = %segment.name, due = %due,
+                    tracing::warn!(job = %job.name, due = %due,
                         "previous run still going: skipping this due time");
                     continue;
                 }
@@ -196,7 +222,7 @@ impl<J: Jobs> Scheduler<J> {
                 } else {
                     Trigger::Schedule
                 };
-                tasks.spawn(self.job(segment.name.clone(), trigger, due, &permits, &running));
+                tasks.spawn(self.job(job.name.clone(), trigger, due, &permits, &running));
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -211,7 +237,7 @@ impl<J: Jobs> Scheduler<J> {
             tokio::select! {
                 joined = tasks.join_next() => if joined.is_none() { break },
                 () = &mut grace => {
-                    tracing::warn!(runs = tasks.len(), "stopping segment runs still going after the grace period");
+                    tracing::warn!(runs = tasks.len(), "stopping job runs still going after the grace period");
                     tasks.abort_all();
                     break;
                 }
@@ -309,7 +335,7 @@ mod tests {
     /// Segments with fixed definitions; records every attempt, and fails or blocks on request.
     #[derive(Default)]
     struct FakeJobs {
-        segments: Mutex<Vec<ScheduledSegment>>,
+        segments: Mutex<Vec<(ScheduledJob, Option<DateTime<Utc>>)>>,
         attempts: Mutex<Vec<(String, Trigger, DateTime<Utc>)>>,
         failures_left: Mutex<usize>,
         /// While set, runs wait for it to be notified.
@@ -320,8 +346,25 @@ mod tests {
 
     #[async_trait]
     impl Jobs for FakeJobs {
-        async fn segments(&self) -> Result<Vec<ScheduledSegment>> {
-            Ok(self.segments.lock().unwrap().clone())
+        async fn jobs(&self) -> Result<Vec<ScheduledJob>> {
+            Ok(self
+                .segments
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(job, _)| job.clone())
+                .collect())
+        }
+
+        async fn last_scheduled(&self, jobs: &[String]) -> Result<HashMap<String, DateTime<Utc>>> {
+            Ok(self
+                .segments
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(job, _)| jobs.contains(&job.name))
+                .filter_map(|(job, last)| Some((job.name.clone(), (*last)?)))
+                .collect())
         }
 
         async fn run(&self, segment: &str, trigger: Trigger, at: DateTime<Utc>) -> Result<()> {
@@ -352,13 +395,17 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0).unwrap()
     }
 
-    fn segment(name: &str, schedule: &str, last: Option<DateTime<Utc>>) -> ScheduledSegment {
-        ScheduledSegment {
+    fn segment(
+        name: &str,
+        schedule: &str,
+        last: Option<DateTime<Utc>>,
+    ) -> (ScheduledJob, Option<DateTime<Utc>>) {
+        let job = ScheduledJob {
             name: name.into(),
             schedule: Some(schedule.into()),
-            last_scheduled: last,
             created_at: t(0, 0),
-        }
+        };
+        (job, last)
     }
 
     struct Running {
