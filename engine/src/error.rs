@@ -32,6 +32,14 @@ pub enum EngineError {
     #[error("not supported: {0}")]
     Unsupported(String),
 
+    /// The statement is larger or more complex than the configured limits allow.
+    #[error("statement too complex: {0}")]
+    LimitExceeded(String),
+
+    /// The caller's role may not run this statement.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
     /// A table named in a request does not exist.
     #[error("table not found: {0}")]
     TableNotFound(String),
@@ -72,6 +80,8 @@ impl EngineError {
             | Self::Read { .. }
             | Self::InvalidStatement(_)
             | Self::Unsupported(_)
+            | Self::LimitExceeded(_)
+            | Self::PermissionDenied(_)
             | Self::TableNotFound(_) => true,
             Self::DataFusion(e) => is_user_datafusion_error(e),
             Self::Delta(_) | Self::Arrow(_) | Self::Io(_) => false,

@@ -8,6 +8,7 @@ pub mod catalog_statement;
 pub mod demo;
 pub mod error;
 pub mod ingest;
+pub mod limits;
 pub mod params;
 pub mod segments;
 mod session;
@@ -28,7 +29,8 @@ use tokio::sync::Mutex;
 
 pub use error::{EngineError, Result};
 pub use ingest::IngestReport;
-pub use statement::{StatementOutcome, plan_query_schema};
+pub use limits::StatementLimits;
+pub use statement::{Access, StatementOutcome, plan_query_schema};
 pub use store::Store;
 pub use tables::TableKind;
 
@@ -46,6 +48,8 @@ pub struct EngineConfig {
     pub spill_dir: Option<PathBuf>,
     /// Parallelism of one query; defaults to the number of cores.
     pub target_partitions: Option<usize>,
+    /// Size and complexity limits checked on every statement before it is parsed.
+    pub limits: StatementLimits,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +59,7 @@ impl Default for EngineConfig {
             memory_limit: None,
             spill_dir: None,
             target_partitions: None,
+            limits: StatementLimits::default(),
         }
     }
 }

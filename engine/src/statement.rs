@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
+use crate::limits::StatementLimits;
 use crate::params::rewrite_question_marks;
 use crate::tables::TableKind;
 use crate::tags::resolve::TagRequests;
@@ -25,6 +26,15 @@ pub enum StatementOutcome {
     Query(DataFrame),
     /// A statement that changed data, with the number of rows it wrote.
     RowsAffected(u64),
+}
+
+/// What the caller of a statement may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Queries and SHOW only.
+    ReadOnly,
+    /// Also INSERT and the tag and segment statements that define, change or refresh.
+    ReadWrite,
 }
 
 /// The kinds of statement Cohort runs.
@@ -47,7 +57,17 @@ fn query_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-fn classify(sql: &str) -> Result<Kind> {
+impl Kind {
+    fn writes(&self) -> bool {
+        match self {
+            Kind::Query(_) | Kind::Catalog(CatalogStatement::Show { .. }) => false,
+            Kind::Insert { .. } | Kind::Catalog(_) => true,
+        }
+    }
+}
+
+fn classify(sql: &str, limits: &StatementLimits) -> Result<Kind> {
+    limits.check(sql)?;
     if let Some(statement) = crate::catalog_statement::parse(sql)? {
         return Ok(Kind::Catalog(statement));
     }
@@ -117,14 +137,32 @@ fn refusal(statement: &str) -> EngineError {
 }
 
 impl Engine {
-    /// Runs one statement. `?` placeholders are accepted as well as `$n`.
+    /// Runs one statement with full access (the local CLI and tests, which hold the store
+    /// anyway). `?` placeholders are accepted as well as `$n`.
     pub async fn execute(
         &self,
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<StatementOutcome> {
+        self.execute_as(Access::ReadWrite, sql, params).await
+    }
+
+    /// Runs one statement for a caller with `access`: a read-only caller's INSERT or tag and
+    /// segment changes are refused before anything runs.
+    pub async fn execute_as(
+        &self,
+        access: Access,
+        sql: &str,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<StatementOutcome> {
         let sql = rewrite_question_marks(sql);
-        match classify(&sql)? {
+        let kind = self.classify(&sql)?;
+        if access == Access::ReadOnly && kind.writes() {
+            return Err(EngineError::PermissionDenied(
+                "this statement changes data or definitions; it needs the admin role".into(),
+            ));
+        }
+        match kind {
             Kind::Query(requests) => {
                 let ctx = self.session_for(&requests).await?;
                 Ok(StatementOutcome::Query(
@@ -137,7 +175,7 @@ impl Engine {
                 columns,
                 source,
             } => {
-                let requests = match classify(&source)? {
+                let requests = match self.classify(&source)? {
                     Kind::Query(requests) => requests,
                     _ => TagRequests::default(),
                 };
@@ -155,6 +193,10 @@ impl Engine {
                 Ok(StatementOutcome::RowsAffected(report.rows))
             }
         }
+    }
+
+    fn classify(&self, sql: &str) -> Result<Kind> {
+        classify(sql, &self.config.limits)
     }
 
     async fn run_catalog_statement(&self, statement: CatalogStatement) -> Result<StatementOutcome> {
@@ -180,7 +222,7 @@ impl Engine {
 
     /// Plans `sql`, which must be a query (a tag or segment definition's body).
     pub(crate) async fn plan_statement_query(&self, sql: &str) -> Result<DataFrame> {
-        match classify(sql)? {
+        match self.classify(sql)? {
             Kind::Query(requests) => {
                 let ctx = self.session_for(&requests).await?;
                 plan_query(&ctx, sql, None).await
@@ -213,7 +255,7 @@ pub async fn plan_query_schema(
     sql: &str,
 ) -> Result<(SchemaRef, Vec<Option<arrow::datatypes::DataType>>)> {
     let sql = rewrite_question_marks(sql);
-    match classify(&sql)? {
+    match engine.classify(&sql)? {
         Kind::Query(requests) => {
             let ctx = engine.session_for(&requests).await?;
             let plan = ctx.state().create_logical_plan(&sql).await?;
@@ -333,6 +375,10 @@ pub fn rows_affected_batch(rows: u64) -> RecordBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classify(sql: &str) -> Result<Kind> {
+        super::classify(sql, &StatementLimits::default())
+    }
 
     #[test]
     fn refuses_external_tables_and_settings() {

@@ -28,6 +28,7 @@ async fn memory_limit_and_spill_directory_apply_to_queries() {
         memory_limit: Some(32 << 20),
         spill_dir: Some(spill.clone()),
         target_partitions: Some(2),
+        ..Default::default()
     })
     .await
     .unwrap();

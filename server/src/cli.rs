@@ -12,16 +12,23 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Cli, Command, Settings};
 
+/// Two TLS backends are linked (ring for gRPC, aws-lc-rs through the AWS SDK), so rustls
+/// cannot pick one itself; an error means one is installed already, which is as good.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Dependency log targets that report internal details at levels meant for their developers.
 const QUIET_DEPENDENCIES: &str = "deltalake_core=error,buoyant_kernel=error";
 
 pub async fn run() -> anyhow::Result<()> {
+    install_tls_provider();
     let cli = Cli::parse();
-    let listen = match &cli.command {
-        Command::Serve(args) => args.listen,
+    let serve = match &cli.command {
+        Command::Serve(args) => Some(args),
         _ => None,
     };
-    let mut settings = Settings::resolve(&cli.global, listen).map_err(anyhow::Error::msg)?;
+    let mut settings = Settings::resolve(&cli.global, serve).map_err(anyhow::Error::msg)?;
     if !matches!(cli.command, Command::Serve(_)) && cli.global.log.is_none() {
         // One-shot commands print results on stdout; keep routine logs out of the way.
         settings.log = format!("warn,{QUIET_DEPENDENCIES}");
@@ -57,7 +64,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Sql(args) => {
             let (schema, batches) = match &args.connect {
-                Some(url) => crate::remote::run_sql(url, &args.sql).await?,
+                Some(url) => crate::remote::run_sql(url, &args).await?,
                 None => {
                     let engine = Engine::open(settings.engine).await?;
                     engine.execute_collect(&args.sql).await?
@@ -66,6 +73,7 @@ pub async fn run() -> anyhow::Result<()> {
             let mut stdout = std::io::stdout().lock();
             crate::output::print(&schema, &batches, args.format, &mut stdout)
         }
+        Command::Auth(command) => crate::remote::auth_command(command),
         Command::Demo(args) => {
             let engine = Engine::open(settings.engine).await?;
             let bar = Bar::new("events generated");
@@ -86,7 +94,14 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)
+    // The storage libraries log every Delta log read at info; unless the filter names them,
+    // only their errors are shown.
+    let filter = if filter.contains("deltalake") || filter.contains("buoyant") {
+        filter.to_string()
+    } else {
+        format!("{filter},{QUIET_DEPENDENCIES}")
+    };
+    let filter = EnvFilter::try_new(&filter)
         .map_err(|e| anyhow::anyhow!("invalid log filter '{filter}': {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

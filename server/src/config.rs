@@ -5,9 +5,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use cohort_engine::{EngineConfig, TableKind};
+use cohort_engine::{EngineConfig, StatementLimits, TableKind};
 use serde::Deserialize;
+
+use crate::auth::{AuthConfig, Role};
+use crate::limits::QueryLimits;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
@@ -23,7 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// TOML file with any of: data, memory_limit, spill_dir, target_partitions, listen, log.
+    /// TOML file with any of: data, memory_limit, spill_dir, target_partitions, listen, log,
+    /// and the sections [auth], [tls], [limits] (see the README's SECURITY section).
     #[arg(long, env = "COHORT_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -65,6 +71,31 @@ pub enum Command {
     Sql(SqlArgs),
     /// Write the reproducible demo data set.
     Demo(DemoArgs),
+    /// Create credentials for the config file's [auth] section.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Read a password from standard input and print its [[auth.users]] entry.
+    HashPassword {
+        /// User name.
+        #[arg(long)]
+        user: String,
+        /// reader (queries) or admin (also ingest, tags, segments).
+        #[arg(long, default_value = "reader")]
+        role: Role,
+    },
+    /// Generate an API token: prints the token once, and its [[auth.tokens]] entry.
+    NewToken {
+        /// A name for the token's holder, shown in logs.
+        #[arg(long)]
+        name: String,
+        /// reader (queries) or admin (also ingest, tags, segments).
+        #[arg(long, default_value = "reader")]
+        role: Role,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +107,31 @@ pub struct ServeArgs {
     /// Fill an empty store with the demo data set before serving.
     #[arg(long, env = "COHORT_DEMO")]
     pub demo: bool,
+
+    /// Serve on a non-loopback address without authentication. Anyone who can reach the port
+    /// can then read and change all data.
+    #[arg(long, env = "COHORT_INSECURE")]
+    pub insecure: bool,
+
+    /// PEM certificate chain: serve over TLS (needs --tls-key).
+    #[arg(long, env = "COHORT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "COHORT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: clients must present a certificate signed by one of them.
+    #[arg(long, env = "COHORT_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Longest a statement may run, e.g. 30s, 5m; 0 for no limit. [default: 5m]
+    #[arg(long, env = "COHORT_STATEMENT_TIMEOUT", value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
+
+    /// Statements that may run at once; more wait in a queue. [default: 16]
+    #[arg(long, env = "COHORT_MAX_CONCURRENT_QUERIES", value_name = "N")]
+    pub max_concurrent_queries: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +154,23 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+
+    /// API or session token for a server with authentication.
+    #[arg(
+        long,
+        env = "COHORT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// User name for a server with authentication (password from COHORT_PASSWORD).
+    #[arg(long, env = "COHORT_USER", value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// CA certificate (PEM) to verify a TLS server (grpc+tls://HOST:PORT) with.
+    #[arg(long, env = "COHORT_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 
     /// The SQL statement.
     pub sql: String,
@@ -141,6 +214,41 @@ pub struct FileConfig {
     pub target_partitions: Option<usize>,
     pub listen: Option<SocketAddr>,
     pub log: Option<String>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[tls]`: serve over TLS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// With client_ca: also accept clients without a certificate (they then need a password or
+    /// token). [default: false]
+    #[serde(default)]
+    pub client_auth_optional: bool,
+}
+
+/// `[limits]`: what one statement and the server as a whole may use.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_sql_bytes: Option<String>,
+    pub max_nesting: Option<usize>,
+    pub max_operators: Option<usize>,
+    pub statement_timeout: Option<String>,
+    pub max_concurrent_queries: Option<usize>,
+    pub queue_timeout: Option<String>,
+    pub max_result_rows: Option<u64>,
+    pub max_result_bytes: Option<String>,
 }
 
 impl FileConfig {
@@ -157,14 +265,91 @@ pub struct Settings {
     pub engine: EngineConfig,
     pub listen: SocketAddr,
     pub log: String,
+    pub auth: AuthConfig,
+    pub tls: Option<TlsConfig>,
+    pub limits: QueryLimits,
+    pub insecure: bool,
+}
+
+fn duration(name: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .or_else(|e| {
+            if text.trim() == "0" {
+                Ok(Duration::ZERO)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| format!("invalid {name} '{text}': {e} (e.g. 30s, 5m, 1h)"))
 }
 
 impl Settings {
-    pub fn resolve(global: &GlobalArgs, listen: Option<SocketAddr>) -> Result<Self, String> {
+    pub fn resolve(global: &GlobalArgs, serve: Option<&ServeArgs>) -> Result<Self, String> {
         let file = match &global.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        let listen = serve.and_then(|s| s.listen);
+        let defaults = StatementLimits::default();
+        let statement_limits = StatementLimits {
+            max_sql_bytes: match &file.limits.max_sql_bytes {
+                Some(size) => parse_size(size)?,
+                None => defaults.max_sql_bytes,
+            },
+            max_nesting: file.limits.max_nesting.unwrap_or(defaults.max_nesting),
+            max_operators: file.limits.max_operators.unwrap_or(defaults.max_operators),
+        };
+        let query_defaults = QueryLimits::default();
+        let statement_timeout = serve
+            .and_then(|s| s.statement_timeout.clone())
+            .or(file.limits.statement_timeout.clone());
+        let limits = QueryLimits {
+            statement_timeout: match statement_timeout {
+                Some(text) => Some(duration("statement_timeout", &text)?).filter(|d| !d.is_zero()),
+                None => query_defaults.statement_timeout,
+            },
+            max_concurrent_queries: serve
+                .and_then(|s| s.max_concurrent_queries)
+                .or(file.limits.max_concurrent_queries)
+                .unwrap_or(query_defaults.max_concurrent_queries),
+            queue_timeout: match &file.limits.queue_timeout {
+                Some(text) => duration("queue_timeout", text)?,
+                None => query_defaults.queue_timeout,
+            },
+            max_result_rows: file
+                .limits
+                .max_result_rows
+                .unwrap_or(query_defaults.max_result_rows),
+            max_result_bytes: match &file.limits.max_result_bytes {
+                Some(size) => parse_size(size)? as u64,
+                None => query_defaults.max_result_bytes,
+            },
+        };
+        if limits.max_concurrent_queries == 0 {
+            return Err("max_concurrent_queries must be at least 1".into());
+        }
+        let mut tls = file.tls.clone();
+        if let Some(serve) = serve {
+            match (&serve.tls_cert, &serve.tls_key) {
+                (Some(cert), Some(key)) => {
+                    tls = Some(TlsConfig {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: serve.tls_client_ca.clone(),
+                        client_auth_optional: false,
+                    });
+                }
+                (None, None) => {
+                    if let (Some(ca), Some(tls)) = (&serve.tls_client_ca, tls.as_mut()) {
+                        tls.client_ca = Some(ca.clone());
+                    }
+                }
+                _ => return Err("--tls-cert and --tls-key go together".into()),
+            }
+            if serve.tls_client_ca.is_some() && tls.is_none() {
+                return Err("--tls-client-ca needs TLS: give --tls-cert and --tls-key".into());
+            }
+        }
         let memory_limit = global
             .memory_limit
             .clone()
@@ -181,6 +366,7 @@ impl Settings {
                 memory_limit,
                 spill_dir: global.spill_dir.clone().or(file.spill_dir),
                 target_partitions: global.target_partitions.or(file.target_partitions),
+                limits: statement_limits,
             },
             listen: listen
                 .or(file.listen)
@@ -190,6 +376,10 @@ impl Settings {
                 .clone()
                 .or(file.log)
                 .unwrap_or_else(|| "info".to_string()),
+            auth: file.auth,
+            tls,
+            limits,
+            insecure: serve.is_some_and(|s| s.insecure),
         })
     }
 }
@@ -254,7 +444,7 @@ mod tests {
         let Command::Serve(serve) = &cli.command else {
             panic!()
         };
-        let settings = Settings::resolve(&cli.global, serve.listen).unwrap();
+        let settings = Settings::resolve(&cli.global, Some(serve)).unwrap();
         assert_eq!(settings.engine.data, "/from/flag");
         assert_eq!(settings.engine.memory_limit, Some(1 << 30));
         assert_eq!(settings.listen.to_string(), "0.0.0.0:9000");

@@ -3,9 +3,11 @@
 
 pub mod activation;
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod flight;
+pub mod limits;
 pub mod output;
 pub mod remote;
 pub mod serve;

@@ -17,8 +17,10 @@ use cohort_engine::segments::scheduler::{Scheduler, SchedulerConfig, SystemClock
 
 use crate::activation::CohortActivationService;
 use crate::admin::CohortAdminService;
+use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Settings;
 use crate::flight::CohortFlightSqlService;
+use crate::limits::Governor;
 
 /// Bulk ingest and parameter batches arrive as single gRPC messages; allow large ones.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -27,6 +29,9 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> anyhow::Result<()> {
+    let authenticator = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
+    check_exposure(&settings, authenticator.is_enabled())?;
+    let tls = settings.tls.as_ref().map(tls_config).transpose()?;
     let engine = Arc::new(Engine::open(settings.engine.clone()).await?);
     if demo {
         if engine.store().is_empty().await? {
@@ -50,9 +55,14 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address: SocketAddr = listener.local_addr()?;
 
-    let flight = FlightServiceServer::new(CohortFlightSqlService::new(Arc::clone(&engine)))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let governor = Governor::new(settings.limits.clone());
+    let flight = FlightServiceServer::new(CohortFlightSqlService::new(
+        Arc::clone(&engine),
+        Arc::clone(&authenticator),
+        governor,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(CohortAdminService::new(Arc::clone(&engine)));
     let activation =
         ActivationServiceServer::new(CohortActivationService::new(Arc::clone(&engine)));
@@ -83,15 +93,25 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         .run(shutdown.clone()),
     );
 
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     tracing::info!(
         address = %address,
         store = %cohort_engine::store::redact(engine.store().root()),
+        tls = tls.is_some(),
+        auth = authenticator.is_enabled(),
         "Cohort Flight SQL server listening"
     );
     // Scripts and tests read the bound address (useful with port 0) from this line.
-    println!("cohort listening on grpc://{address}");
+    println!("cohort listening on {scheme}://{address}");
 
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("invalid TLS configuration")?;
+    }
+    let server = builder
+        .layer(AuthLayer::new(authenticator))
         .add_service(health)
         .add_service(reflection)
         .add_service(flight)
@@ -120,6 +140,47 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Refuses to expose the store to the network without authentication unless told to.
+fn check_exposure(settings: &Settings, auth_enabled: bool) -> anyhow::Result<()> {
+    if auth_enabled || settings.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if settings.insecure {
+        tracing::warn!(
+            address = %settings.listen,
+            "serving without authentication on a non-loopback address (--insecure): anyone who can reach it can read and change all data"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {} without authentication: configure [auth] users or tokens \
+         (see the README's SECURITY section), listen on 127.0.0.1, or pass --insecure",
+        settings.listen
+    )
+}
+
+fn tls_config(
+    config: &crate::config::TlsConfig,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read TLS {what} {}", path.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(&config.cert, "certificate")?,
+        read(&config.key, "key")?,
+    );
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.client_ca {
+        tls = tls
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(
+                ca,
+                "client CA",
+            )?))
+            .client_auth_optional(config.client_auth_optional);
+    }
+    Ok(tls)
 }
 
 /// Watches SIGTERM and Ctrl-C. Installed before the server announces its address: a signal

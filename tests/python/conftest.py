@@ -115,7 +115,7 @@ class Server:
             line = self.process.stdout.readline()
             if not line:
                 raise AssertionError(f"server exited early with {self.process.wait()}")
-            if line.startswith("cohort listening on grpc://"):
+            if line.startswith(("cohort listening on grpc://", "cohort listening on grpc+tls://")):
                 self.address = line.strip().removeprefix("cohort listening on ")
                 break
         assert self.address, "server did not report its address"

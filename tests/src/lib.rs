@@ -85,7 +85,10 @@ impl TestServer {
             );
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(address) = line.strip_prefix("cohort listening on grpc://") {
+                    if let Some(address) = line
+                        .strip_prefix("cohort listening on grpc://")
+                        .or_else(|| line.strip_prefix("cohort listening on grpc+tls://"))
+                    {
                         break address.trim().to_string();
                     }
                 }

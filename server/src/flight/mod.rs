@@ -48,6 +48,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Authenticator, Principal};
+use crate::limits::Governor;
 use crate::status::{arrow_status, datafusion_status, decode_status, engine_status};
 use query_log::QueryLog;
 
@@ -63,6 +65,8 @@ struct Prepared {
 
 pub struct CohortFlightSqlService {
     engine: Arc<Engine>,
+    authenticator: Arc<Authenticator>,
+    governor: Arc<Governor>,
     prepared: Mutex<HashMap<String, Prepared>>,
     held_results: Mutex<HashMap<String, (Instant, RecordBatch)>>,
     sql_info: SqlInfoData,
@@ -70,9 +74,15 @@ pub struct CohortFlightSqlService {
 }
 
 impl CohortFlightSqlService {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        authenticator: Arc<Authenticator>,
+        governor: Arc<Governor>,
+    ) -> Self {
         Self {
             engine,
+            authenticator,
+            governor,
             prepared: Mutex::new(HashMap::new()),
             held_results: Mutex::new(HashMap::new()),
             sql_info: metadata::sql_info(),
@@ -83,22 +93,20 @@ impl CohortFlightSqlService {
     /// Plans (or, for data-changing statements, runs) `sql` and describes how to fetch its result.
     async fn statement_flight_info(
         &self,
+        principal: &Principal,
         sql: &str,
         parameters: Option<&RecordBatch>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
         let values = parameter_values(parameters, 0)?;
-        let outcome = self
-            .engine
-            .execute(sql, values)
-            .await
-            .map_err(engine_status)?;
+        let outcome = self.execute(principal, sql, values).await?;
         let (schema, handle) = match outcome {
             StatementOutcome::Query(df) => {
                 let schema = boundary::wire_schema(df.schema().as_arrow());
                 let handle = StatementHandle {
                     sql: sql.to_string(),
                     parameters_ipc: encode_parameters(parameters)?,
+                    query_id: uuid::Uuid::new_v4().to_string(),
                     ..Default::default()
                 };
                 (schema, handle)
@@ -121,6 +129,25 @@ impl CohortFlightSqlService {
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
+    /// Runs or plans one statement with the caller's role, within the server's limits. Queries
+    /// are only planned here (under the statement timeout); writes run to completion.
+    async fn execute(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        values: Option<Vec<ScalarValue>>,
+    ) -> Result<StatementOutcome, Status> {
+        let admitted = self.governor.admit(None, true).await?;
+        admitted
+            .run(async {
+                self.engine
+                    .execute_as(principal.role.access(), sql, values)
+                    .await
+                    .map_err(engine_status)
+            })
+            .await
+    }
+
     fn hold_result(&self, id: String, batch: RecordBatch) {
         let mut held = self.held_results.lock().expect("lock poisoned");
         held.retain(|_, (at, _)| at.elapsed() < HELD_RESULT_TTL);
@@ -130,6 +157,7 @@ impl CohortFlightSqlService {
     /// Runs a statement for its row count (the update path).
     async fn execute_update(
         &self,
+        principal: &Principal,
         sql: &str,
         parameters: Option<&RecordBatch>,
     ) -> Result<i64, Status> {
@@ -137,12 +165,7 @@ impl CohortFlightSqlService {
         let mut total = 0i64;
         for row in 0..rows {
             let values = parameter_values(parameters, row)?;
-            total += match self
-                .engine
-                .execute(sql, values)
-                .await
-                .map_err(engine_status)?
-            {
+            total += match self.execute(principal, sql, values).await? {
                 StatementOutcome::RowsAffected(n) => n as i64,
                 StatementOutcome::Query(df) => {
                     let batches = df.collect().await.map_err(|e| datafusion_status(&e))?;
@@ -310,16 +333,17 @@ async fn read_put_batches(
 impl FlightSqlService for CohortFlightSqlService {
     type FlightService = CohortFlightSqlService;
 
-    /// Authentication is not enforced yet (see the README's security section): any handshake
-    /// succeeds and returns a session token, so drivers that always authenticate connect.
+    /// The auth layer has already checked the credentials (Basic or bearer); the handshake
+    /// exchanges them for a session token, so the password is verified once per connection.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let token = uuid::Uuid::new_v4().to_string();
+        let principal = Principal::of(&request)?;
+        let token = self.authenticator.issue_session(principal);
         let response = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
@@ -338,8 +362,9 @@ impl FlightSqlService for CohortFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let principal = Principal::of(&request)?.clone();
         let info = self
-            .statement_flight_info(&query.query, None, request.into_inner())
+            .statement_flight_info(&principal, &query.query, None, request.into_inner())
             .await?;
         Ok(Response::new(info))
     }
@@ -356,8 +381,9 @@ impl FlightSqlService for CohortFlightSqlService {
                 "a query binds one row of parameters; bind several rows only for updates",
             ));
         }
+        let principal = Principal::of(&request)?.clone();
         let info = self
-            .statement_flight_info(&sql, parameters.as_ref(), request.into_inner())
+            .statement_flight_info(&principal, &sql, parameters.as_ref(), request.into_inner())
             .await?;
         Ok(Response::new(info))
     }
@@ -365,8 +391,9 @@ impl FlightSqlService for CohortFlightSqlService {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let principal = Principal::of(&request)?;
         let handle = StatementHandle::decode(ticket.statement_handle.as_ref())
             .map_err(|e| decode_status("statement ticket", e))?;
         if !handle.result_id.is_empty() {
@@ -382,29 +409,47 @@ impl FlightSqlService for CohortFlightSqlService {
         let parameters = decode_parameters(&handle.parameters_ipc)?;
         let values = parameter_values(parameters.as_ref(), 0)?;
         let log = QueryLog::start(&handle.sql);
-        let outcome = self
-            .engine
-            .execute(&handle.sql, values)
-            .await
-            .map_err(engine_status)?;
-        let df = match outcome {
-            StatementOutcome::Query(df) => df,
-            StatementOutcome::RowsAffected(rows) => {
-                return Ok(batch_stream(rows_affected_batch(rows)));
-            }
-        };
-        let schema = boundary::wire_schema(df.schema().as_arrow());
-        let stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| datafusion_status(&e))?;
+        let query_id = Some(handle.query_id.as_str()).filter(|id| !id.is_empty());
+        let admitted = self.governor.admit(query_id, true).await?;
+        let access = principal.role.access();
+        let (schema, stream) = admitted
+            .run(async {
+                let outcome = self
+                    .engine
+                    .execute_as(access, &handle.sql, values)
+                    .await
+                    .map_err(engine_status)?;
+                let df = match outcome {
+                    StatementOutcome::Query(df) => df,
+                    StatementOutcome::RowsAffected(rows) => {
+                        let batch = rows_affected_batch(rows);
+                        let schema = batch.schema();
+                        let once = futures::stream::iter([Ok(batch)]);
+                        return Ok((schema, once.boxed()));
+                    }
+                };
+                let schema = boundary::wire_schema(df.schema().as_arrow());
+                let stream = df
+                    .execute_stream()
+                    .await
+                    .map_err(|e| datafusion_status(&e))?;
+                Ok((
+                    schema,
+                    stream
+                        .map(|b| b.map_err(|e| FlightError::Tonic(Box::new(datafusion_status(&e)))))
+                        .boxed(),
+                ))
+            })
+            .await?;
         let target = Arc::clone(&schema);
-        let batches = stream.map(move |batch| {
-            let batch = batch.map_err(|e| FlightError::Tonic(Box::new(datafusion_status(&e))))?;
-            let wire = boundary::to_wire(&batch, &target)?;
-            log.add_rows(wire.num_rows());
-            Ok(wire)
-        });
+        let batches = self
+            .governor
+            .limit_stream(admitted, stream)
+            .map(move |batch| {
+                let wire = boundary::to_wire(&batch?, &target)?;
+                log.add_rows(wire.num_rows());
+                Ok(wire)
+            });
         Ok(Response::new(encode(schema, batches)))
     }
 
@@ -485,6 +530,7 @@ impl FlightSqlService for CohortFlightSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
+        let principal = Principal::of(&request)?.clone();
         let (schema, batches) = read_put_batches(request).await?;
         let (sql, stored) = self.prepared_parameters(&id)?;
         let parameters = if batches.is_empty() {
@@ -492,15 +538,17 @@ impl FlightSqlService for CohortFlightSqlService {
         } else {
             Some(arrow::compute::concat_batches(&schema, &batches).map_err(|e| arrow_status(&e))?)
         };
-        self.execute_update(&sql, parameters.as_ref()).await
+        self.execute_update(&principal, &sql, parameters.as_ref())
+            .await
     }
 
     async fn do_put_statement_update(
         &self,
         command: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.execute_update(&command.query, None).await
+        let principal = Principal::of(&request)?;
+        self.execute_update(principal, &command.query, None).await
     }
 
     async fn do_put_statement_ingest(
@@ -508,6 +556,7 @@ impl FlightSqlService for CohortFlightSqlService {
         command: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        Principal::of(&request)?.require_admin()?;
         let kind: TableKind = command.table.parse().map_err(engine_status)?;
         if command.catalog.as_deref().is_some_and(|c| c != CATALOG)
             || command.schema.as_deref().is_some_and(|s| s != SCHEMA)
@@ -769,6 +818,59 @@ impl FlightSqlService for CohortFlightSqlService {
             "unsupported ticket type {}",
             message.type_url
         )))
+    }
+
+    /// `CancelFlightInfo` (the Flight RPC action ADBC's cancel sends): stops the query the
+    /// FlightInfo's ticket names, or keeps its DoGet from starting.
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != "CancelFlightInfo" {
+            return Err(Status::invalid_argument(format!(
+                "unknown action type '{}'",
+                action.r#type
+            )));
+        }
+        let cancel = arrow_flight::CancelFlightInfoRequest::decode(action.body)
+            .map_err(|e| decode_status("CancelFlightInfo request", e))?;
+        let info = cancel
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
+        let mut query_ids = Vec::new();
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let any = Any::decode(ticket.ticket.clone()).map_err(|e| decode_status("ticket", e))?;
+            if let Some(statement) = any
+                .unpack::<TicketStatementQuery>()
+                .map_err(|e| decode_status("ticket", e))?
+            {
+                let handle = StatementHandle::decode(statement.statement_handle.as_ref())
+                    .map_err(|e| decode_status("statement ticket", e))?;
+                if !handle.query_id.is_empty() {
+                    query_ids.push(handle.query_id);
+                }
+            }
+        }
+        let status = if query_ids.is_empty() {
+            arrow_flight::CancelStatus::NotCancellable
+        } else {
+            for id in &query_ids {
+                let running = self.governor.cancel(id);
+                tracing::info!(query_id = %id, running, "query cancelled");
+            }
+            arrow_flight::CancelStatus::Cancelled
+        };
+        let result = arrow_flight::CancelFlightInfoResult {
+            status: status as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

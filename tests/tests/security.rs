@@ -1,0 +1,557 @@
+//! Who gets in, what each role may do, TLS, and the query limits — against the real server,
+//! with arrow-flight's Flight SQL client and our own generated clients.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandStatementIngest, TableDefinitionOptions};
+use arrow_flight::{Action, CancelFlightInfoRequest, FlightInfo};
+use cohort_e2e::{TestServer, cohort_bin};
+use cohort_proto::v1::ListSegmentsRequest;
+use cohort_proto::v1::activation_service_client::ActivationServiceClient;
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+const ADMIN_PASSWORD: &str = "correct horse battery";
+const READER_PASSWORD: &str = "reader password 1";
+
+/// A config file with an admin and a reader user and a reader API token; returns the token.
+fn auth_config(dir: &Path, extra: &str) -> (PathBuf, String) {
+    let (token, token_hash) = cohort_server::auth::new_api_token();
+    let admin = cohort_server::auth::hash_password(ADMIN_PASSWORD).unwrap();
+    let reader = cohort_server::auth::hash_password(READER_PASSWORD).unwrap();
+    let text = format!(
+        r#"
+[[auth.users]]
+name = "ada"
+role = "admin"
+password_hash = "{admin}"
+
+[[auth.users]]
+name = "rita"
+role = "reader"
+password_hash = "{reader}"
+
+[[auth.tokens]]
+name = "dashboards"
+role = "reader"
+token_hash = "{token_hash}"
+{extra}
+"#
+    );
+    let path = dir.join("cohort.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, token)
+}
+
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn code(error: &FlightError) -> Code {
+    match error {
+        FlightError::Tonic(status) => status.code(),
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: FlightInfo,
+) -> Result<Vec<RecordBatch>, FlightError> {
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let stream = client.do_get(endpoint.ticket.unwrap()).await?;
+        batches.extend(stream.try_collect::<Vec<_>>().await?);
+    }
+    Ok(batches)
+}
+
+async fn query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, FlightError> {
+    let info = client.execute(sql.to_string(), None).await?;
+    fetch(client, info).await
+}
+
+fn first_integer(batches: &[RecordBatch]) -> i64 {
+    use arrow::array::AsArray;
+    batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0)
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_service_needs_credentials_and_roles_limit_what_callers_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, token) = auth_config(dir.path(), "");
+    let server = TestServer::start(
+        &dir.path().join("store"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let channel = channel(&server).await;
+
+    // Nobody: refused on Flight SQL, on the activation service and on the admin service,
+    // without saying why; health stays open for load balancers.
+    let mut anonymous = FlightSqlServiceClient::new(channel.clone());
+    let err = query(&mut anonymous, "SELECT 1").await.unwrap_err();
+    assert_eq!(code(&err), Code::Unauthenticated, "{err}");
+    let status = ActivationServiceClient::new(channel.clone())
+        .list_segments(ListSegmentsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "unauthenticated");
+    let status = cohort_proto::v1::admin_service_client::AdminServiceClient::new(channel.clone())
+        .get_server_info(cohort_proto::v1::GetServerInfoRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(health.into_inner().status, 1, "SERVING");
+
+    // Wrong password, unknown user, made-up token.
+    let mut wrong = FlightSqlServiceClient::new(channel.clone());
+    let err = wrong.handshake("ada", "wrong password").await.unwrap_err();
+    assert!(err.to_string().contains("nauthenticated"), "{err}");
+    assert!(wrong.handshake("mallory", ADMIN_PASSWORD).await.is_err());
+    let mut guessed = FlightSqlServiceClient::new(channel.clone());
+    guessed.set_token("cohort_guessed".into());
+    assert_eq!(
+        code(&query(&mut guessed, "SELECT 1").await.unwrap_err()),
+        Code::Unauthenticated
+    );
+
+    // A reader (password handshake -> session token) queries, and is refused every change.
+    let mut reader = FlightSqlServiceClient::new(channel.clone());
+    reader.handshake("rita", READER_PASSWORD).await.unwrap();
+    assert_eq!(rows(&query(&mut reader, "SELECT 1").await.unwrap()), 1);
+    assert_eq!(rows(&query(&mut reader, "SHOW TAGS").await.unwrap()), 0);
+    let insert = "INSERT INTO events (user_id, event, ts) VALUES (1, 'signup', TIMESTAMP '2026-01-01 00:00:00')";
+    let err = reader
+        .execute_update(insert.to_string(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::PermissionDenied, "{err}");
+    let err = query(
+        &mut reader,
+        "CREATE TAG buyers AS SELECT user_id FROM events",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&err), Code::PermissionDenied, "{err}");
+    let err = query(&mut reader, "REFRESH TAGS").await.unwrap_err();
+    assert_eq!(code(&err), Code::PermissionDenied, "{err}");
+    let batch = RecordBatch::try_from_iter([
+        (
+            "user_id",
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])) as _,
+        ),
+        (
+            "event",
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["signup"])) as _,
+        ),
+        (
+            "ts",
+            std::sync::Arc::new(
+                arrow::array::TimestampMicrosecondArray::from(vec![1_767_225_600_000_000])
+                    .with_timezone("UTC"),
+            ) as _,
+        ),
+    ])
+    .unwrap();
+    let ingest = CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: 0,
+            if_exists: 2,
+        }),
+        table: "events".into(),
+        schema: None,
+        catalog: None,
+        temporary: false,
+        transaction_id: None,
+        options: Default::default(),
+    };
+    let err = reader
+        .execute_ingest(ingest.clone(), futures::stream::iter([Ok(batch.clone())]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::PermissionDenied, "{err}");
+
+    // The API token is a reader too.
+    let mut dashboards = FlightSqlServiceClient::new(channel.clone());
+    dashboards.set_token(token);
+    assert_eq!(rows(&query(&mut dashboards, "SELECT 1").await.unwrap()), 1);
+    let err = dashboards
+        .execute_update(insert.to_string(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::PermissionDenied);
+
+    // The admin may change data; what the reader was refused left nothing behind.
+    let mut admin = FlightSqlServiceClient::new(channel.clone());
+    admin.handshake("ada", ADMIN_PASSWORD).await.unwrap();
+    let count = "SELECT count(*) AS n FROM events";
+    assert_eq!(first_integer(&query(&mut admin, count).await.unwrap()), 0);
+    assert_eq!(
+        admin
+            .execute_update(insert.to_string(), None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        admin
+            .execute_ingest(ingest, futures::stream::iter([Ok(batch)]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(first_integer(&query(&mut reader, count).await.unwrap()), 2);
+    assert!(server.stop());
+}
+
+/// Starts `cohort serve` with `args`: `None` (and the server is stopped) if it started
+/// listening, else its exit status and standard error.
+fn serve_outcome(args: &[&str]) -> Option<(bool, String)> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(cohort_bin())
+        .arg("serve")
+        .arg("--data")
+        .arg(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let listened = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("cohort listening on"));
+    if listened {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    let output = child.wait_with_output().unwrap();
+    Some((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn a_network_address_needs_auth_or_an_explicit_insecure_flag() {
+    let (ok, stderr) = serve_outcome(&["--listen", "0.0.0.0:0"]).expect("must refuse to start");
+    assert!(!ok);
+    assert!(stderr.contains("refusing to listen"), "{stderr}");
+    assert!(
+        serve_outcome(&["--listen", "0.0.0.0:0", "--insecure"]).is_none(),
+        "--insecure must start"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = auth_config(dir.path(), "");
+    assert!(
+        serve_outcome(&[
+            "--listen",
+            "0.0.0.0:0",
+            "--config",
+            config.to_str().unwrap()
+        ])
+        .is_none(),
+        "with auth configured it must start"
+    );
+    // A config mistake in [auth] stops start-up with a pointer to the fix.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[auth.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"hunter2\"\n",
+    )
+    .unwrap();
+    let (ok, stderr) = serve_outcome(&["--config", bad.to_str().unwrap()]).unwrap();
+    assert!(!ok && stderr.contains("hash-password"), "{stderr}");
+}
+
+/// A query that runs for minutes unless something stops it.
+const SLOW_QUERY: &str = "SELECT sum(value % 7) FROM range(100000000000)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statement_limits_keep_the_server_alive_and_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_result_rows = 1000\nqueue_timeout = \"300ms\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("store"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--max-concurrent-queries",
+            "1",
+            "--statement-timeout",
+            "3s",
+        ],
+    );
+    let mut client = FlightSqlServiceClient::new(channel(&server).await);
+
+    // A 20,000-term OR chain used to overflow a worker's stack and abort the process.
+    let chain: Vec<String> = (0..20_000).map(|i| format!("user_id = {i}")).collect();
+    let sql = format!("SELECT count(*) FROM events WHERE {}", chain.join(" OR "));
+    let err = query(&mut client, &sql).await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument);
+    assert!(err.to_string().contains("max_operators"), "{err}");
+    let deep = format!("SELECT {}1{}", "(".repeat(500), ")".repeat(500));
+    let err = query(&mut client, &deep).await.unwrap_err();
+    assert!(err.to_string().contains("max_nesting"), "{err}");
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
+
+    // Refused statements: files and settings stay out of reach.
+    for sql in [
+        "SELECT * FROM '/etc/passwd'",
+        "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY (SELECT 1) TO '/tmp/cohort-copy.csv'",
+        "SET datafusion.runtime.memory_limit = '100G'",
+    ] {
+        let err = query(&mut client, sql).await.unwrap_err();
+        assert_ne!(code(&err), Code::Ok, "{sql}");
+        assert!(!Path::new("/tmp/cohort-copy.csv").exists());
+    }
+
+    // Too many rows: the stream ends with RESOURCE_EXHAUSTED.
+    let err = query(&mut client, "SELECT * FROM range(5000)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::ResourceExhausted, "{err}");
+    assert!(err.to_string().contains("max_result_rows"), "{err}");
+
+    // One slot: while a slow query holds it, another waits 300 ms and is refused; the slow one
+    // is stopped by the statement timeout, and then the slot is free again.
+    let slow_client = FlightSqlServiceClient::new(channel(&server).await);
+    let started = Instant::now();
+    let slow = tokio::spawn(async move {
+        let mut slow_client = slow_client;
+        query(&mut slow_client, SLOW_QUERY).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let err = query(&mut client, "SELECT 1").await.unwrap_err();
+    assert_eq!(code(&err), Code::ResourceExhausted, "{err}");
+    let err = slow.await.unwrap().unwrap_err();
+    assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "timeout took {took:?}");
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
+    assert!(server.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_flight_info_and_disconnects_stop_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.toml");
+    std::fs::write(&config, "[limits]\nqueue_timeout = \"20s\"\n").unwrap();
+    let server = TestServer::start(
+        &dir.path().join("store"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--max-concurrent-queries",
+            "1",
+            "--statement-timeout",
+            "0",
+        ],
+    );
+    let mut client = FlightSqlServiceClient::new(channel(&server).await);
+
+    // CancelFlightInfo stops a running query; its DoGet ends with CANCELLED.
+    let info = client.execute(SLOW_QUERY.to_string(), None).await.unwrap();
+    let mut runner = FlightSqlServiceClient::new(channel(&server).await);
+    let running_info = info.clone();
+    let running = tokio::spawn(async move { fetch(&mut runner, running_info).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let request = CancelFlightInfoRequest { info: Some(info) };
+    let mut results = client
+        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
+        .await
+        .unwrap();
+    let result = results.message().await.unwrap().unwrap();
+    let cancel = arrow_flight::CancelFlightInfoResult::decode(result.body).unwrap();
+    assert_eq!(cancel.status, arrow_flight::CancelStatus::Cancelled as i32);
+    let err = running.await.unwrap().unwrap_err();
+    assert_eq!(code(&err), Code::Cancelled, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A FlightInfo cancelled before its DoGet never runs.
+    let info = client.execute(SLOW_QUERY.to_string(), None).await.unwrap();
+    let request = CancelFlightInfoRequest {
+        info: Some(info.clone()),
+    };
+    client
+        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&fetch(&mut client, info).await.unwrap_err()),
+        Code::Cancelled
+    );
+
+    // A client that goes away mid-query frees its slot: with one slot and no timeout, the next
+    // query could only run if the abandoned one was stopped.
+    let mut leaver = FlightSqlServiceClient::new(channel(&server).await);
+    let abandoned = tokio::spawn(async move { query(&mut leaver, SLOW_QUERY).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    abandoned.abort();
+    let _ = abandoned.await;
+    let started = Instant::now();
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "slot freed after {:?}",
+        started.elapsed()
+    );
+    assert!(server.stop());
+}
+
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into()]);
+    let (client_cert, client_key) = leaf(vec!["cohort-client".into()]);
+    Pki {
+        ca: ca.pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+async fn tls_channel(address: &str, pki: &Pki, with_client_cert: bool) -> Result<Channel, String> {
+    let port = address.rsplit(':').next().unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost");
+    if with_client_cert {
+        tls = tls.identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
+    }
+    Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_and_client_certificates() {
+    cohort_server::cli::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (cert, key, ca) = (
+        write("server.pem", &pki.server_cert),
+        write("server.key", &pki.server_key),
+        write("ca.pem", &pki.ca),
+    );
+
+    let server = TestServer::start(
+        &dir.path().join("store"),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let mut client =
+        FlightSqlServiceClient::new(tls_channel(&server.address, &pki, false).await.unwrap());
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
+    // Plain text against a TLS port gets nowhere.
+    let plain = Channel::from_shared(server.url()).unwrap().connect().await;
+    if let Ok(plain) = plain {
+        let mut plain = FlightSqlServiceClient::new(plain);
+        assert!(query(&mut plain, "SELECT 1").await.is_err());
+    }
+    // The CLI speaks TLS too.
+    let (ok, out, err) = cohort_e2e::run_cli(&[
+        "sql",
+        "--connect",
+        &format!(
+            "grpc+tls://localhost:{}",
+            server.address.rsplit(':').next().unwrap()
+        ),
+        "--tls-ca",
+        &ca,
+        "--format",
+        "csv",
+        "SELECT 41 + 1 AS answer",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("42"), "{out}");
+    assert!(server.stop());
+
+    // Mutual TLS: without a certificate signed by the client CA there is no connection.
+    let server = TestServer::start(
+        &dir.path().join("store"),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+    );
+    let refused = match tls_channel(&server.address, &pki, false).await {
+        Err(_) => true,
+        Ok(channel) => query(&mut FlightSqlServiceClient::new(channel), "SELECT 1")
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate got in");
+    let mut client =
+        FlightSqlServiceClient::new(tls_channel(&server.address, &pki, true).await.unwrap());
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
+    assert!(server.stop());
+}
