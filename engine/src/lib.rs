@@ -7,6 +7,7 @@
 pub mod catalog_statement;
 pub mod demo;
 pub mod error;
+pub mod faults;
 pub mod ingest;
 pub mod limits;
 pub mod params;
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// Size and complexity limits checked on every statement before it is parsed.
     pub limits: StatementLimits,
+    /// Wraps the store's object store (fault injection in tests); `None` in production.
+    pub object_store_layer: Option<store::ObjectStoreLayer>,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             spill_dir: None,
             target_partitions: None,
             limits: StatementLimits::default(),
+            object_store_layer: None,
         }
     }
 }
@@ -85,7 +89,7 @@ pub struct Engine {
 
 impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Self> {
-        let store = Store::open(&config.data).await?;
+        let store = Store::open_with(&config.data, config.object_store_layer.clone()).await?;
         let runtime = build_runtime(&config)?;
         let write_locks = TableKind::ALL
             .iter()

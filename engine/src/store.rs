@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
-use deltalake::{DeltaTable, DeltaTableBuilder};
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
 use tokio::sync::Mutex;
 use url::Url;
 
@@ -62,26 +64,53 @@ fn with_trailing_slash(mut url: Url) -> Url {
     url
 }
 
+/// Turns the store's object store into the one its tables use.
+pub type WrapObjectStore = dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
+
+/// Wraps the object store every table of a store goes through.
+#[derive(Clone)]
+pub struct ObjectStoreLayer(pub Arc<WrapObjectStore>);
+
+impl std::fmt::Debug for ObjectStoreLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObjectStoreLayer")
+    }
+}
+
 /// Handles to the store's Delta tables, refreshed from the log before every use.
 pub struct Store {
     root: Url,
     tables: HashMap<TableLocation, Mutex<DeltaTable>>,
+    /// With a layer: the wrapped object store every table handle uses.
+    wrapped: Option<Arc<dyn ObjectStore>>,
 }
 
 impl Store {
     pub async fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, None).await
+    }
+
+    pub async fn open_with(location: &str, layer: Option<ObjectStoreLayer>) -> Result<Self> {
         let root = resolve_store_url(location)?;
+        let wrapped = match layer {
+            Some(layer) => Some((layer.0)(root_object_store(&root)?)),
+            None => None,
+        };
         let mut tables = HashMap::new();
         let locations = TableKind::ALL
             .into_iter()
             .map(TableLocation::from)
             .chain(SystemTable::ALL.into_iter().map(TableLocation::from));
         for location in locations {
-            let table = open_table(&root, location).await?;
+            let table = open_table(&root, location, wrapped.as_ref()).await?;
             tables.insert(location, Mutex::new(table));
         }
         tracing::debug!(store = %redact(&root), "store opened");
-        Ok(Self { root, tables })
+        Ok(Self {
+            root,
+            tables,
+            wrapped,
+        })
     }
 
     pub fn root(&self) -> &Url {
@@ -113,7 +142,7 @@ impl Store {
 
     /// An uninitialised handle to the table location, for the first write that creates it.
     pub async fn fresh_handle(&self, table: impl Into<TableLocation>) -> Result<DeltaTable> {
-        open_table(&self.root, table.into()).await
+        open_table(&self.root, table.into(), self.wrapped.as_ref()).await
     }
 
     /// The table, created empty with `schema` if nothing was committed to it yet.
@@ -179,14 +208,18 @@ impl Store {
         value: &str,
         rows: arrow::record_batch::RecordBatch,
     ) -> Result<()> {
-        self.ensure(table, schema)
-            .await?
+        let before = self.ensure(table, schema).await?;
+        let commit = IdentifiedCommit::new();
+        let result = before
+            .clone()
             .write(vec![rows])
             .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
             .with_replace_where(
                 datafusion::prelude::col(column).eq(datafusion::prelude::lit(value)),
             )
-            .await?;
+            .with_commit_properties(commit.properties())
+            .await;
+        commit.settle(&before, result).await?;
         Ok(())
     }
 
@@ -226,15 +259,37 @@ fn table_url(root: &Url, table: TableLocation) -> Url {
         .expect("a table location is a valid relative URL")
 }
 
-async fn open_table(root: &Url, table: TableLocation) -> Result<DeltaTable> {
+async fn open_table(
+    root: &Url,
+    table: TableLocation,
+    wrapped: Option<&Arc<dyn ObjectStore>>,
+) -> Result<DeltaTable> {
     let url = table_url(root, table);
     if url.scheme() == "file"
         && let Ok(path) = url.to_file_path()
     {
         std::fs::create_dir_all(path)?;
     }
-    let table = DeltaTableBuilder::from_url(url)?.build()?;
-    Ok(table)
+    let mut builder = DeltaTableBuilder::from_url(url.clone())?;
+    if let Some(store) = wrapped {
+        builder = builder.with_storage_backend(Arc::clone(store), url);
+    }
+    Ok(builder.build()?)
+}
+
+/// The object store at the root of the store's file system or bucket, for wrapping.
+fn root_object_store(root: &Url) -> Result<Arc<dyn ObjectStore>> {
+    match root.scheme() {
+        "file" => Ok(Arc::new(object_store::local::LocalFileSystem::new())),
+        _ => Ok(Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_url(root.as_str())
+                .build()
+                .map_err(|e| {
+                    EngineError::Config(format!("object store for {}: {e}", redact(root)))
+                })?,
+        )),
+    }
 }
 
 /// A URL safe to log: no user info or query string (which may carry credentials).
@@ -244,6 +299,68 @@ pub fn redact(url: &Url) -> String {
     let _ = shown.set_password(None);
     shown.set_query(None);
     shown.to_string()
+}
+
+/// Tags one commit with a unique Delta application transaction, so that when storage reports
+/// an error for a commit that in fact landed (a timeout after the write), the ingest finds its
+/// commit in the log and reports success: the caller then never retries an acknowledged-as-failed
+/// commit that is visible, which would duplicate its rows.
+pub(crate) struct IdentifiedCommit {
+    app_id: String,
+}
+
+impl IdentifiedCommit {
+    pub(crate) fn new() -> Self {
+        Self {
+            app_id: format!("cohort-commit-{}", uuid::Uuid::new_v4()),
+        }
+    }
+
+    pub(crate) fn properties(&self) -> CommitProperties {
+        CommitProperties::default().with_application_transaction(Transaction::new(&self.app_id, 1))
+    }
+
+    /// The commit's outcome: `result` if it succeeded; after an error, the table if the
+    /// commit is in the log anyway, else the error.
+    pub(crate) async fn settle(
+        &self,
+        before: &DeltaTable,
+        result: std::result::Result<DeltaTable, deltalake::DeltaTableError>,
+    ) -> Result<DeltaTable> {
+        let error = match result {
+            Ok(table) => return Ok(table),
+            Err(error) => error,
+        };
+        for attempt in 0..3u64 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            let mut reloaded = before.clone();
+            let loaded = if reloaded.version().is_some() {
+                reloaded.update_incremental(None).await
+            } else {
+                reloaded.load().await
+            };
+            if loaded.is_err() {
+                continue;
+            }
+            let Ok(state) = reloaded.snapshot() else {
+                continue;
+            };
+            match state
+                .transaction_version(reloaded.log_store().as_ref(), &self.app_id)
+                .await
+            {
+                Ok(Some(_)) => {
+                    tracing::warn!(error = %error, "storage reported a commit as failed, but it landed");
+                    return Ok(reloaded);
+                }
+                Ok(None) => break,
+                Err(_) => continue,
+            }
+        }
+        Err(error.into())
+    }
 }
 
 pub type SharedStore = Arc<Store>;

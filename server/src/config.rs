@@ -367,6 +367,7 @@ impl Settings {
                 spill_dir: global.spill_dir.clone().or(file.spill_dir),
                 target_partitions: global.target_partitions.or(file.target_partitions),
                 limits: statement_limits,
+                object_store_layer: None,
             },
             listen: listen
                 .or(file.listen)

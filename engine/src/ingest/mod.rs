@@ -25,6 +25,7 @@ pub use read::{FileFormat, InputFile, read_file};
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
+use crate::store::IdentifiedCommit;
 use crate::tables::{TS, TableKind, USER_ID, USER_KEY};
 
 /// What an ingest wrote.
@@ -159,13 +160,17 @@ impl Engine {
 }
 
 async fn append(table: DeltaTable, kind: TableKind, batch: RecordBatch) -> Result<DeltaTable> {
-    Ok(table
+    let commit = IdentifiedCommit::new();
+    let result = table
+        .clone()
         .write(vec![batch])
         .with_save_mode(SaveMode::Append)
         .with_schema_mode(SchemaMode::Merge)
         .with_partition_columns(kind.partition_columns())
         .with_table_name(kind.name())
-        .await?)
+        .with_commit_properties(commit.properties())
+        .await;
+    commit.settle(&table, result).await
 }
 
 /// Upserts by `user_id`, touching only the columns the input provided: a file with just
@@ -181,7 +186,9 @@ async fn upsert(table: DeltaTable, batch: RecordBatch, columns: &[String]) -> Re
     let qualified = |alias: &str, name: &str| {
         datafusion::prelude::Expr::Column(datafusion::common::Column::new(Some(alias), name))
     };
-    let (table, metrics) = table
+    let commit = IdentifiedCommit::new();
+    let merged = table
+        .clone()
         .merge(
             source,
             qualified("target", USER_ID).eq(qualified("source", USER_ID)),
@@ -200,13 +207,17 @@ async fn upsert(table: DeltaTable, batch: RecordBatch, columns: &[String]) -> Re
                 .iter()
                 .fold(insert, |i, c| i.set(c.as_str(), qualified("source", c)))
         })?
-        .await?;
-    tracing::debug!(
-        inserted = metrics.num_target_rows_inserted,
-        updated = metrics.num_target_rows_updated,
-        "profiles merged"
-    );
-    Ok(table)
+        .with_commit_properties(commit.properties())
+        .await;
+    let merged = merged.map(|(table, metrics)| {
+        tracing::debug!(
+            inserted = metrics.num_target_rows_inserted,
+            updated = metrics.num_target_rows_updated,
+            "profiles merged"
+        );
+        table
+    });
+    commit.settle(&table, merged).await
 }
 
 fn sort_rows(batch: &RecordBatch, keys: &[&str]) -> Result<RecordBatch> {

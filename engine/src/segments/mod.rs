@@ -571,7 +571,9 @@ impl Engine {
             .ensure(SystemTable::SegmentVersions, versions_schema())
             .await?;
         // Conditional on nobody else having committed this version number meanwhile.
-        table
+        let commit = crate::store::IdentifiedCommit::new();
+        let result = table
+            .clone()
             .write(vec![row])
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(
@@ -579,7 +581,9 @@ impl Engine {
                     .eq(lit(version.segment.as_str()))
                     .and(col("version").gt_eq(lit(number))),
             )
-            .await?;
+            .with_commit_properties(commit.properties())
+            .await;
+        commit.settle(&table, result).await?;
         Ok(version)
     }
 

@@ -421,11 +421,15 @@ impl Engine {
             .map(|n| quoted(n))
             .collect::<Vec<_>>()
             .join(", ");
-        let table = table
+        let commit = crate::store::IdentifiedCommit::new();
+        let result = table
+            .clone()
             .write(vec![batch])
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(format!("tag IN ({replaced})"))
-            .await?;
+            .with_commit_properties(commit.properties())
+            .await;
+        let table = commit.settle(&table, result).await?;
         tracing::info!(tags = names.len(), bitmaps = rows, version = ?table.version(), "tags refreshed");
         Ok(rows as u64)
     }
