@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: help run test test-rust test-python lint fmt
+.PHONY: help run test test-rust test-python fuzz lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -11,7 +11,7 @@ help: ## List the targets
 run: ## Build and start the server on ./cohort-data with demo data
 	cargo run --bin cohort -- serve --demo
 
-test: test-rust test-python ## Run every test suite (what CI runs)
+test: test-rust test-python fuzz ## Run every test suite (what CI runs)
 
 test-rust: ## Unit, sqllogictest and Rust end-to-end tests
 	cargo build --workspace --bins
@@ -20,6 +20,20 @@ test-rust: ## Unit, sqllogictest and Rust end-to-end tests
 test-python: $(VENV)/.installed ## End-to-end tests through the ADBC Flight SQL driver (local store and S3 on moto)
 	cargo build --bin cohort
 	$(VENV)/bin/pytest -q tests/python
+
+# Each target runs this long; `make fuzz FUZZ_SECONDS=600` for a real session. cargo-fuzz wants
+# nightly for its flags; RUSTC_BOOTSTRAP lets the one stable toolchain accept them, and with
+# `--sanitizer none` nothing else needs nightly.
+FUZZ_SECONDS ?= 15
+FUZZ_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/fuzz
+
+fuzz: ## Run every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for target in $$(cargo fuzz list); do \
+	  mkdir -p corpus/$$target && \
+	  RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo fuzz run --dev --sanitizer none $$target corpus/$$target \
+	    -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=4096 || exit 1; \
+	done
 
 $(VENV)/.installed: tests/python/requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -555,3 +555,65 @@ async fn tls_and_client_certificates() {
     assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
     assert!(server.stop());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_input_is_an_error_not_a_crash() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use arrow_flight::sql::ProstMessageExt;
+    use arrow_flight::{FlightData, FlightDescriptor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("store"), &[]);
+    let channel = channel(&server).await;
+
+    // Bulk ingest whose "Arrow IPC" is garbage, then a truncated schema message.
+    let ingest = CommandStatementIngest {
+        table: "events".into(),
+        ..Default::default()
+    };
+    let descriptor = FlightDescriptor::new_cmd(ingest.as_any().encode_to_vec());
+    for (header, body) in [
+        (vec![0xde, 0xad, 0xbe, 0xef], vec![1, 2, 3]),
+        (vec![0xff; 64], Vec::new()),
+    ] {
+        let messages = vec![
+            FlightData {
+                flight_descriptor: Some(descriptor.clone()),
+                data_header: header.into(),
+                data_body: body.into(),
+                ..Default::default()
+            },
+            FlightData {
+                data_header: vec![0x10, 0, 0, 0, 0x0c].into(),
+                ..Default::default()
+            },
+        ];
+        let result = FlightServiceClient::new(channel.clone())
+            .do_put(futures::stream::iter(messages))
+            .await;
+        let status = match result {
+            Err(status) => status,
+            Ok(response) => response
+                .into_inner()
+                .message()
+                .await
+                .err()
+                .expect("garbage ingest must fail"),
+        };
+        assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    }
+
+    // Invalid bitmaps, patterns and tag expressions from SQL.
+    let mut client = FlightSqlServiceClient::new(channel.clone());
+    for sql in [
+        "SELECT bitmap_count(X'deadbeef')",
+        "SELECT sequence_match('(?1', ts, event = 'a') FROM events",
+        "SELECT * FROM audience('((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))')",
+        "CREATE SEGMENT s SCHEDULE 'every tuesday' AS SELECT 1 AS user_id",
+    ] {
+        let err = query(&mut client, sql).await.unwrap_err();
+        assert_eq!(code(&err), Code::InvalidArgument, "{sql}: {err}");
+    }
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
+    assert!(server.stop());
+}

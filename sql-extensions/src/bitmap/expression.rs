@@ -64,6 +64,8 @@ impl TagExpr {
         let mut parser = Parser {
             chars: text.chars().collect(),
             at: 0,
+            depth: 0,
+            terms: 0,
         };
         let expr = parser.union()?;
         parser.skip_spaces();
@@ -101,9 +103,16 @@ impl TagExpr {
     }
 }
 
+/// Parsing, evaluation and dropping recurse over the tree: bounding its depth and size keeps a
+/// hostile expression from overflowing the stack (found by the `tag_expression` fuzz target).
+const MAX_DEPTH: usize = 64;
+const MAX_TERMS: usize = 1000;
+
 struct Parser {
     chars: Vec<char>,
     at: usize,
+    depth: usize,
+    terms: usize,
 }
 
 impl Parser {
@@ -162,8 +171,13 @@ impl Parser {
         self.skip_spaces();
         match self.peek() {
             Some('(') => {
+                if self.depth == MAX_DEPTH {
+                    return self.error(&format!("nested more than {MAX_DEPTH} levels deep"));
+                }
                 self.at += 1;
+                self.depth += 1;
                 let inner = self.union()?;
+                self.depth -= 1;
                 self.skip_spaces();
                 if self.peek() != Some(')') {
                     return self.error("expected ')'");
@@ -172,6 +186,10 @@ impl Parser {
                 Ok(inner)
             }
             Some(c) if is_name_char(c) => {
+                self.terms += 1;
+                if self.terms > MAX_TERMS {
+                    return self.error(&format!("more than {MAX_TERMS} tags in one expression"));
+                }
                 let name = self.take_while(is_name_char);
                 let value = if self.peek() == Some(':') {
                     self.at += 1;
@@ -245,6 +263,18 @@ mod tests {
             "(((high_spender | vip) & country:tw) - churned)"
         );
         assert_eq!(parsed("tier:\"gold plus\"&x"), "(tier:\"gold plus\" & x)");
+    }
+
+    #[test]
+    fn hostile_depth_and_length_are_errors_not_stack_overflows() {
+        let deep = format!("{}a{}", "(".repeat(200_000), ")".repeat(200_000));
+        let err = TagExpr::parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64"), "{err}");
+        let long = vec!["a"; 200_000].join(" & ");
+        let err = TagExpr::parse(&long).unwrap_err().to_string();
+        assert!(err.contains("more than 1000 tags"), "{err}");
+        let fine = format!("{}a{}", "(".repeat(64), ")".repeat(64));
+        TagExpr::parse(&fine).unwrap();
     }
 
     #[test]
