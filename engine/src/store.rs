@@ -197,30 +197,28 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the rows where `column = value` by `rows` in one commit, creating the table
-    /// with `schema` first if needed. Two writers replacing the same value at once conflict
-    /// (the predicate is the commit's read set), so one of them fails rather than both landing.
+    /// Replaces the rows matching `predicate` by `rows` in one commit, creating the table with
+    /// `schema` first if needed, and returns the table as committed. Two writers replacing
+    /// overlapping rows at once conflict (the predicate is the commit's read set), so one of
+    /// them fails rather than both landing. A commit storage reported as failed but that landed
+    /// counts as committed (see [`IdentifiedCommit`]).
     pub async fn replace_where(
         &self,
         table: impl Into<TableLocation> + Copy,
         schema: arrow::datatypes::SchemaRef,
-        column: &str,
-        value: &str,
+        predicate: datafusion::prelude::Expr,
         rows: arrow::record_batch::RecordBatch,
-    ) -> Result<()> {
+    ) -> Result<DeltaTable> {
         let before = self.ensure(table, schema).await?;
         let commit = IdentifiedCommit::new();
         let result = before
             .clone()
             .write(vec![rows])
             .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
-            .with_replace_where(
-                datafusion::prelude::col(column).eq(datafusion::prelude::lit(value)),
-            )
+            .with_replace_where(predicate)
             .with_commit_properties(commit.properties())
             .await;
-        commit.settle(&before, result).await?;
-        Ok(())
+        commit.settle(&before, result).await
     }
 
     /// The table as it was at `at` (its newest version committed at or before then), or

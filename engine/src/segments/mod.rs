@@ -304,11 +304,11 @@ impl Engine {
             .replace_where(
                 SystemTable::SegmentDefinitions,
                 definitions_schema(),
-                "name",
-                &definition.name,
+                col("name").eq(lit(definition.name.as_str())),
                 row,
             )
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Every segment definition, in name order.
@@ -566,24 +566,17 @@ impl Engine {
                 Arc::new(BinaryArray::from_iter_values([encode(&exited)])),
             ],
         )?;
-        let table = self
-            .store
-            .ensure(SystemTable::SegmentVersions, versions_schema())
-            .await?;
         // Conditional on nobody else having committed this version number meanwhile.
-        let commit = crate::store::IdentifiedCommit::new();
-        let result = table
-            .clone()
-            .write(vec![row])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(
+        self.store
+            .replace_where(
+                SystemTable::SegmentVersions,
+                versions_schema(),
                 col("segment")
                     .eq(lit(version.segment.as_str()))
                     .and(col("version").gt_eq(lit(number))),
+                row,
             )
-            .with_commit_properties(commit.properties())
-            .await;
-        commit.settle(&table, result).await?;
+            .await?;
         Ok(version)
     }
 

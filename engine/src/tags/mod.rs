@@ -29,8 +29,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use cohort_sql_extensions::bitmap::RoaringTreemap;
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{SessionContext, col};
-use deltalake::protocol::SaveMode;
+use datafusion::prelude::{SessionContext, col, lit};
 use futures::StreamExt;
 
 use crate::Engine;
@@ -98,10 +97,6 @@ pub fn bitmaps_schema() -> SchemaRef {
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
-}
-
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 impl Engine {
@@ -258,11 +253,11 @@ impl Engine {
             .replace_where(
                 SystemTable::TagDefinitions,
                 definitions_schema(),
-                "name",
-                &definition.name,
+                col("name").eq(lit(definition.name.as_str())),
                 row,
             )
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Refreshes one tag now (the scheduler's entry point).
@@ -412,24 +407,16 @@ impl Engine {
             ),
         ];
         let batch = RecordBatch::try_new(bitmaps_schema(), columns)?;
+        let refreshed = names.iter().map(|n| lit(n.as_str())).collect();
         let table = self
             .store
-            .ensure(SystemTable::TagBitmaps, bitmaps_schema())
+            .replace_where(
+                SystemTable::TagBitmaps,
+                bitmaps_schema(),
+                col("tag").in_list(refreshed, false),
+                batch,
+            )
             .await?;
-        let replaced = names
-            .iter()
-            .map(|n| quoted(n))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let commit = crate::store::IdentifiedCommit::new();
-        let result = table
-            .clone()
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(format!("tag IN ({replaced})"))
-            .with_commit_properties(commit.properties())
-            .await;
-        let table = commit.settle(&table, result).await?;
         tracing::info!(tags = names.len(), bitmaps = rows, version = ?table.version(), "tags refreshed");
         Ok(rows as u64)
     }
