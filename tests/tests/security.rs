@@ -597,8 +597,7 @@ async fn malformed_input_is_an_error_not_a_crash() {
                 .into_inner()
                 .message()
                 .await
-                .err()
-                .expect("garbage ingest must fail"),
+                .expect_err("garbage ingest must fail"),
         };
         assert_eq!(status.code(), Code::InvalidArgument, "{status}");
     }
