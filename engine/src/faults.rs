@@ -80,6 +80,14 @@ impl FaultPlan {
         self.state().read_delay = delay;
     }
 
+    /// A stream that fails at once if the store is "unavailable" now, else `None`.
+    fn unavailable_stream<T: Send + 'static>(
+        &self,
+    ) -> Option<BoxStream<'static, object_store::Result<T>>> {
+        let error = self.check_available().err()?;
+        Some(futures::stream::once(async move { Err(error) }).boxed())
+    }
+
     fn check_available(&self) -> object_store::Result<()> {
         let mut state = self.state();
         if state.unavailable_calls > 0 {
@@ -197,17 +205,15 @@ impl ObjectStore for FaultyObjectStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        if let Err(e) = self.plan.check_available() {
-            return futures::stream::once(async move { Err(e) }).boxed();
-        }
-        self.inner.delete_stream(locations)
+        self.plan
+            .unavailable_stream()
+            .unwrap_or_else(|| self.inner.delete_stream(locations))
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.plan.check_available() {
-            return futures::stream::once(async move { Err(e) }).boxed();
-        }
-        self.inner.list(prefix)
+        self.plan
+            .unavailable_stream()
+            .unwrap_or_else(|| self.inner.list(prefix))
     }
 
     fn list_with_offset(
@@ -215,10 +221,9 @@ impl ObjectStore for FaultyObjectStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.plan.check_available() {
-            return futures::stream::once(async move { Err(e) }).boxed();
-        }
-        self.inner.list_with_offset(prefix, offset)
+        self.plan
+            .unavailable_stream()
+            .unwrap_or_else(|| self.inner.list_with_offset(prefix, offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {

@@ -91,7 +91,7 @@ pub fn auth_command(command: AuthCommand) -> anyhow::Result<()> {
             let hash = crate::auth::hash_password(password).map_err(anyhow::Error::msg)?;
             println!(
                 "[[auth.users]]\nname = {user:?}\nrole = \"{}\"\npassword_hash = {hash:?}",
-                role_name(role)
+                role.name()
             );
         }
         AuthCommand::NewToken { name, role } => {
@@ -99,16 +99,9 @@ pub fn auth_command(command: AuthCommand) -> anyhow::Result<()> {
             eprintln!("token (shown once; give it to the client as a bearer token): {token}");
             println!(
                 "[[auth.tokens]]\nname = {name:?}\nrole = \"{}\"\ntoken_hash = {hash:?}",
-                role_name(role)
+                role.name()
             );
         }
     }
     Ok(())
-}
-
-fn role_name(role: crate::auth::Role) -> &'static str {
-    match role {
-        crate::auth::Role::Reader => "reader",
-        crate::auth::Role::Admin => "admin",
-    }
 }

@@ -129,15 +129,16 @@ impl CohortFlightSqlService {
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
-    /// Runs or plans one statement with the caller's role, within the server's limits. Queries
-    /// are only planned here (under the statement timeout); writes run to completion.
+    /// Runs or plans one statement with the caller's role, holding a concurrency slot. Writes
+    /// run here to completion, never cut off by the statement timeout; queries are only planned
+    /// here, and are planned again and run under the timeout by their DoGet.
     async fn execute(
         &self,
         principal: &Principal,
         sql: &str,
         values: Option<Vec<ScalarValue>>,
     ) -> Result<StatementOutcome, Status> {
-        let admitted = self.governor.admit(None, true).await?;
+        let admitted = self.governor.admit(None, false).await?;
         admitted
             .run(async {
                 self.engine
