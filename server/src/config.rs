@@ -273,13 +273,6 @@ pub struct Settings {
 
 fn duration(name: &str, text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
-        .or_else(|e| {
-            if text.trim() == "0" {
-                Ok(Duration::ZERO)
-            } else {
-                Err(e)
-            }
-        })
         .map_err(|e| format!("invalid {name} '{text}': {e} (e.g. 30s, 5m, 1h)"))
 }
 
