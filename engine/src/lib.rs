@@ -79,6 +79,7 @@ pub struct Engine {
     /// Serialises tag (and later segment) definition changes and refreshes within this process.
     catalog_lock: Mutex<()>,
     tag_cache: tags::TagCache,
+    segment_cache: segments::SegmentCache,
     /// Per-segment locks: one run of a segment at a time.
     segment_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Wakes the scheduler when definitions or schedules change.
@@ -103,6 +104,7 @@ impl Engine {
             user_keys: Default::default(),
             catalog_lock: Mutex::new(()),
             tag_cache: Default::default(),
+            segment_cache: Default::default(),
             segment_locks: Default::default(),
             scheduler_wake: Arc::new(tokio::sync::Notify::new()),
             segment_versions_committed: tokio::sync::broadcast::channel(64).0,

@@ -4,24 +4,29 @@
 //! (`segments`, `segment_members`, `segment_changes`), so the gRPC view and the SQL view of a
 //! segment cannot disagree.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::concat_batches;
+use arrow::compute::{BatchCoalescer, concat_batches};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use cohort_engine::Engine;
 use cohort_engine::catalog_statement::validate_name;
 use cohort_engine::segments::SegmentVersion as EngineVersion;
+use cohort_engine::statement::StatementOutcome;
 use cohort_proto::v1::activation_service_server::ActivationService;
 use cohort_proto::v1::{
     ListSegmentsRequest, ListSegmentsResponse, SegmentVersion, StreamChangesRequest,
     StreamMembersRequest, SubscribeRequest, UsersBatch,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::flight::boundary::{to_wire, wire_schema};
+use crate::limits::{Admitted, Governor};
 use crate::status::engine_status;
 
 /// Users per streamed batch.
@@ -31,11 +36,13 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct CohortActivationService {
     engine: Arc<Engine>,
+    /// Streams take a statement slot like any query (untimed: a consumer paces a big segment).
+    governor: Arc<Governor>,
 }
 
 impl CohortActivationService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>, governor: Arc<Governor>) -> Self {
+        Self { engine, governor }
     }
 
     async fn query(&self, sql: &str) -> Result<(SchemaRef, RecordBatch), Status> {
@@ -140,33 +147,92 @@ fn ipc(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
     Ok(bytes)
 }
 
-/// One version's users as messages of at most [`BATCH_ROWS`] users, the last one marked.
-fn version_batches(
-    segment: &str,
+/// A version's identity, repeated in each of its messages.
+#[derive(Clone)]
+struct VersionHeader {
+    segment: String,
     version: i64,
     committed_at_micros: i64,
-    users: &RecordBatch,
-) -> Result<Vec<UsersBatch>, Status> {
-    let mut messages = Vec::new();
-    let mut offset = 0;
-    loop {
-        let length = BATCH_ROWS.min(users.num_rows() - offset);
-        messages.push(UsersBatch {
-            segment: segment.to_string(),
-            version,
-            committed_at_micros,
-            arrow_ipc: ipc(&users.slice(offset, length))?,
-            version_complete: offset + length == users.num_rows(),
-        });
-        offset += length;
-        if offset >= users.num_rows() {
-            return Ok(messages);
-        }
-    }
 }
 
-fn stream_of(messages: Vec<UsersBatch>) -> BoxStream<UsersBatch> {
-    Box::pin(futures::stream::iter(messages.into_iter().map(Ok)))
+type Messages = mpsc::Sender<Result<UsersBatch, Status>>;
+
+/// Runs `producer` on its own task, holding the admission slot until it is done, and streams
+/// what it sends. A bounded channel keeps at most a couple of encoded batches ahead of the
+/// consumer, so a segment of any size streams in constant memory; when the consumer goes away,
+/// the next send fails and the producer stops.
+fn spawn_stream<F, Fut>(admitted: Admitted, producer: F) -> BoxStream<UsersBatch>
+where
+    F: FnOnce(Messages) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let _slot = admitted;
+        if let Err(status) = producer(sender.clone()).await {
+            // Fails only when the consumer is gone, and then nobody needs the error.
+            let _ = sender.send(Err(status)).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+async fn send(messages: &Messages, message: UsersBatch) -> Result<(), Status> {
+    messages
+        .send(Ok(message))
+        .await
+        .map_err(|_| Status::cancelled("the consumer went away"))
+}
+
+/// Runs `sql` and sends its rows as one version's messages of at most [`BATCH_ROWS`] users.
+/// The last message is marked complete; a version without rows still gets that one message, so
+/// a consumer's cursor always advances.
+async fn send_version(
+    engine: &Engine,
+    sql: &str,
+    header: &VersionHeader,
+    messages: &Messages,
+) -> Result<(), Status> {
+    let StatementOutcome::Query(frame) = engine.execute(sql, None).await.map_err(engine_status)?
+    else {
+        return Err(Status::internal("a segment read did not plan as a query"));
+    };
+    let mut rows = frame.execute_stream().await.map_err(internal)?;
+    let schema = rows.schema();
+    let mut coalescer = BatchCoalescer::new(Arc::clone(&schema), BATCH_ROWS);
+    // One full batch is held back until the next exists: only then is it known not to be last.
+    let mut held: Option<RecordBatch> = None;
+    let message = |users: &RecordBatch, version_complete| -> Result<UsersBatch, Status> {
+        Ok(UsersBatch {
+            segment: header.segment.clone(),
+            version: header.version,
+            committed_at_micros: header.committed_at_micros,
+            arrow_ipc: ipc(users)?,
+            version_complete,
+        })
+    };
+    let mut finished = false;
+    while !finished {
+        match rows.next().await {
+            Some(batch) => coalescer.push_batch(batch.map_err(internal)?),
+            None => {
+                finished = true;
+                coalescer.finish_buffered_batch()
+            }
+        }
+        .map_err(internal)?;
+        while let Some(full) = coalescer.next_completed_batch() {
+            if let Some(previous) = held.replace(full) {
+                send(messages, message(&previous, false)?).await?;
+            }
+        }
+    }
+    let last = held.unwrap_or_else(|| RecordBatch::new_empty(schema));
+    send(messages, message(&last, true)?).await
+}
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    Status::internal(error.to_string())
 }
 
 fn proto_version(version: &EngineVersion, schedule: String) -> SegmentVersion {
@@ -210,35 +276,43 @@ impl ActivationService for CohortActivationService {
         let segment = self.segment(&request.segment).await?;
         // Pin the version first, so the users and the version number always match.
         let version = request.version.unwrap_or(segment.version);
-        let (_, users) = self
-            .query(&format!(
-                "SELECT user_id, user_key FROM segment_members('{}', {version}) ORDER BY user_key",
-                segment.segment
-            ))
-            .await?;
-        let committed_at = if version == segment.version {
+        let committed_at_micros = if version == segment.version {
             segment.committed_at_micros
         } else {
             let (_, batch) = self
                 .query(&format!(
-                    "SELECT committed_at FROM segment_versions WHERE segment = '{}' AND version = {version}",
+                    "SELECT CAST(committed_at AS BIGINT) FROM segment_versions \
+                     WHERE segment = '{}' AND version = {version}",
                     segment.segment
                 ))
                 .await?;
-            let column = as_type(&batch, 0, &DataType::Int64)?;
-            column
+            if batch.num_rows() == 0 {
+                return Err(Status::not_found(format!(
+                    "segment '{}' has no version {version}",
+                    segment.segment
+                )));
+            }
+            as_type(&batch, 0, &DataType::Int64)?
                 .as_primitive::<Int64Type>()
-                .values()
-                .first()
-                .copied()
-                .unwrap_or(0)
+                .value(0)
         };
-        Ok(Response::new(stream_of(version_batches(
-            &segment.segment,
+        let header = VersionHeader {
+            segment: segment.segment,
             version,
-            committed_at,
-            &users,
-        )?)))
+            committed_at_micros,
+        };
+        let admitted = self.governor.admit(None, false).await?;
+        let engine = Arc::clone(&self.engine);
+        Ok(Response::new(spawn_stream(
+            admitted,
+            move |messages| async move {
+                let sql = format!(
+                    "SELECT user_id, user_key FROM segment_members('{}', {version})",
+                    header.segment
+                );
+                send_version(&engine, &sql, &header, &messages).await
+            },
+        )))
     }
 
     type StreamChangesStream = BoxStream<UsersBatch>;
@@ -249,13 +323,6 @@ impl ActivationService for CohortActivationService {
     ) -> Result<Response<Self::StreamChangesStream>, Status> {
         let request = request.into_inner();
         let segment = self.segment(&request.segment).await?;
-        let (_, changes) = self
-            .query(&format!(
-                "SELECT user_id, user_key, change, version, CAST(changed_at AS BIGINT) AS changed_at \
-                 FROM segment_changes('{}', {}) ORDER BY version, change, user_key",
-                segment.segment, request.after_version
-            ))
-            .await?;
         let (_, versions) = self
             .query(&format!(
                 "SELECT version, CAST(committed_at AS BIGINT) FROM segment_versions \
@@ -263,44 +330,35 @@ impl ActivationService for CohortActivationService {
                 segment.segment, request.after_version
             ))
             .await?;
-        let numbers = as_type(&changes, 3, &DataType::Int64)?;
-        let numbers = numbers.as_primitive::<Int64Type>();
-        let change = as_type(&changes, 2, &DataType::Utf8)?;
-        let users = RecordBatch::try_new(
-            Arc::new(arrow::datatypes::Schema::new(vec![
-                changes.schema().field(0).clone(),
-                changes.schema().field(1).clone(),
-                arrow::datatypes::Field::new("change", DataType::Utf8, false),
-            ])),
-            vec![
-                Arc::clone(changes.column(0)),
-                Arc::clone(changes.column(1)),
-                change,
-            ],
-        )
-        .map_err(|e| Status::internal(e.to_string()))?;
-        let version_numbers = as_type(&versions, 0, &DataType::Int64)?;
+        let numbers = as_type(&versions, 0, &DataType::Int64)?;
         let committed = as_type(&versions, 1, &DataType::Int64)?;
-        let mut messages = Vec::new();
-        let mut start = 0;
-        // Every version after the cursor gets at least one message, even one that changed nobody,
-        // so the cursor always advances to the newest version.
-        for row in 0..versions.num_rows() {
-            let version = version_numbers.as_primitive::<Int64Type>().value(row);
-            let committed_at = committed.as_primitive::<Int64Type>().value(row);
-            let mut end = start;
-            while end < numbers.len() && numbers.value(end) == version {
-                end += 1;
-            }
-            messages.extend(version_batches(
-                &segment.segment,
-                version,
-                committed_at,
-                &users.slice(start, end - start),
-            )?);
-            start = end;
-        }
-        Ok(Response::new(stream_of(messages)))
+        let headers: Vec<VersionHeader> = (0..versions.num_rows())
+            .map(|row| VersionHeader {
+                segment: segment.segment.clone(),
+                version: numbers.as_primitive::<Int64Type>().value(row),
+                committed_at_micros: committed.as_primitive::<Int64Type>().value(row),
+            })
+            .collect();
+        let admitted = self.governor.admit(None, false).await?;
+        let engine = Arc::clone(&self.engine);
+        // Version by version, so only one version's changes are in flight at a time and each
+        // version's messages end with the one marked complete.
+        Ok(Response::new(spawn_stream(
+            admitted,
+            move |messages| async move {
+                for header in &headers {
+                    let sql = format!(
+                        "SELECT user_id, user_key, change FROM segment_changes('{}', {}) \
+                     WHERE version = {}",
+                        header.segment,
+                        header.version - 1,
+                        header.version
+                    );
+                    send_version(&engine, &sql, header, &messages).await?;
+                }
+                Ok(())
+            },
+        )))
     }
 
     type SubscribeStream = BoxStream<SegmentVersion>;

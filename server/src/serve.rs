@@ -59,13 +59,13 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     let flight = FlightServiceServer::new(CohortFlightSqlService::new(
         Arc::clone(&engine),
         Arc::clone(&authenticator),
-        governor,
+        Arc::clone(&governor),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(CohortAdminService::new(Arc::clone(&engine)));
     let activation =
-        ActivationServiceServer::new(CohortActivationService::new(Arc::clone(&engine)));
+        ActivationServiceServer::new(CohortActivationService::new(Arc::clone(&engine), governor));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<FlightServiceServer<CohortFlightSqlService>>()

@@ -210,3 +210,92 @@ async fn activation_consumer_lists_pulls_and_resumes() {
     assert_eq!(error.code(), tonic::Code::NotFound);
     assert!(server.stop());
 }
+
+/// A segment larger than one message streams as several batches of at most 65,536 users, only
+/// the last marked complete, and a version that changed nobody still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_streams_a_large_segment_in_batches() {
+    const USERS: i64 = 150_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("store"), &[]);
+    sql(
+        &server,
+        &format!(
+            "INSERT INTO events (user_id, event, ts) SELECT value, 'signup', \
+             TIMESTAMP '2026-11-20T10:00:00Z' FROM generate_series(1, {USERS})"
+        ),
+    );
+    sql(
+        &server,
+        "CREATE SEGMENT everyone AS SELECT DISTINCT user_id FROM events",
+    );
+    sql(&server, "REFRESH SEGMENT everyone");
+
+    let messages: Vec<UsersBatch> = client(&server)
+        .await
+        .stream_members(StreamMembersRequest {
+            segment: "everyone".into(),
+            version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = messages.iter().map(|m| decode(m).num_rows()).collect();
+    assert_eq!(sizes, [65_536, 65_536, 18_928]);
+    let complete: Vec<bool> = messages.iter().map(|m| m.version_complete).collect();
+    assert_eq!(complete, [false, false, true]);
+    let mut ids = BTreeSet::new();
+    for message in &messages {
+        assert_eq!(message.version, 1);
+        let batch = decode(message);
+        ids.extend(
+            batch
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .copied(),
+        );
+    }
+    assert_eq!(ids, (1..=USERS).collect());
+
+    let messages: Vec<UsersBatch> = client(&server)
+        .await
+        .stream_changes(StreamChangesRequest {
+            segment: "everyone".into(),
+            after_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap();
+    let summary: Vec<(i64, usize, bool)> = messages
+        .iter()
+        .map(|m| (m.version, decode(m).num_rows(), m.version_complete))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, 65_536, false),
+            (1, 65_536, false),
+            (1, 18_928, true),
+            (2, 0, true)
+        ]
+    );
+
+    let error = client(&server)
+        .await
+        .stream_members(StreamMembersRequest {
+            segment: "everyone".into(),
+            version: Some(7),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    assert!(server.stop());
+}

@@ -45,13 +45,13 @@ pub struct LoadedVersion {
 /// The versions of the segments a statement refers to, ascending, read before planning.
 #[derive(Debug, Default)]
 pub struct LoadedSegments {
-    pub versions: HashMap<String, Vec<LoadedVersion>>,
+    pub versions: HashMap<String, Arc<Vec<LoadedVersion>>>,
 }
 
 impl LoadedSegments {
     fn of(&self, function: &str, name: &str) -> Result<&[LoadedVersion]> {
         match self.versions.get(&name.to_lowercase()) {
-            Some(versions) if !versions.is_empty() => Ok(versions),
+            Some(versions) if !versions.is_empty() => Ok(versions.as_slice()),
             Some(_) => plan_err!("{function}: segment '{name}' has no version yet"),
             None => plan_err!(
                 "{function}: segment '{name}' is not loaded: the segment name must be a constant string"

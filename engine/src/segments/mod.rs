@@ -677,48 +677,95 @@ impl Engine {
             if !definitions.iter().any(|d| &d.name == name) {
                 return Err(unknown_segment(name));
             }
-            loaded.versions.insert(name.clone(), Vec::new());
+            loaded.versions.insert(name.clone(), Arc::default());
         }
         let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? else {
             return Ok(loaded);
         };
-        let wanted: Vec<_> = names.iter().map(|n| lit(n.as_str())).collect();
-        let batches = crate::store::scan_table(&table)
-            .await?
-            .filter(col("segment").in_list(wanted, false))?
-            .sort(vec![col("version").sort(true, false)])?
-            .collect()
-            .await?;
-        for batch in &batches {
-            let versions = read_versions(batch)?;
-            let bytes = |name: &str| -> Result<BinaryArray> {
-                Ok(cast(
-                    batch.column_by_name(name).expect("schema"),
-                    &DataType::Binary,
-                )?
-                .as_binary::<i32>()
-                .clone())
-            };
-            let (members, entered, exited) = (
-                bytes("members_bitmap")?,
-                bytes("entered_bitmap")?,
-                bytes("exited_bitmap")?,
-            );
-            for (row, version) in versions.into_iter().enumerate() {
-                loaded.versions.entry(version.segment).or_default().push(
-                    functions::LoadedVersion {
-                        version: version.version,
-                        committed_at: version.committed_at,
-                        members: members.value(row).to_vec(),
-                        entered: entered.value(row).to_vec(),
-                        exited: exited.value(row).to_vec(),
-                    },
-                );
+        let mut cache = self.segment_cache.loaded.lock().await;
+        let version = table.version();
+        if cache.as_ref().is_none_or(|(cached, _)| *cached != version) {
+            *cache = Some((version, HashMap::new()));
+        }
+        let (_, segments) = cache.as_mut().expect("set above");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !segments.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            let mut read = read_segment_versions(&table, &missing).await?;
+            for name in missing {
+                let versions = read.remove(name).unwrap_or_default();
+                segments.insert(name.clone(), Arc::new(versions));
             }
+        }
+        for name in names {
+            loaded
+                .versions
+                .insert(name.clone(), Arc::clone(&segments[name]));
         }
         Ok(loaded)
     }
 }
+
+/// Every committed version of the named segments, ascending.
+async fn read_segment_versions(
+    table: &deltalake::DeltaTable,
+    names: &[&String],
+) -> Result<HashMap<String, Vec<functions::LoadedVersion>>> {
+    let wanted: Vec<_> = names.iter().map(|n| lit(n.as_str())).collect();
+    let batches = crate::store::scan_table(table)
+        .await?
+        .filter(col("segment").in_list(wanted, false))?
+        .sort(vec![col("version").sort(true, false)])?
+        .collect()
+        .await?;
+    let mut loaded: HashMap<String, Vec<functions::LoadedVersion>> = HashMap::new();
+    for batch in &batches {
+        let versions = read_versions(batch)?;
+        let bytes = |name: &str| -> Result<BinaryArray> {
+            Ok(cast(
+                batch.column_by_name(name).expect("schema"),
+                &DataType::Binary,
+            )?
+            .as_binary::<i32>()
+            .clone())
+        };
+        let (members, entered, exited) = (
+            bytes("members_bitmap")?,
+            bytes("entered_bitmap")?,
+            bytes("exited_bitmap")?,
+        );
+        for (row, version) in versions.into_iter().enumerate() {
+            loaded
+                .entry(version.segment)
+                .or_default()
+                .push(functions::LoadedVersion {
+                    version: version.version,
+                    committed_at: version.committed_at,
+                    members: members.value(row).to_vec(),
+                    entered: entered.value(row).to_vec(),
+                    exited: exited.value(row).to_vec(),
+                });
+        }
+    }
+    Ok(loaded)
+}
+
+/// Segment versions read per Delta version of `segment_versions`. Committed versions never
+/// change, so an entry is exact; a run commits a new Delta version, which is read afresh. Only
+/// the newest Delta version is kept: segment functions never time-travel.
+#[derive(Default)]
+pub(crate) struct SegmentCache {
+    loaded: SegmentsByTableVersion,
+}
+
+type SegmentsByTableVersion = tokio::sync::Mutex<
+    Option<(
+        Option<deltalake::kernel::Version>,
+        HashMap<String, Arc<Vec<functions::LoadedVersion>>>,
+    )>,
+>;
 
 /// Scheduled tags share the scheduler with segments under this prefix (`:` is never part of a
 /// segment name).
