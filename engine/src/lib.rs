@@ -86,6 +86,8 @@ pub struct Engine {
     scheduler_wake: Arc<tokio::sync::Notify>,
     /// Every committed segment version, for subscribers (activation streams).
     segment_versions_committed: tokio::sync::broadcast::Sender<segments::SegmentVersion>,
+    /// The newest version announced per segment, so each is announced once.
+    segment_versions_published: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
             segment_locks: Default::default(),
             scheduler_wake: Arc::new(tokio::sync::Notify::new()),
             segment_versions_committed: tokio::sync::broadcast::channel(64).0,
+            segment_versions_published: Default::default(),
         })
     }
 
@@ -128,7 +131,8 @@ impl Engine {
         Arc::clone(&self.scheduler_wake)
     }
 
-    /// Notified of every segment version this process commits.
+    /// Notified of every committed segment version: at once for this process's runs, and for
+    /// other processes' runs while [`Engine::watch_segment_versions`] runs.
     pub fn subscribe_segment_versions(
         &self,
     ) -> tokio::sync::broadcast::Receiver<segments::SegmentVersion> {

@@ -28,6 +28,10 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// How long requests in flight may take to finish after SIGTERM or Ctrl-C.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often the store is checked for segment versions other processes committed (for
+/// Subscribe); this server's own runs are announced at once.
+const SEGMENT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> anyhow::Result<()> {
     let authenticator = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
     check_exposure(&settings, authenticator.is_enabled())?;
@@ -92,6 +96,14 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         )
         .run(shutdown.clone()),
     );
+    tokio::spawn({
+        let (engine, stop) = (Arc::clone(&engine), shutdown.clone());
+        async move {
+            engine
+                .watch_segment_versions(SEGMENT_WATCH_INTERVAL, stop)
+                .await
+        }
+    });
 
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     tracing::info!(

@@ -299,3 +299,42 @@ async fn activation_streams_a_large_segment_in_batches() {
     assert_eq!(error.code(), tonic::Code::NotFound);
     assert!(server.stop());
 }
+
+/// Subscribe hears of versions whichever process commits them: a run on another server sharing
+/// the store is announced too, and each version exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_of_versions_committed_by_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let watched = TestServer::start(&store, &["--demo"]);
+    sql(
+        &watched,
+        &format!("CREATE SEGMENT abandoners AS {ABANDONERS}"),
+    );
+    let other = TestServer::start(&store, &[]);
+    let mut notifications = client(&watched)
+        .await
+        .subscribe(SubscribeRequest { segments: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(20), notifications.next())
+            .await
+            .map(|n| n.unwrap().unwrap().version)
+    };
+
+    sql(&other, "REFRESH SEGMENT abandoners");
+    assert_eq!(
+        next().await,
+        Ok(2),
+        "a version committed by the other server"
+    );
+    sql(&watched, "REFRESH SEGMENT abandoners");
+    assert_eq!(next().await, Ok(3), "a version committed by this server");
+    sql(&other, "REFRESH SEGMENT abandoners");
+    // Version 3 was announced by the run itself; the store watch must not repeat it.
+    assert_eq!(next().await, Ok(4));
+    assert!(other.stop());
+    assert!(watched.stop());
+}

@@ -19,6 +19,7 @@
 pub mod functions;
 pub mod schedule;
 pub mod scheduler;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -400,8 +401,7 @@ impl Engine {
             tracing::warn!(segment = %definition.name, error = %e, "could not record the end of a run");
         }
         let version = outcome?;
-        // Nobody listening is fine.
-        let _ = self.segment_versions_committed.send(version.clone());
+        self.publish_segment_version(version.clone());
         Ok(version)
     }
 
