@@ -64,6 +64,24 @@ async fn changes_after(server: &TestServer, cursor: i64) -> (BTreeSet<(i64, Stri
     (changes, completed)
 }
 
+/// Every message of a version's members, or the error the call ended with.
+async fn members(
+    server: &TestServer,
+    segment: &str,
+    version: Option<i64>,
+) -> Result<Vec<UsersBatch>, tonic::Status> {
+    client(server)
+        .await
+        .stream_members(StreamMembersRequest {
+            segment: segment.into(),
+            version,
+        })
+        .await?
+        .into_inner()
+        .try_collect()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_consumer_lists_pulls_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,18 +134,9 @@ async fn activation_consumer_lists_pulls_and_resumes() {
         .collect();
     assert_eq!(via_flight, expected);
 
-    let mut members = client(&server)
-        .await
-        .stream_members(StreamMembersRequest {
-            segment: "abandoners".into(),
-            version: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let mut pulled = BTreeSet::new();
-    while let Some(message) = members.next().await {
-        let batch = decode(&message.unwrap());
+    for message in members(&server, "abandoners", None).await.unwrap() {
+        let batch = decode(&message);
         pulled.extend(
             batch
                 .column(0)
@@ -199,14 +208,7 @@ async fn activation_consumer_lists_pulls_and_resumes() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    let error = client(&server)
-        .await
-        .stream_members(StreamMembersRequest {
-            segment: "nothing".into(),
-            version: None,
-        })
-        .await
-        .unwrap_err();
+    let error = members(&server, "nothing", None).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
     assert!(server.stop());
 }
@@ -231,18 +233,7 @@ async fn activation_streams_a_large_segment_in_batches() {
     );
     sql(&server, "REFRESH SEGMENT everyone");
 
-    let messages: Vec<UsersBatch> = client(&server)
-        .await
-        .stream_members(StreamMembersRequest {
-            segment: "everyone".into(),
-            version: Some(1),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .try_collect()
-        .await
-        .unwrap();
+    let messages = members(&server, "everyone", Some(1)).await.unwrap();
     let sizes: Vec<usize> = messages.iter().map(|m| decode(m).num_rows()).collect();
     assert_eq!(sizes, [65_536, 65_536, 18_928]);
     let complete: Vec<bool> = messages.iter().map(|m| m.version_complete).collect();
@@ -288,14 +279,7 @@ async fn activation_streams_a_large_segment_in_batches() {
         ]
     );
 
-    let error = client(&server)
-        .await
-        .stream_members(StreamMembersRequest {
-            segment: "everyone".into(),
-            version: Some(7),
-        })
-        .await
-        .unwrap_err();
+    let error = members(&server, "everyone", Some(7)).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
     assert!(server.stop());
 }
