@@ -585,27 +585,12 @@ impl Engine {
         let definitions = self.segment_definitions().await?;
         let mut latest: HashMap<String, SegmentVersion> = HashMap::new();
         if let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? {
-            let batches = crate::store::scan_table(&table)
-                .await?
-                .select(vec![
-                    col("segment"),
-                    col("version"),
-                    col("run_id"),
-                    col("committed_at"),
-                    col("members"),
-                    col("entered"),
-                    col("exited"),
-                ])?
-                .collect()
-                .await?;
-            for batch in &batches {
-                for version in read_versions(batch)? {
-                    let newer = latest
-                        .get(&version.segment)
-                        .is_none_or(|v| v.version < version.version);
-                    if newer {
-                        latest.insert(version.segment.clone(), version);
-                    }
+            for version in all_versions(&table).await? {
+                let newer = latest
+                    .get(&version.segment)
+                    .is_none_or(|v| v.version < version.version);
+                if newer {
+                    latest.insert(version.segment.clone(), version);
                 }
             }
         }
@@ -863,6 +848,32 @@ impl scheduler::Jobs for Engine {
             .await
             .map(|_| ())
     }
+}
+
+/// Every committed version of every segment, without the bitmaps (which are not read).
+async fn all_versions(table: &deltalake::DeltaTable) -> Result<Vec<SegmentVersion>> {
+    let batches = crate::store::scan_table(table)
+        .await?
+        .select(
+            [
+                "segment",
+                "version",
+                "run_id",
+                "committed_at",
+                "members",
+                "entered",
+                "exited",
+            ]
+            .map(col)
+            .to_vec(),
+        )?
+        .collect()
+        .await?;
+    let mut versions = Vec::new();
+    for batch in &batches {
+        versions.extend(read_versions(batch)?);
+    }
+    Ok(versions)
 }
 
 fn read_versions(batch: &RecordBatch) -> Result<Vec<SegmentVersion>> {

@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use datafusion::prelude::col;
 use tokio_util::sync::CancellationToken;
 
-use super::{SegmentVersion, read_versions};
+use super::{SegmentVersion, all_versions};
 use crate::Engine;
 use crate::error::Result;
 use crate::tables::SystemTable;
@@ -59,27 +58,7 @@ impl Engine {
         if table.version().is_some() && table.version() == *seen {
             return Ok(());
         }
-        let batches = crate::store::scan_table(&table)
-            .await?
-            .select(
-                [
-                    "segment",
-                    "version",
-                    "run_id",
-                    "committed_at",
-                    "members",
-                    "entered",
-                    "exited",
-                ]
-                .map(col)
-                .to_vec(),
-            )?
-            .collect()
-            .await?;
-        let mut versions = Vec::new();
-        for batch in &batches {
-            versions.extend(read_versions(batch)?);
-        }
+        let mut versions = all_versions(&table).await?;
         versions.sort_by(|a, b| (&a.segment, a.version).cmp(&(&b.segment, b.version)));
         if history {
             let mut published = self
