@@ -3,7 +3,7 @@
 //! | name | kind | rows |
 //! |---|---|---|
 //! | `segment_members('name' [, version])` | table function | `user_id, user_key` of the newest (or given) version |
-//! | `segment_changes('name', since_version)` | table function | `user_id, user_key, change ('entered' / 'exited'), version, changed_at` for every version after `since_version` |
+//! | `segment_changes('name', since_version [, until_version])` | table function | `user_id, user_key, change ('entered' / 'exited'), version, changed_at` for every version after `since_version` (up to and including `until_version`) |
 //! | `segments` | view | `segment, schedule, version, members, entered, exited, refreshed_at, query` |
 //! | `segment_versions` | view | `segment, version, run_id, committed_at, members, entered, exited`: size over time |
 //! | `segment_runs` | view | one row per run: `segment, run_id, trigger, scheduled_at, started_at, finished_at, status, version, members, entered, exited, error` |
@@ -140,12 +140,18 @@ pub struct SegmentChangesFunction {
 impl TableFunctionImpl for SegmentChangesFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const NAME: &str = super::SEGMENT_CHANGES;
-        let values = arguments(NAME, &args, 2)?;
-        if values.len() != 2 {
-            return plan_err!("{NAME} takes a segment name and the version to read changes after");
+        let values = arguments(NAME, &args, 3)?;
+        if values.len() < 2 {
+            return plan_err!(
+                "{NAME} takes a segment name, the version to read changes after and optionally the last version to read"
+            );
         }
         let name = segment_name(NAME, &values[0])?;
         let since = version_number(NAME, &values[1])?;
+        let until = match values.get(2) {
+            Some(value) => version_number(NAME, value)?,
+            None => i64::MAX,
+        };
         let versions = self.segments.of(NAME, &name)?;
         let columns = |change: &str, version: i64, at: i64| {
             vec![
@@ -166,7 +172,12 @@ impl TableFunctionImpl for SegmentChangesFunction {
             self.users
                 .plan(&RoaringTreemap::new(), columns("entered", 0, 0))?,
         );
-        for version in versions.iter().filter(|v| v.version > since) {
+        // Only the versions asked for are decoded and planned: a consumer catching up version
+        // by version must not pay for the whole history on each step.
+        for version in versions
+            .iter()
+            .filter(|v| v.version > since && v.version <= until)
+        {
             for (change, bytes) in [("entered", &version.entered), ("exited", &version.exited)] {
                 let rows = self.users.plan(
                     &bitmap(bytes)?,
