@@ -11,7 +11,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use cohort_engine::faults::{FaultPlan, FaultyObjectStore};
 use cohort_engine::store::ObjectStoreLayer;
-use cohort_engine::{Engine, EngineConfig};
+use cohort_engine::{Engine, EngineConfig, EngineError};
 
 async fn faulty_engine(dir: &Path) -> (Engine, Arc<FaultPlan>) {
     let plan = FaultPlan::new();
@@ -84,6 +84,35 @@ impl PutFault {
         match self {
             PutFault::FailBefore => plan.fail_put(n),
             PutFault::LoseAcknowledgement => plan.lose_put_acknowledgement(n),
+        }
+    }
+}
+
+/// Runs `statement` (a refresh) once for every put it makes, under each kind of put fault, with
+/// one new user ingested before each run (numbered on from `users`). `check` then gets the fault,
+/// the put it hit, the statement's error if it failed, and the users ingested so far.
+async fn refresh_under_each_failing_put(
+    engine: &Engine,
+    plan: &FaultPlan,
+    statement: &str,
+    mut users: i64,
+    mut check: impl AsyncFnMut(PutFault, u64, Option<EngineError>, i64),
+) {
+    plan.reset();
+    engine.execute(statement, None).await.unwrap();
+    let puts = plan.puts();
+    for fault in [PutFault::FailBefore, PutFault::LoseAcknowledgement] {
+        for n in 1..=puts + 1 {
+            plan.reset();
+            engine
+                .execute(&insert_events(users, 1), None)
+                .await
+                .unwrap();
+            users += 1;
+            fault.arm(plan, n);
+            let result = engine.execute(statement, None).await;
+            plan.reset();
+            check(fault, n, result.err(), users).await;
         }
     }
 }
@@ -195,27 +224,16 @@ async fn tag_refresh_under_failing_puts_is_all_or_nothing() {
             .await
             .unwrap();
     }
-    plan.reset();
-    engine.execute("REFRESH TAGS", None).await.unwrap();
-    let puts = plan.puts();
-    let mut users = 5;
     let mut refreshed = 5;
-    for fault in [PutFault::FailBefore, PutFault::LoseAcknowledgement] {
-        for n in 1..=puts + 1 {
-            plan.reset();
-            engine
-                .execute(&insert_events(users, 1), None)
-                .await
-                .unwrap();
-            users += 1;
-            fault.arm(&plan, n);
-            let result = engine.execute("REFRESH TAGS", None).await;
-            plan.reset();
-            if result.is_ok() {
-                refreshed = users;
-            } else {
-                let e = result.err().unwrap();
-                assert!(e.to_string().contains("injected fault"), "{e}");
+    refresh_under_each_failing_put(
+        &engine,
+        &plan,
+        "REFRESH TAGS",
+        5,
+        async |fault, n, error, users| {
+            match error {
+                None => refreshed = users,
+                Some(e) => assert!(e.to_string().contains("injected fault"), "{e}"),
             }
             // Both tags moved together or neither did.
             assert_eq!(
@@ -224,8 +242,9 @@ async fn tag_refresh_under_failing_puts_is_all_or_nothing() {
                 "{fault:?} on put {n}"
             );
             assert_eq!(tag_users(dir.path(), "early_users").await, 3);
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,27 +259,16 @@ async fn segment_runs_under_failing_puts_keep_versions_whole_and_gapless() {
         )
         .await
         .unwrap();
-    plan.reset();
-    engine
-        .execute("REFRESH SEGMENT everyone", None)
-        .await
-        .unwrap();
-    let puts = plan.puts();
-    let mut users = 5;
+    // After the helper's first, unfaulted refresh: version 2 with the 5 users.
     let mut versions = 2;
     let mut members = 5;
-    for fault in [PutFault::FailBefore, PutFault::LoseAcknowledgement] {
-        for n in 1..=puts + 1 {
-            plan.reset();
-            engine
-                .execute(&insert_events(users, 1), None)
-                .await
-                .unwrap();
-            users += 1;
-            fault.arm(&plan, n);
-            let result = engine.execute("REFRESH SEGMENT everyone", None).await;
-            plan.reset();
-            if result.is_ok() {
+    refresh_under_each_failing_put(
+        &engine,
+        &plan,
+        "REFRESH SEGMENT everyone",
+        5,
+        async |fault, n, error, users| {
+            if error.is_none() {
                 versions += 1;
                 members = users;
             }
@@ -289,6 +297,7 @@ async fn segment_runs_under_failing_puts_keep_versions_whole_and_gapless() {
                 .await,
                 [members]
             );
-        }
-    }
+        },
+    )
+    .await;
 }
