@@ -293,28 +293,34 @@ fn a_network_address_needs_auth_or_an_explicit_insecure_flag() {
     assert!(!ok && stderr.contains("hash-password"), "{stderr}");
 }
 
-/// A query that runs for minutes unless something stops it.
-const SLOW_QUERY: &str = "SELECT sum(value % 7) FROM range(100000000000)";
-
-#[tokio::test(flavor = "multi_thread")]
-async fn statement_limits_keep_the_server_alive_and_answering() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("limits.toml");
-    std::fs::write(
-        &config,
-        "[limits]\nmax_result_rows = 1000\nqueue_timeout = \"300ms\"\n",
-    )
-    .unwrap();
-    let server = TestServer::start(
-        &dir.path().join("store"),
+/// A server that runs one statement at a time, with `limits` as its config file's `[limits]`
+/// section and `--statement-timeout statement_timeout`.
+fn one_slot_server(dir: &Path, limits: &str, statement_timeout: &str) -> TestServer {
+    let config = dir.join("limits.toml");
+    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+    TestServer::start(
+        &dir.join("store"),
         &[
             "--config",
             config.to_str().unwrap(),
             "--max-concurrent-queries",
             "1",
             "--statement-timeout",
-            "3s",
+            statement_timeout,
         ],
+    )
+}
+
+/// A query that runs for minutes unless something stops it.
+const SLOW_QUERY: &str = "SELECT sum(value % 7) FROM range(100000000000)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statement_limits_keep_the_server_alive_and_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = one_slot_server(
+        dir.path(),
+        "max_result_rows = 1000\nqueue_timeout = \"300ms\"",
+        "3s",
     );
     let mut client = FlightSqlServiceClient::new(channel(&server).await);
 
@@ -370,19 +376,7 @@ async fn statement_limits_keep_the_server_alive_and_answering() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_flight_info_and_disconnects_stop_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("limits.toml");
-    std::fs::write(&config, "[limits]\nqueue_timeout = \"20s\"\n").unwrap();
-    let server = TestServer::start(
-        &dir.path().join("store"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--max-concurrent-queries",
-            "1",
-            "--statement-timeout",
-            "0",
-        ],
-    );
+    let server = one_slot_server(dir.path(), "queue_timeout = \"20s\"", "0");
     let mut client = FlightSqlServiceClient::new(channel(&server).await);
 
     // CancelFlightInfo stops a running query; its DoGet ends with CANCELLED.
