@@ -72,11 +72,13 @@ impl Engine {
                 .with_sort_spill_reservation_bytes(reservation)
                 .with_sort_in_place_threshold_bytes(reservation);
         }
-        let mut state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime))
-            .with_default_features()
-            .build();
+        let mut state = cohort_sql_extensions::with_extensions(
+            SessionStateBuilder::new()
+                .with_config(config)
+                .with_runtime_env(Arc::clone(&self.runtime))
+                .with_default_features(),
+        )
+        .build();
         cohort_sql_extensions::register_all(&mut state)?;
         let ctx = SessionContext::new_with_state(state);
         for kind in TableKind::ALL {

@@ -10,6 +10,7 @@ pub mod funnel;
 pub mod group_lists;
 pub mod retention;
 pub mod retention_periods;
+pub mod run_aggregate;
 pub mod sequence;
 pub mod sum_for_each;
 pub mod time;
@@ -18,7 +19,7 @@ pub mod utc_date;
 use std::sync::Arc;
 
 use datafusion::error::Result;
-use datafusion::execution::FunctionRegistry;
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 /// Every scalar function this crate provides.
@@ -50,6 +51,13 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     }
     registry.register_function_rewrite(Arc::new(utc_date::UtcDateCast))?;
     Ok(())
+}
+
+/// Adds Cohort's physical plan rewrites to a session under construction (they run after
+/// DataFusion's own): [`run_aggregate::RunAggregateRule`]. Functions are registered on the
+/// built state with [`register_all`].
+pub fn with_extensions(builder: SessionStateBuilder) -> SessionStateBuilder {
+    builder.with_physical_optimizer_rule(Arc::new(run_aggregate::RunAggregateRule))
 }
 
 #[cfg(test)]

@@ -230,9 +230,10 @@ mod tests {
     }
 
     async fn plan_of(sql: &str) -> String {
-        let mut state = datafusion::execution::SessionStateBuilder::new()
-            .with_default_features()
-            .build();
+        let mut state = crate::with_extensions(
+            datafusion::execution::SessionStateBuilder::new().with_default_features(),
+        )
+        .build();
         crate::register_all(&mut state).unwrap();
         let ctx = datafusion::prelude::SessionContext::new_with_state(state);
         let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();

@@ -92,6 +92,7 @@ async fn run(
     batch_size: usize,
     partitions: usize,
     skip_partial: bool,
+    runs: bool,
     sql: &str,
 ) -> BTreeMap<i64, u8> {
     let mut config = SessionConfig::new()
@@ -106,10 +107,15 @@ async fn run(
             .execution
             .skip_partial_aggregation_probe_ratio_threshold = 0.0;
     }
-    let mut state = datafusion::execution::SessionStateBuilder::new()
+    let builder = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
-        .with_default_features()
-        .build();
+        .with_default_features();
+    let builder = if runs {
+        cohort_sql_extensions::with_extensions(builder)
+    } else {
+        builder
+    };
+    let mut state = builder.build();
     cohort_sql_extensions::register_all(&mut state).unwrap();
     let ctx = SessionContext::new_with_state(state);
     // Several input partitions, so partial states really are merged.
@@ -139,6 +145,13 @@ async fn run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_do_not_depend_on_batching_partitioning_or_partial_aggregation() {
     let (rows, batch) = data(20261123);
+    // The same rows grouped by user (each user's rows in their original order), as stored
+    // data arrives: the run aggregation then hands users on while they are still incomplete.
+    let mut by_user: Vec<u32> = (0..rows.len() as u32).collect();
+    by_user.sort_by_key(|&i| rows[i as usize].0);
+    let sorted =
+        arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(by_user))
+            .unwrap();
     let mut compared = 0;
     for mode_text in MODES {
         let mode = parse_mode("window_funnel", mode_text).unwrap();
@@ -152,21 +165,26 @@ async fn results_do_not_depend_on_batching_partitioning_or_partial_aggregation()
             let sql = format!(
                 "SELECT u, window_funnel({window}, '{mode_text}', ts, {conditions}) FROM t GROUP BY u"
             );
-            for (batch_size, partitions, skip_partial) in [
-                (1, 1, false),
-                (7, 3, true),
-                (64, 8, false),
-                (8192, 2, true),
-                (513, 5, true),
+            for (batch_size, partitions, skip_partial, runs) in [
+                (1, 1, false, false),
+                (7, 3, true, false),
+                (64, 8, false, false),
+                (8192, 2, true, false),
+                (513, 5, true, false),
+                (1, 2, false, true),
+                (64, 8, false, true),
+                (8192, 2, false, true),
             ] {
-                let actual = run(&batch, batch_size, partitions, skip_partial, &sql).await;
-                assert_eq!(
-                    actual, expected,
-                    "mode '{mode_text}', window {window}, batch {batch_size}, partitions {partitions}, skip partial {skip_partial}"
-                );
-                compared += 1;
+                for (order, input) in [("shuffled", &batch), ("by user", &sorted)] {
+                    let actual = run(input, batch_size, partitions, skip_partial, runs, &sql).await;
+                    assert_eq!(
+                        actual, expected,
+                        "mode '{mode_text}', window {window}, batch {batch_size}, partitions {partitions}, skip partial {skip_partial}, run aggregation {runs}, {order} input"
+                    );
+                    compared += 1;
+                }
             }
         }
     }
-    assert_eq!(compared, MODES.len() * 3 * 5);
+    assert_eq!(compared, MODES.len() * 3 * 8 * 2);
 }

@@ -44,6 +44,10 @@ enum Command {
         threads: usize,
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// Run this SQL instead of the named query (e.g. `EXPLAIN ANALYZE ...` to see where the
+        /// time goes) and print its result.
+        #[arg(long)]
+        sql: Option<String>,
     },
 }
 
@@ -72,15 +76,20 @@ fn main() -> anyhow::Result<()> {
             writer.close()?;
             println!("{} events written to {}", batch.num_rows(), out.display());
         }
-        Command::Run { data, query, threads, repeat } => runtime.block_on(async {
+        Command::Run { data, query, threads, repeat, sql: custom } => runtime.block_on(async {
             // DATAFUSION_* variables tune a run, as for any DataFusion session.
             let config = SessionConfig::from_env()?.with_target_partitions(threads);
-            let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+            let builder = SessionStateBuilder::new().with_config(config).with_default_features();
+            let mut state = cohort_sql_extensions::with_extensions(builder).build();
             cohort_sql_extensions::register_all(&mut state)?;
             let ctx = SessionContext::new_with_state(state);
             ctx.register_parquet("events", data.to_string_lossy().as_ref(), ParquetReadOptions::default())
                 .await?;
-            let sql = if query == "funnel" { FUNNEL_SQL.to_string() } else { retention_sql() };
+            let sql = match &custom {
+                Some(sql) => sql.clone(),
+                None if query == "funnel" => FUNNEL_SQL.to_string(),
+                None => retention_sql(),
+            };
             let mut best = f64::MAX;
             let mut rows = 0;
             for _ in 0..repeat.max(1) {
@@ -88,6 +97,9 @@ fn main() -> anyhow::Result<()> {
                 let batches = ctx.sql(&sql).await?.collect().await?;
                 best = best.min(started.elapsed().as_secs_f64() * 1000.0);
                 rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
+                if custom.is_some() {
+                    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+                }
             }
             println!(
                 "{{\"query\":\"{query}\",\"best_ms\":{best:.1},\"peak_rss_mb\":{:.1},\"rows\":{rows}}}",

@@ -1,0 +1,230 @@
+//! `RunAggregateExec` gives the same answers as DataFusion's partial hash aggregation: every
+//! aggregate kind it may replace, each integer key type, NULL keys, sorted, reverse-sorted and
+//! shuffled input, tiny and large batches, one and several partitions, and under a memory limit
+//! that forces it to hand groups on early.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::MemTable;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const QUERY: &str = "SELECT k, count(*), count(v), sum(v), min(v), max(v), avg(v), \
+    sum(v) FILTER (WHERE flag), max(e), retention(flag, v > 0, e = 'a'), \
+    window_funnel(10, ts, e = 'a', e = 'b', e = 'c') \
+    FROM t GROUP BY k ORDER BY k";
+
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    Ascending,
+    Descending,
+    Shuffled,
+}
+
+/// Rows with `groups` distinct keys (some NULL), in the given order.
+fn data(seed: u64, rows: usize, groups: u64, key_type: &DataType, order: Order) -> RecordBatch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut keys: Vec<Option<u64>> = (0..rows)
+        .map(|_| (rng.random_range(0..50) != 0).then(|| rng.random_range(0..groups)))
+        .collect();
+    match order {
+        Order::Ascending => keys.sort(),
+        Order::Descending => keys.sort_by(|a, b| b.cmp(a)),
+        Order::Shuffled => keys.shuffle(&mut rng),
+    }
+    let keys: ArrayRef = Arc::new(UInt64Array::from(keys));
+    let values = Int64Array::from_iter(
+        (0..rows).map(|_| (rng.random_range(0..10) != 0).then(|| rng.random_range(-100..100))),
+    );
+    let flags = BooleanArray::from_iter((0..rows).map(|_| Some(rng.random_bool(0.5))));
+    let events = StringArray::from_iter_values(
+        (0..rows).map(|_| ["a", "b", "c", "x"][rng.random_range(0..4)]),
+    );
+    let times = Int64Array::from_iter_values((0..rows).map(|_| rng.random_range(0..40)));
+    let schema = Schema::new(vec![
+        Field::new("k", key_type.clone(), true),
+        Field::new("v", DataType::Int64, true),
+        Field::new("flag", DataType::Boolean, true),
+        Field::new("e", DataType::Utf8, false),
+        Field::new("ts", DataType::Int64, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            cast(&keys, key_type).unwrap(),
+            Arc::new(values),
+            Arc::new(flags),
+            Arc::new(events),
+            Arc::new(times),
+        ],
+    )
+    .unwrap()
+}
+
+fn context(
+    batch_size: usize,
+    partitions: usize,
+    runs: bool,
+    memory: Option<usize>,
+) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_batch_size(batch_size)
+        .with_target_partitions(partitions);
+    // The final aggregation may spill under the memory test's limit; its merge buffer must fit.
+    config.options_mut().execution.sort_spill_reservation_bytes = 256 << 10;
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(bytes) = memory {
+        runtime = runtime.with_memory_limit(bytes, 1.0);
+    }
+    let builder = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime.build_arc().unwrap())
+        .with_default_features();
+    let builder = if runs {
+        cohort_sql_extensions::with_extensions(builder)
+    } else {
+        builder
+    };
+    let mut state = builder.build();
+    cohort_sql_extensions::register_all(&mut state).unwrap();
+    SessionContext::new_with_state(state)
+}
+
+/// Splits `batch` into `partitions` table partitions of consecutive rows.
+fn register(ctx: &SessionContext, batch: &RecordBatch, partitions: usize) {
+    let chunk = batch.num_rows().div_ceil(partitions).max(1);
+    let parts: Vec<Vec<RecordBatch>> = (0..batch.num_rows())
+        .step_by(chunk)
+        .map(|start| vec![batch.slice(start, chunk.min(batch.num_rows() - start))])
+        .collect();
+    ctx.register_table(
+        "t",
+        Arc::new(MemTable::try_new(batch.schema(), parts).unwrap()),
+    )
+    .unwrap();
+}
+
+/// The query's result, and the rows the run aggregation emitted (None if the plan has none).
+async fn answer(ctx: &SessionContext, sql: &str) -> (String, Option<usize>) {
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    let result = concat_batches(&plan.schema(), &batches).unwrap();
+    (
+        pretty_format_batches(&[result]).unwrap().to_string(),
+        run_rows(&plan),
+    )
+}
+
+fn run_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    if plan.name() == "RunAggregateExec" {
+        return plan.metrics().and_then(|m| m.output_rows());
+    }
+    plan.children().into_iter().find_map(run_rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_answers_as_hash_aggregation() {
+    let mut cases = 0;
+    for (seed, key_type) in [
+        DataType::Int64,
+        DataType::Int32,
+        DataType::UInt64,
+        DataType::Int8,
+        DataType::UInt16,
+    ]
+    .iter()
+    .enumerate()
+    {
+        for order in [Order::Ascending, Order::Descending, Order::Shuffled] {
+            let batch = data(seed as u64, 3000, 100, key_type, order);
+            for (batch_size, partitions) in [(1, 2), (7, 3), (64, 2), (8192, 4)] {
+                let expected = {
+                    let ctx = context(batch_size, partitions, false, None);
+                    register(&ctx, &batch, partitions);
+                    answer(&ctx, QUERY).await
+                };
+                let ctx = context(batch_size, partitions, true, None);
+                register(&ctx, &batch, partitions);
+                let (actual, emitted) = answer(&ctx, QUERY).await;
+                let case =
+                    format!("{key_type} {order:?} batch {batch_size} partitions {partitions}");
+                assert!(emitted.is_some(), "{case}: no RunAggregateExec in the plan");
+                assert_eq!(actual, expected.0, "{case}");
+                assert_eq!(expected.1, None);
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 5 * 3 * 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorted_input_is_handed_on_in_pieces() {
+    // 2,000 groups in ascending order with 64-row batches: emitted every 64 groups, so a group
+    // split across two emissions is merged by the final aggregation.
+    let batch = data(7, 20_000, 2_000, &DataType::Int64, Order::Ascending);
+    let ctx = context(64, 2, true, None);
+    register(&ctx, &batch, 2);
+    let (actual, emitted) = answer(&ctx, QUERY).await;
+    let groups = 2_001; // keys 0..2000 and NULL
+    let emitted = emitted.expect("run aggregation planned");
+    assert!(
+        emitted > groups,
+        "{emitted} rows emitted: groups were never split"
+    );
+    let plain = context(64, 2, false, None);
+    register(&plain, &batch, 2);
+    assert_eq!(actual, answer(&plain, QUERY).await.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_pressure_hands_groups_on_instead_of_failing() {
+    let sql = "SELECT k, count(*), sum(v) FROM t GROUP BY k ORDER BY k";
+    let batch = data(11, 200_000, 100_000, &DataType::Int64, Order::Shuffled);
+    let limited = context(8192, 2, true, Some(8 << 20));
+    register(&limited, &batch, 2);
+    let (actual, emitted) = answer(&limited, sql).await;
+    let emitted = emitted.expect("run aggregation planned");
+    let groups = {
+        let ctx = context(8192, 2, false, None);
+        register(&ctx, &batch, 2);
+        let (expected, _) = answer(&ctx, sql).await;
+        assert_eq!(actual, expected);
+        expected.lines().count() - 4
+    };
+    assert!(
+        emitted > groups,
+        "{emitted} rows for {groups} groups: never emitted early"
+    );
+}
+
+#[tokio::test]
+async fn other_aggregations_keep_datafusions_operator() {
+    let batch = data(3, 100, 10, &DataType::Int64, Order::Shuffled);
+    let ctx = context(8192, 2, true, None);
+    register(&ctx, &batch, 2);
+    for sql in [
+        "SELECT e, count(*) FROM t GROUP BY e",
+        "SELECT k, v, count(*) FROM t GROUP BY k, v",
+        "SELECT k, array_agg(v ORDER BY ts) FROM t GROUP BY k",
+        "SELECT count(*) FROM t",
+    ] {
+        let (_, emitted) = answer(&ctx, sql).await;
+        assert_eq!(emitted, None, "{sql}");
+    }
+}
