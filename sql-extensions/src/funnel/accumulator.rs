@@ -1,16 +1,23 @@
-//! Per-group funnel state: the condition matches of each group, kept as (timestamp, condition,
-//! row) items in one arena shared by all groups ([`GroupLists`]). Rows that match no condition are not stored (except
-//! as a marker in `strict_order` mode), which for typical funnels drops most input rows.
+//! Per-group funnel state. A group's events are not copied as they arrive: the accumulator
+//! keeps the arrays they arrived in (input columns, or the list columns of merged states) and,
+//! per group, the runs of rows or list values that belong to it ([`Piece`]s in one shared
+//! [`GroupLists`]). Input sorted by user puts each user's rows of a batch in one run, and a
+//! merged state is one run, so recording costs a few words per run instead of a copy per event;
+//! events are read out once, when the state or the level is produced.
+//!
+//! A row matching several conditions yields one event per condition; rows matching none yield
+//! nothing, except a marker event in `strict_order` mode. Row ids, which keep one row from
+//! counting twice in a chain, are carried only in `strict_once` mode.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt8Array, UInt32Array};
-use arrow::buffer::OffsetBuffer;
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Int64Type, UInt8Type, UInt32Type};
 use datafusion::error::Result;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
-use super::level::{self, Event, Mode};
+use super::level::{self, Event, Mode, Scratch};
 use crate::common::{condition_masks, filtered_out, list_column};
 use crate::group_lists::GroupLists;
 use crate::time::{event_times, to_event_time_array};
@@ -32,38 +39,30 @@ fn row_conditions(values: &[ArrayRef], args: &FunnelArgs, rows: usize) -> Vec<u3
     condition_masks(&values[args.ts_index + 1..], rows, None)
 }
 
-/// Records the matches (`mask`) of one input row (with id `row_id`) into `out`. Conditions are
-/// pushed from last to first, as ClickHouse does; the scan sorts them by index anyway.
-fn record_row(
-    mut out: impl FnMut(Event) -> Result<()>,
-    args: &FunnelArgs,
-    ts: i64,
-    mask: u32,
-    row_id: u32,
-) -> Result<()> {
+/// Emits the events of one input row (matched conditions `mask`, id `row`). Conditions go from
+/// last to first, as ClickHouse records them; the scan orders events by condition anyway.
+#[inline]
+fn row_events(mode: Mode, ts: i64, mask: u32, row: u32, mut out: impl FnMut(Event)) {
     if mask == 0 {
-        if args.mode.strict_order {
-            out(Event {
-                ts,
-                cond: 0,
-                row: row_id,
-            })?;
+        if mode.strict_order {
+            out(Event { ts, cond: 0, row });
         }
-        return Ok(());
+        return;
     }
-    for index in (0..u32::BITS - mask.leading_zeros()).rev() {
-        if mask & (1 << index) != 0 {
-            out(Event {
-                ts,
-                cond: index as u8 + 1,
-                row: row_id,
-            })?;
-        }
+    let mut rest = mask;
+    while rest != 0 {
+        let index = u32::BITS - 1 - rest.leading_zeros();
+        rest &= !(1 << index);
+        out(Event {
+            ts,
+            cond: index as u8 + 1,
+            row,
+        });
     }
-    Ok(())
 }
 
-/// State columns: one list per group of timestamps, condition indexes and row ids.
+/// State columns: one list per group of timestamps, condition indexes and row ids (the row
+/// lists are empty unless the mode is `strict_once`).
 pub fn state_fields(name: &str) -> Vec<Field> {
     let list = |item: DataType| DataType::List(Arc::new(Field::new_list_field(item, true)));
     vec![
@@ -73,36 +72,153 @@ pub fn state_fields(name: &str) -> Vec<Field> {
     ]
 }
 
-fn state_arrays(groups: &GroupLists<Event>) -> Result<Vec<ArrayRef>> {
-    let offsets = OffsetBuffer::<i32>::from_lengths((0..groups.groups()).map(|g| groups.len(g)));
-    let events = (0..groups.groups()).flat_map(|g| groups.iter(g));
-    let ts = Int64Array::from_iter_values(events.clone().map(|e| e.ts));
-    let cond = UInt8Array::from_iter_values(events.clone().map(|e| e.cond));
-    let row = UInt32Array::from_iter_values(events.map(|e| e.row));
+/// Arrays a group's events are read from.
+#[derive(Debug)]
+enum Source {
+    /// An input batch: event times and condition masks per row.
+    Rows {
+        ts: ScalarBuffer<i64>,
+        masks: Vec<u32>,
+    },
+    /// Merged states: the flattened list values.
+    States {
+        ts: ScalarBuffer<i64>,
+        conds: ScalarBuffer<u8>,
+        rows: Option<ScalarBuffer<u32>>,
+    },
+}
+
+impl Source {
+    fn size(&self) -> usize {
+        match self {
+            Source::Rows { ts, masks } => ts.len() * 8 + masks.capacity() * 4,
+            Source::States { ts, conds, rows } => {
+                ts.len() * 8 + conds.len() + rows.as_ref().map_or(0, |r| r.len() * 4)
+            }
+        }
+    }
+}
+
+/// Rows (of a `Rows` source) or list values (of a `States` source) `start..start + len` of
+/// `source`; `first_row` is the group's row id of the first of them.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    source: u32,
+    start: u32,
+    len: u32,
+    first_row: u32,
+}
+
+/// Groups' pieces and the sources they point into.
+#[derive(Debug, Default)]
+struct Groups {
+    pieces: GroupLists<Piece>,
+    sources: Vec<Arc<Source>>,
+}
+
+impl Groups {
+    /// The events of `group`, in arrival order.
+    fn events(&self, group: usize, mode: Mode, mut out: impl FnMut(Event)) {
+        for piece in self.pieces.iter(group) {
+            let range = piece.start as usize..(piece.start + piece.len) as usize;
+            match self.sources[piece.source as usize].as_ref() {
+                Source::Rows { ts, masks } => {
+                    for (offset, row) in range.enumerate() {
+                        let id = piece.first_row.saturating_add(offset as u32);
+                        row_events(mode, ts[row], masks[row], id, &mut out);
+                    }
+                }
+                Source::States { ts, conds, rows } => {
+                    for value in range {
+                        let id = rows.as_ref().map_or(0, |r| r[value]);
+                        out(Event {
+                            ts: ts[value],
+                            cond: conds[value],
+                            row: piece.first_row.saturating_add(id),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Result<Self> {
+        let pieces = self.pieces.take(emit_to)?;
+        let sources = if self.pieces.groups() == 0 {
+            std::mem::take(&mut self.sources)
+        } else {
+            // Kept groups still point into the sources.
+            self.sources.clone()
+        };
+        Ok(Self { pieces, sources })
+    }
+
+    fn size(&self) -> usize {
+        self.pieces.size() + self.sources.iter().map(|s| s.size()).sum::<usize>()
+    }
+}
+
+/// Per-group event lists as the three state columns.
+fn state_arrays(
+    groups: usize,
+    mode: Mode,
+    mut events_of: impl FnMut(usize, &mut dyn FnMut(Event)),
+) -> Result<Vec<ArrayRef>> {
+    let mut lengths = Vec::with_capacity(groups);
+    let mut ts = Vec::new();
+    let mut conds = Vec::new();
+    let mut rows = Vec::new();
+    for group in 0..groups {
+        let before = ts.len();
+        events_of(group, &mut |event: Event| {
+            ts.push(event.ts);
+            conds.push(event.cond);
+            if mode.strict_once {
+                rows.push(event.row);
+            }
+        });
+        lengths.push(ts.len() - before);
+    }
+    let offsets = OffsetBuffer::<i32>::from_lengths(lengths);
+    let row_offsets = if mode.strict_once {
+        offsets.clone()
+    } else {
+        OffsetBuffer::new_zeroed(groups)
+    };
     Ok(vec![
-        list_column(offsets.clone(), Arc::new(ts), true)?,
-        list_column(offsets.clone(), Arc::new(cond), true)?,
-        list_column(offsets, Arc::new(row), true)?,
+        list_column(offsets.clone(), Arc::new(Int64Array::from(ts)), true)?,
+        list_column(offsets, Arc::new(UInt8Array::from(conds)), true)?,
+        list_column(row_offsets, Arc::new(UInt32Array::from(rows)), true)?,
     ])
 }
 
-fn outputs(groups: &GroupLists<Event>, args: &FunnelArgs) -> Result<ArrayRef> {
-    let mut scratch = Vec::new();
-    let outcomes = (0..groups.groups()).map(|g| {
-        scratch.clear();
-        scratch.extend(groups.iter(g));
-        level::evaluate(&mut scratch, args.steps, args.window, args.mode)
-    });
-    if !args.want_chain {
-        return Ok(Arc::new(UInt8Array::from_iter_values(
-            outcomes.map(|o| o.level),
-        )));
-    }
-    let mut lengths = Vec::with_capacity(groups.groups());
+fn outputs(groups: &Groups, args: &FunnelArgs) -> Result<ArrayRef> {
+    let mut events = Vec::new();
+    let mut scratch = Scratch::default();
+    let count = groups.pieces.groups();
+    let mut levels = Vec::with_capacity(count);
+    let mut lengths = Vec::new();
     let mut times = Vec::new();
-    for outcome in outcomes {
-        lengths.push(outcome.chain.len());
-        times.extend(outcome.chain);
+    for group in 0..count {
+        events.clear();
+        groups.events(group, args.mode, |e| events.push(e));
+        let chain = args.want_chain.then_some(&mut times);
+        let level = level::evaluate_into(
+            &mut events,
+            args.steps,
+            args.window,
+            args.mode,
+            &mut scratch,
+            chain,
+        );
+        if args.want_chain {
+            lengths.push(level as usize);
+        } else {
+            levels.push(level);
+        }
+    }
+    if !args.want_chain {
+        return Ok(Arc::new(UInt8Array::from(levels)));
     }
     let values = to_event_time_array(Int64Array::from(times), &args.ts_type)?;
     list_column(OffsetBuffer::from_lengths(lengths), values, true)
@@ -110,7 +226,7 @@ fn outputs(groups: &GroupLists<Event>, args: &FunnelArgs) -> Result<ArrayRef> {
 
 pub struct FunnelGroupsAccumulator {
     args: Arc<FunnelArgs>,
-    events: GroupLists<Event>,
+    groups: Groups,
     /// Per group, the id the next input row gets: rows stay distinct after merges (strict_once).
     next_row: Vec<u32>,
 }
@@ -119,19 +235,35 @@ impl FunnelGroupsAccumulator {
     pub fn new(args: Arc<FunnelArgs>) -> Self {
         Self {
             args,
-            events: GroupLists::default(),
+            groups: Groups::default(),
             next_row: Vec::new(),
         }
     }
 
     fn resize(&mut self, groups: usize) {
-        self.events.resize(groups);
+        self.groups.pieces.resize(groups);
         self.next_row.resize(groups, 0);
     }
 
-    fn take(&mut self, emit_to: EmitTo) -> Result<GroupLists<Event>> {
+    fn take(&mut self, emit_to: EmitTo) -> Result<Groups> {
         emit_to.take_needed(&mut self.next_row);
-        self.events.take(emit_to)
+        self.groups.take(emit_to)
+    }
+
+    /// Records rows `start..end` of source `source` as one piece of `group`.
+    fn push_run(&mut self, group: usize, source: u32, start: usize, end: usize) -> Result<()> {
+        let first_row = self.next_row[group];
+        let len = (end - start) as u32;
+        self.next_row[group] = first_row.saturating_add(len);
+        self.groups.pieces.push(
+            group,
+            Piece {
+                source,
+                start: start as u32,
+                len,
+                first_row,
+            },
+        )
     }
 }
 
@@ -146,21 +278,37 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
         self.resize(total_num_groups);
         let ts = event_times(&values[self.args.ts_index])?;
         let masks = row_conditions(values, &self.args, ts.len());
+        let source = self.groups.sources.len() as u32;
+        // Rows matching nothing matter only to strict_order (they stop a chain) and strict_once
+        // (they take a row id); otherwise they may extend a run but never start one.
+        let ignorable = !self.args.mode.strict_order && !self.args.mode.strict_once;
+        let mut run: Option<(usize, usize)> = None;
         for (row, &group) in group_indices.iter().enumerate() {
             if ts.is_null(row) || filtered_out(opt_filter, row) {
+                if let Some((current, start)) = run.take() {
+                    self.push_run(current, source, start, row)?;
+                }
                 continue;
             }
-            let row_id = self.next_row[group];
-            self.next_row[group] = row_id.saturating_add(1);
-            let events = &mut self.events;
-            record_row(
-                |event| events.push(group, event),
-                &self.args,
-                ts.value(row),
-                masks[row],
-                row_id,
-            )?;
+            match run {
+                Some((current, _)) if current == group => {}
+                _ => {
+                    if let Some((current, start)) = run.take() {
+                        self.push_run(current, source, start, row)?;
+                    }
+                    if !(ignorable && masks[row] == 0) {
+                        run = Some((group, row));
+                    }
+                }
+            }
         }
+        if let Some((group, start)) = run {
+            self.push_run(group, source, start, group_indices.len())?;
+        }
+        self.groups.sources.push(Arc::new(Source::Rows {
+            ts: ts.values().clone(),
+            masks,
+        }));
         Ok(())
     }
 
@@ -169,7 +317,11 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        state_arrays(&self.take(emit_to)?)
+        let groups = self.take(emit_to)?;
+        let mode = self.args.mode;
+        state_arrays(groups.pieces.groups(), mode, |group, out| {
+            groups.events(group, mode, out)
+        })
     }
 
     fn merge_batch(
@@ -184,33 +336,39 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
             values[1].as_list::<i32>(),
             values[2].as_list::<i32>(),
         );
-        let (times, conds, ids) = (
-            ts.values().as_primitive::<Int64Type>(),
-            cond.values().as_primitive::<UInt8Type>(),
-            rows.values().as_primitive::<UInt32Type>(),
-        );
+        let strict_once = self.args.mode.strict_once;
+        let ids = strict_once.then(|| rows.values().as_primitive::<UInt32Type>().values().clone());
         let offsets = ts.value_offsets();
+        let source = self.groups.sources.len() as u32;
         for (index, &group) in group_indices.iter().enumerate() {
-            if ts.is_null(index) {
+            let (start, end) = (offsets[index] as usize, offsets[index + 1] as usize);
+            if ts.is_null(index) || start == end {
                 continue;
             }
-            // Row ids of the other state are shifted past ours so rows stay distinct (strict_once).
+            // Row ids of the other state are shifted past ours so rows stay distinct.
             let shift = self.next_row[group];
-            let mut next = shift;
-            for i in offsets[index] as usize..offsets[index + 1] as usize {
-                let row = shift.saturating_add(ids.value(i));
-                next = next.max(row.saturating_add(1));
-                self.events.push(
-                    group,
-                    Event {
-                        ts: times.value(i),
-                        cond: conds.value(i),
-                        row,
-                    },
-                )?;
+            if let Some(ids) = &ids {
+                let next = ids[start..end]
+                    .iter()
+                    .max()
+                    .map_or(0, |m| m.saturating_add(1));
+                self.next_row[group] = shift.saturating_add(next);
             }
-            self.next_row[group] = next;
+            self.groups.pieces.push(
+                group,
+                Piece {
+                    source,
+                    start: start as u32,
+                    len: (end - start) as u32,
+                    first_row: shift,
+                },
+            )?;
         }
+        self.groups.sources.push(Arc::new(Source::States {
+            ts: ts.values().as_primitive::<Int64Type>().values().clone(),
+            conds: cond.values().as_primitive::<UInt8Type>().values().clone(),
+            rows: ids,
+        }));
         Ok(())
     }
 
@@ -221,23 +379,15 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
     ) -> Result<Vec<ArrayRef>> {
         let ts = event_times(&values[self.args.ts_index])?;
         let masks = row_conditions(values, &self.args, ts.len());
-        let mut rows = GroupLists::default();
-        rows.resize(ts.len());
-        for (row, &mask) in masks.iter().enumerate() {
+        let mode = self.args.mode;
+        state_arrays(ts.len(), mode, |row, out| {
             if !ts.is_null(row) && !filtered_out(opt_filter, row) {
-                record_row(
-                    |event| rows.push(row, event),
-                    &self.args,
-                    ts.value(row),
-                    mask,
-                    0,
-                )?;
+                row_events(mode, ts.value(row), masks[row], 0, out);
             }
-        }
-        state_arrays(&rows)
+        })
     }
 
     fn size(&self) -> usize {
-        self.events.size() + self.next_row.capacity() * size_of::<u32>()
+        self.groups.size() + self.next_row.capacity() * size_of::<u32>()
     }
 }

@@ -37,23 +37,62 @@ pub struct Outcome {
 }
 
 pub fn evaluate(events: &mut [Event], steps: u8, window: i64, mode: Mode) -> Outcome {
+    let mut chain = Vec::new();
+    let level = evaluate_into(
+        events,
+        steps,
+        window,
+        mode,
+        &mut Scratch::default(),
+        Some(&mut chain),
+    );
+    Outcome { level, chain }
+}
+
+/// Buffers [`evaluate_into`] reuses from one group to the next.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Per step: whether a chain reached it, and that chain's first and latest times.
+    reached: Vec<bool>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    /// When the chain is wanted, row `k` (`steps` wide) holds that chain's step times.
+    times: Vec<i64>,
+}
+
+/// The level reached; with `chain`, the step times of the chain that reached it are appended
+/// to it. `events` are reordered.
+pub fn evaluate_into(
+    events: &mut [Event],
+    steps: u8,
+    window: i64,
+    mode: Mode,
+    scratch: &mut Scratch,
+    chain: Option<&mut Vec<i64>>,
+) -> u8 {
     if events.is_empty() {
-        return Outcome::default();
+        return 0;
     }
     if !mode.strict_order && steps == 1 {
-        let first = events.iter().map(|e| e.ts).min().expect("not empty");
-        return Outcome {
-            level: 1,
-            chain: vec![first],
-        };
+        if let Some(chain) = chain {
+            chain.push(events.iter().map(|e| e.ts).min().expect("not empty"));
+        }
+        return 1;
     }
     if mode.strict_once {
         events.sort_unstable_by_key(|e| (e.ts, e.cond, e.row));
-        scan_strict_once(events, steps as usize, window, mode)
+        let outcome = scan_strict_once(events, steps as usize, window, mode);
+        if let Some(chain) = chain {
+            chain.extend(outcome.chain);
+        }
+        outcome.level
     } else {
-        // Equal (ts, cond) pairs are interchangeable here, so an unstable sort is exact.
-        events.sort_unstable_by_key(|e| (e.ts, e.cond));
-        scan(events, steps as usize, window, mode)
+        // Equal (ts, cond) pairs are interchangeable here, so an unstable sort is exact. Stored
+        // events mostly arrive in time order already.
+        if !events.is_sorted_by_key(|e| (e.ts, e.cond)) {
+            events.sort_unstable_by_key(|e| (e.ts, e.cond));
+        }
+        scan(events, steps as usize, window, mode, scratch, chain)
     }
 }
 
@@ -61,20 +100,30 @@ fn within_window(ts: i64, first: i64, window: i64) -> bool {
     (ts as i128) <= first as i128 + window as i128
 }
 
-/// One chain per step: the newest chain that reached it (its first and latest timestamps live
-/// in `chains[k]` as the step times).
-fn scan(events: &[Event], steps: usize, window: i64, mode: Mode) -> Outcome {
-    let mut chains: Vec<Option<Vec<i64>>> = vec![None; steps];
+/// One chain per step: the newest chain that reached it.
+fn scan(
+    events: &[Event],
+    steps: usize,
+    window: i64,
+    mode: Mode,
+    scratch: &mut Scratch,
+    chain: Option<&mut Vec<i64>>,
+) -> u8 {
+    let Scratch {
+        reached,
+        first,
+        last,
+        times,
+    } = scratch;
+    reached.clear();
+    reached.resize(steps, false);
+    first.resize(steps, 0);
+    last.resize(steps, 0);
+    let want_chain = chain.is_some();
+    if want_chain {
+        times.resize(steps * steps, 0);
+    }
     let mut started = false;
-    let reached = |chains: &[Option<Vec<i64>>]| -> Outcome {
-        match chains.iter().rposition(Option::is_some) {
-            Some(k) => Outcome {
-                level: (k + 1) as u8,
-                chain: chains[k].clone().expect("set"),
-            },
-            None => Outcome::default(),
-        }
-    };
     for event in events {
         if event.cond == 0 {
             // Only recorded in strict_order mode: an unrelated event.
@@ -85,31 +134,45 @@ fn scan(events: &[Event], steps: usize, window: i64, mode: Mode) -> Outcome {
         }
         let step = event.cond as usize - 1;
         if step == 0 {
-            chains[0] = Some(vec![event.ts]);
+            reached[0] = true;
+            first[0] = event.ts;
+            last[0] = event.ts;
+            if want_chain {
+                times[0] = event.ts;
+            }
             started = true;
-        } else if mode.strict_deduplication && chains[step].is_some() {
-            return reached(&chains);
-        } else if mode.strict_order && started && chains[step - 1].is_none() {
+        } else if mode.strict_deduplication && reached[step] {
+            break;
+        } else if mode.strict_order && started && !reached[step - 1] {
             if mode.allow_reentry {
                 continue;
             }
-            return reached(&chains);
-        } else if let Some(previous) = &chains[step - 1] {
-            let first = previous[0];
-            let last = *previous.last().expect("chains are never empty");
-            let matched = within_window(event.ts, first, window)
-                && (!mode.strict_increase || last < event.ts);
+            break;
+        } else if reached[step - 1] {
+            let matched = within_window(event.ts, first[step - 1], window)
+                && (!mode.strict_increase || last[step - 1] < event.ts);
             if matched {
-                let mut chain = previous.clone();
-                chain.push(event.ts);
-                chains[step] = Some(chain);
+                reached[step] = true;
+                first[step] = first[step - 1];
+                last[step] = event.ts;
+                if want_chain {
+                    let (before, after) = times.split_at_mut(step * steps);
+                    after[..step].copy_from_slice(&before[(step - 1) * steps..][..step]);
+                    after[step] = event.ts;
+                }
                 if step + 1 == steps {
-                    return reached(&chains);
+                    break;
                 }
             }
         }
     }
-    reached(&chains)
+    let level = reached.iter().rposition(|&r| r).map_or(0, |k| k + 1);
+    if let Some(chain) = chain
+        && level > 0
+    {
+        chain.extend_from_slice(&times[(level - 1) * steps..][..level]);
+    }
+    level as u8
 }
 
 struct Sequence {
