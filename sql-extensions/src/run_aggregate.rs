@@ -447,17 +447,32 @@ where
     fn intern(&mut self, keys: &ArrayRef, groups: &mut Vec<usize>) {
         let keys = keys.as_primitive::<T>();
         groups.reserve(keys.len());
-        for (row, &key) in keys.values().iter().enumerate() {
-            if keys.is_null(row) {
-                let group = self.null();
+        if keys.null_count() > 0 {
+            for (row, &key) in keys.values().iter().enumerate() {
+                let group = if keys.is_null(row) {
+                    self.null()
+                } else {
+                    match (self.previous, self.previous_group) {
+                        (Some(previous), Some(group)) if previous == key => group,
+                        _ => self.new_run(key),
+                    }
+                };
                 groups.push(group);
-                continue;
             }
+            return;
+        }
+        // No NULLs: find each run's end and fill its group indices in one go.
+        let values = keys.values();
+        let mut start = 0;
+        while start < values.len() {
+            let key = values[start];
             let group = match (self.previous, self.previous_group) {
                 (Some(previous), Some(group)) if previous == key => group,
                 _ => self.new_run(key),
             };
-            groups.push(group);
+            let len = values[start..].iter().take_while(|&&k| k == key).count();
+            groups.extend(std::iter::repeat_n(group, len));
+            start += len;
         }
     }
 

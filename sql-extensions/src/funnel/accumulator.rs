@@ -114,6 +114,8 @@ struct Piece {
 struct Groups {
     pieces: GroupLists<Piece>,
     sources: Vec<Arc<Source>>,
+    /// Rows and values the pieces cover: about the number of events, to size outputs.
+    covered: usize,
 }
 
 impl Groups {
@@ -144,13 +146,25 @@ impl Groups {
 
     fn take(&mut self, emit_to: EmitTo) -> Result<Self> {
         let pieces = self.pieces.take(emit_to)?;
-        let sources = if self.pieces.groups() == 0 {
-            std::mem::take(&mut self.sources)
+        let (sources, covered) = if self.pieces.groups() == 0 {
+            (
+                std::mem::take(&mut self.sources),
+                std::mem::take(&mut self.covered),
+            )
         } else {
-            // Kept groups still point into the sources.
-            self.sources.clone()
+            // Kept groups still point into the sources; what the taken part covers is unknown.
+            (self.sources.clone(), 0)
         };
-        Ok(Self { pieces, sources })
+        Ok(Self {
+            pieces,
+            sources,
+            covered,
+        })
+    }
+
+    fn push(&mut self, group: usize, piece: Piece) -> Result<()> {
+        self.covered += piece.len as usize;
+        self.pieces.push(group, piece)
     }
 
     fn size(&self) -> usize {
@@ -162,12 +176,13 @@ impl Groups {
 fn state_arrays(
     groups: usize,
     mode: Mode,
+    expected_events: usize,
     mut events_of: impl FnMut(usize, &mut dyn FnMut(Event)),
 ) -> Result<Vec<ArrayRef>> {
     let mut lengths = Vec::with_capacity(groups);
-    let mut ts = Vec::new();
-    let mut conds = Vec::new();
-    let mut rows = Vec::new();
+    let mut ts = Vec::with_capacity(expected_events);
+    let mut conds = Vec::with_capacity(expected_events);
+    let mut rows = Vec::with_capacity(if mode.strict_once { expected_events } else { 0 });
     for group in 0..groups {
         let before = ts.len();
         events_of(group, &mut |event: Event| {
@@ -255,7 +270,7 @@ impl FunnelGroupsAccumulator {
         let first_row = self.next_row[group];
         let len = (end - start) as u32;
         self.next_row[group] = first_row.saturating_add(len);
-        self.groups.pieces.push(
+        self.groups.push(
             group,
             Piece {
                 source,
@@ -319,9 +334,12 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let groups = self.take(emit_to)?;
         let mode = self.args.mode;
-        state_arrays(groups.pieces.groups(), mode, |group, out| {
-            groups.events(group, mode, out)
-        })
+        state_arrays(
+            groups.pieces.groups(),
+            mode,
+            groups.covered,
+            |group, out| groups.events(group, mode, out),
+        )
     }
 
     fn merge_batch(
@@ -354,7 +372,7 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
                     .map_or(0, |m| m.saturating_add(1));
                 self.next_row[group] = shift.saturating_add(next);
             }
-            self.groups.pieces.push(
+            self.groups.push(
                 group,
                 Piece {
                     source,
@@ -380,7 +398,7 @@ impl GroupsAccumulator for FunnelGroupsAccumulator {
         let ts = event_times(&values[self.args.ts_index])?;
         let masks = row_conditions(values, &self.args, ts.len());
         let mode = self.args.mode;
-        state_arrays(ts.len(), mode, |row, out| {
+        state_arrays(ts.len(), mode, ts.len(), |row, out| {
             if !ts.is_null(row) && !filtered_out(opt_filter, row) {
                 row_events(mode, ts.value(row), masks[row], 0, out);
             }
