@@ -2,6 +2,8 @@
 //! and when partial aggregation is skipped (states built row by row with convert_to_state).
 //! The reference is the level of each user's events computed in one pass.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -9,8 +11,7 @@ use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, UInt8Type};
 use cohort_sql_extensions::funnel::level::{self, Event, Mode};
 use cohort_sql_extensions::funnel::parse_mode;
-use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -107,28 +108,9 @@ async fn run(
             .execution
             .skip_partial_aggregation_probe_ratio_threshold = 0.0;
     }
-    let builder = datafusion::execution::SessionStateBuilder::new()
-        .with_config(config)
-        .with_default_features();
-    let builder = if runs {
-        cohort_sql_extensions::with_extensions(builder)
-    } else {
-        builder
-    };
-    let mut state = builder.build();
-    cohort_sql_extensions::register_all(&mut state).unwrap();
-    let ctx = SessionContext::new_with_state(state);
+    let ctx = common::session(config, Arc::default(), runs);
     // Several input partitions, so partial states really are merged.
-    let chunk = batch.num_rows().div_ceil(partitions.max(2));
-    let parts: Vec<Vec<RecordBatch>> = (0..batch.num_rows())
-        .step_by(chunk)
-        .map(|start| vec![batch.slice(start, chunk.min(batch.num_rows() - start))])
-        .collect();
-    ctx.register_table(
-        "t",
-        Arc::new(MemTable::try_new(batch.schema(), parts).unwrap()),
-    )
-    .unwrap();
+    common::register_partitioned(&ctx, batch, partitions.max(2));
     let mut out = BTreeMap::new();
     for result in ctx.sql(sql).await.unwrap().collect().await.unwrap() {
         let users = result

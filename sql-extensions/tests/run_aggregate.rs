@@ -3,14 +3,14 @@
 //! shuffled input, tiny and large batches, one and several partitions, and under a memory limit
 //! that forces it to hand groups on early.
 
+mod common;
+
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::pretty::pretty_format_batches;
-use datafusion::datasource::MemTable;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -85,32 +85,7 @@ fn context(
     if let Some(bytes) = memory {
         runtime = runtime.with_memory_limit(bytes, 1.0);
     }
-    let builder = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime.build_arc().unwrap())
-        .with_default_features();
-    let builder = if runs {
-        cohort_sql_extensions::with_extensions(builder)
-    } else {
-        builder
-    };
-    let mut state = builder.build();
-    cohort_sql_extensions::register_all(&mut state).unwrap();
-    SessionContext::new_with_state(state)
-}
-
-/// Splits `batch` into `partitions` table partitions of consecutive rows.
-fn register(ctx: &SessionContext, batch: &RecordBatch, partitions: usize) {
-    let chunk = batch.num_rows().div_ceil(partitions).max(1);
-    let parts: Vec<Vec<RecordBatch>> = (0..batch.num_rows())
-        .step_by(chunk)
-        .map(|start| vec![batch.slice(start, chunk.min(batch.num_rows() - start))])
-        .collect();
-    ctx.register_table(
-        "t",
-        Arc::new(MemTable::try_new(batch.schema(), parts).unwrap()),
-    )
-    .unwrap();
+    common::session(config, runtime.build_arc().unwrap(), runs)
 }
 
 /// The query's result, and the rows the run aggregation emitted (None if the plan has none).
@@ -155,11 +130,11 @@ async fn same_answers_as_hash_aggregation() {
             for (batch_size, partitions) in [(1, 2), (7, 3), (64, 2), (8192, 4)] {
                 let expected = {
                     let ctx = context(batch_size, partitions, false, None);
-                    register(&ctx, &batch, partitions);
+                    common::register_partitioned(&ctx, &batch, partitions);
                     answer(&ctx, QUERY).await
                 };
                 let ctx = context(batch_size, partitions, true, None);
-                register(&ctx, &batch, partitions);
+                common::register_partitioned(&ctx, &batch, partitions);
                 let (actual, emitted) = answer(&ctx, QUERY).await;
                 let case =
                     format!("{key_type} {order:?} batch {batch_size} partitions {partitions}");
@@ -179,7 +154,7 @@ async fn sorted_input_is_handed_on_in_pieces() {
     // split across two emissions is merged by the final aggregation.
     let batch = data(7, 20_000, 2_000, &DataType::Int64, Order::Ascending);
     let ctx = context(64, 2, true, None);
-    register(&ctx, &batch, 2);
+    common::register_partitioned(&ctx, &batch, 2);
     let (actual, emitted) = answer(&ctx, QUERY).await;
     let groups = 2_001; // keys 0..2000 and NULL
     let emitted = emitted.expect("run aggregation planned");
@@ -188,7 +163,7 @@ async fn sorted_input_is_handed_on_in_pieces() {
         "{emitted} rows emitted: groups were never split"
     );
     let plain = context(64, 2, false, None);
-    register(&plain, &batch, 2);
+    common::register_partitioned(&plain, &batch, 2);
     assert_eq!(actual, answer(&plain, QUERY).await.0);
 }
 
@@ -197,12 +172,12 @@ async fn memory_pressure_hands_groups_on_instead_of_failing() {
     let sql = "SELECT k, count(*), sum(v) FROM t GROUP BY k ORDER BY k";
     let batch = data(11, 200_000, 100_000, &DataType::Int64, Order::Shuffled);
     let limited = context(8192, 2, true, Some(8 << 20));
-    register(&limited, &batch, 2);
+    common::register_partitioned(&limited, &batch, 2);
     let (actual, emitted) = answer(&limited, sql).await;
     let emitted = emitted.expect("run aggregation planned");
     let groups = {
         let ctx = context(8192, 2, false, None);
-        register(&ctx, &batch, 2);
+        common::register_partitioned(&ctx, &batch, 2);
         let (expected, _) = answer(&ctx, sql).await;
         assert_eq!(actual, expected);
         expected.lines().count() - 4
@@ -217,7 +192,7 @@ async fn memory_pressure_hands_groups_on_instead_of_failing() {
 async fn other_aggregations_keep_datafusions_operator() {
     let batch = data(3, 100, 10, &DataType::Int64, Order::Shuffled);
     let ctx = context(8192, 2, true, None);
-    register(&ctx, &batch, 2);
+    common::register_partitioned(&ctx, &batch, 2);
     for sql in [
         "SELECT e, count(*) FROM t GROUP BY e",
         "SELECT k, v, count(*) FROM t GROUP BY k, v",
