@@ -31,6 +31,16 @@ fn decode(message: &UsersBatch) -> RecordBatch {
     batch
 }
 
+/// A server on `store` with the demo data and the `abandoners` segment (version 1).
+fn demo_with_abandoners(store: &std::path::Path) -> TestServer {
+    let server = TestServer::start(store, &["--demo"]);
+    sql(
+        &server,
+        &format!("CREATE SEGMENT abandoners AS {ABANDONERS}"),
+    );
+    server
+}
+
 async fn client(server: &TestServer) -> ActivationServiceClient<Channel> {
     ActivationServiceClient::connect(server.url())
         .await
@@ -86,11 +96,7 @@ async fn members(
 async fn activation_consumer_lists_pulls_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let server = TestServer::start(&store, &["--demo"]);
-    sql(
-        &server,
-        &format!("CREATE SEGMENT abandoners AS {ABANDONERS}"),
-    );
+    let server = demo_with_abandoners(&store);
     let expected: BTreeSet<i64> = sql(&server, ABANDONERS)
         .iter()
         .map(|l| l.parse().unwrap())
@@ -290,11 +296,7 @@ async fn activation_streams_a_large_segment_in_batches() {
 async fn subscribers_hear_of_versions_committed_by_other_processes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let watched = TestServer::start(&store, &["--demo"]);
-    sql(
-        &watched,
-        &format!("CREATE SEGMENT abandoners AS {ABANDONERS}"),
-    );
+    let watched = demo_with_abandoners(&store);
     let other = TestServer::start(&store, &[]);
     let mut notifications = client(&watched)
         .await
