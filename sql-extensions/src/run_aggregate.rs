@@ -27,6 +27,7 @@ use arrow::datatypes::{
     UInt32Type, UInt64Type,
 };
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::internal_datafusion_err;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -101,7 +102,7 @@ impl RunAggregateExec {
             && group_by.expr()[0]
                 .0
                 .data_type(&input_schema)
-                .is_ok_and(|t| key_type_supported(&t))
+                .is_ok_and(|t| run_groups(&t).is_some())
             && aggregate.aggr_expr().iter().all(|a| {
                 a.groups_accumulator_supported() && a.order_bys().is_empty() && !a.is_distinct()
             })
@@ -273,7 +274,9 @@ impl RunAggregation {
                 .collect(),
             filters: aggregate.filter_expr().to_vec(),
             accumulators,
-            groups: run_groups(&key_type),
+            groups: run_groups(&key_type).ok_or_else(|| {
+                internal_datafusion_err!("RunAggregateExec planned for a {key_type} key")
+            })?,
             group_indices: Vec::new(),
             batch_size: context.session_config().batch_size(),
             reservation,
@@ -346,31 +349,19 @@ impl RunAggregation {
     }
 }
 
-fn key_type_supported(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-    )
-}
-
-fn run_groups(data_type: &DataType) -> Box<dyn RunGroups> {
-    match data_type {
+/// Group numbering for keys of `data_type`; `None` for key types this operator does not take.
+fn run_groups(data_type: &DataType) -> Option<Box<dyn RunGroups>> {
+    Some(match data_type {
         DataType::Int8 => Box::new(PrimitiveRunGroups::<Int8Type>::default()),
         DataType::Int16 => Box::new(PrimitiveRunGroups::<Int16Type>::default()),
         DataType::Int32 => Box::new(PrimitiveRunGroups::<Int32Type>::default()),
+        DataType::Int64 => Box::new(PrimitiveRunGroups::<Int64Type>::default()),
         DataType::UInt8 => Box::new(PrimitiveRunGroups::<UInt8Type>::default()),
         DataType::UInt16 => Box::new(PrimitiveRunGroups::<UInt16Type>::default()),
         DataType::UInt32 => Box::new(PrimitiveRunGroups::<UInt32Type>::default()),
         DataType::UInt64 => Box::new(PrimitiveRunGroups::<UInt64Type>::default()),
-        _ => Box::new(PrimitiveRunGroups::<Int64Type>::default()),
-    }
+        _ => return None,
+    })
 }
 
 /// Group numbering of the keys seen since the last emission.
@@ -416,8 +407,13 @@ where
     T: ArrowPrimitiveType,
     T::Native: Hash + Eq + Ord,
 {
-    /// The group of a key that differs from the previous row's.
-    fn new_run(&mut self, key: T::Native) -> usize {
+    /// The group of a non-NULL key: the previous row's group when the key repeats, else a lookup.
+    fn group_of(&mut self, key: T::Native) -> usize {
+        if let (Some(previous), Some(group)) = (self.previous, self.previous_group)
+            && previous == key
+        {
+            return group;
+        }
         if self.previous.is_some_and(|previous| key < previous) {
             self.ascending = false;
         }
@@ -452,10 +448,7 @@ where
                 let group = if keys.is_null(row) {
                     self.null()
                 } else {
-                    match (self.previous, self.previous_group) {
-                        (Some(previous), Some(group)) if previous == key => group,
-                        _ => self.new_run(key),
-                    }
+                    self.group_of(key)
                 };
                 groups.push(group);
             }
@@ -466,10 +459,7 @@ where
         let mut start = 0;
         while start < values.len() {
             let key = values[start];
-            let group = match (self.previous, self.previous_group) {
-                (Some(previous), Some(group)) if previous == key => group,
-                _ => self.new_run(key),
-            };
+            let group = self.group_of(key);
             let len = values[start..].iter().take_while(|&&k| k == key).count();
             groups.extend(std::iter::repeat_n(group, len));
             start += len;
