@@ -8,15 +8,19 @@
 //! Concurrent ingest is safe across processes: a writer that assigns keys from `next` commits with
 //! the read predicate `user_key >= next` (a Delta replace-where that removes nothing). If another
 //! writer committed keys in that range meanwhile, Delta's conflict check refuses the commit and the
-//! writer reloads the dictionary and tries again, so two users can never share a key.
+//! writer reloads the dictionary and tries again, so two users can never share a key. Retries
+//! wait a jittered, growing delay: without it, writers that collided once start their next
+//! attempts together and keep colliding.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use datafusion::prelude::{col, lit};
 use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::TransactionError;
@@ -27,8 +31,18 @@ use crate::error::{EngineError, Result};
 use crate::store::Store;
 use crate::tables::{SystemTable, USER_ID, USER_KEY};
 
-/// Attempts before concurrent writers are reported as an error rather than retried.
-const MAX_ATTEMPTS: usize = 16;
+/// Retries after a conflict before concurrent writers are reported as an error; with the
+/// delays below a writer keeps trying for 13 to 26 s.
+const MAX_RETRIES: usize = 32;
+
+fn conflict_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(500))
+        .with_max_times(MAX_RETRIES)
+        .with_jitter()
+        .build()
+}
 
 #[derive(Default)]
 pub struct UserKeys {
@@ -49,7 +63,8 @@ impl UserKeys {
     pub async fn assign(&self, store: &Store, user_ids: &ArrayRef) -> Result<Int64Array> {
         let ids = id_text(user_ids)?;
         let mut dictionary = self.dictionary.lock().await;
-        for _ in 0..MAX_ATTEMPTS {
+        let mut waits = conflict_backoff();
+        loop {
             if dictionary.version.is_none() {
                 // Keys are only ever added on top of an existing version: creating a Delta
                 // table does not fail on a concurrent creation, so creation carries no keys.
@@ -69,15 +84,22 @@ impl UserKeys {
             match dictionary.append(store, &missing).await {
                 Ok(()) => return Ok(dictionary.keys_of(&ids)),
                 Err(EngineError::Delta(e)) if is_conflict(&e) => {
-                    tracing::debug!("user keys assigned concurrently; reloading the dictionary");
+                    let Some(wait) = waits.next() else {
+                        return Err(EngineError::Delta(DeltaTableError::Generic(format!(
+                            "could not assign user keys after {} attempts: other writers kept assigning keys at the same time",
+                            MAX_RETRIES + 1
+                        ))));
+                    };
+                    tracing::debug!(
+                        retry_in = ?wait,
+                        "user keys assigned concurrently; reloading the dictionary"
+                    );
                     dictionary.version = None;
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(EngineError::Delta(DeltaTableError::Generic(format!(
-            "could not assign user keys after {MAX_ATTEMPTS} attempts: other writers kept assigning keys at the same time"
-        ))))
     }
 
     /// The key of every row of `user_ids`, or `None` for ids the store has never seen.
@@ -223,9 +245,10 @@ mod tests {
     async fn concurrent_writers_never_share_a_key() {
         let dir = tempfile::tempdir().unwrap();
         let location = dir.path().to_str().unwrap().to_string();
-        // Separate stores and dictionaries stand for separate processes.
+        // Separate stores and dictionaries stand for separate processes. Eight writers: with
+        // retries that did not wait, this many gave up every time.
         let mut writers = Vec::new();
-        for writer in 0..4 {
+        for writer in 0..8 {
             let location = location.clone();
             writers.push(tokio::spawn(async move {
                 let store = Store::open(&location).await.unwrap();
@@ -247,7 +270,7 @@ mod tests {
         let keys = UserKeys::default();
         let mut dictionary = keys.dictionary.lock().await;
         dictionary.refresh(&store).await.unwrap();
-        assert_eq!(dictionary.keys.len(), 4 * 5 * 20 + 1);
+        assert_eq!(dictionary.keys.len(), 8 * 5 * 20 + 1);
         let mut assigned: Vec<i64> = dictionary.keys.values().copied().collect();
         assigned.sort_unstable();
         assigned.dedup();
