@@ -378,6 +378,7 @@ trait RunGroups: Send {
 }
 
 struct PrimitiveRunGroups<T: ArrowPrimitiveType> {
+    /// Key -> group, built only once keys stop ascending.
     index: hashbrown::HashMap<T::Native, usize>,
     /// Key of each group; the NULL group's slot holds a default value.
     keys: Vec<T::Native>,
@@ -407,24 +408,44 @@ where
     T: ArrowPrimitiveType,
     T::Native: Hash + Eq + Ord,
 {
-    /// The group of a non-NULL key: the previous row's group when the key repeats, else a lookup.
+    /// The group of a non-NULL key: the previous row's group when the key repeats, a new group
+    /// while keys ascend, else a lookup.
     fn group_of(&mut self, key: T::Native) -> usize {
         if let (Some(previous), Some(group)) = (self.previous, self.previous_group)
             && previous == key
         {
             return group;
         }
-        if self.previous.is_some_and(|previous| key < previous) {
-            self.ascending = false;
-        }
-        let keys = &mut self.keys;
-        let group = *self.index.entry(key).or_insert_with(|| {
-            keys.push(key);
-            keys.len() - 1
-        });
+        // While keys ascend every run starts a group never seen, so no index is kept: hashing
+        // each key cost more than the rest of the interning. An equal key here belongs to a
+        // group already handed on, so it starts a new one too.
+        let group = if self.ascending && self.previous.is_none_or(|previous| key >= previous) {
+            self.keys.push(key);
+            self.keys.len() - 1
+        } else {
+            if self.ascending {
+                self.ascending = false;
+                self.index_groups_so_far();
+            }
+            let keys = &mut self.keys;
+            *self.index.entry(key).or_insert_with(|| {
+                keys.push(key);
+                keys.len() - 1
+            })
+        };
         self.previous = Some(key);
         self.previous_group = Some(group);
         group
+    }
+
+    /// Indexes the groups numbered while keys ascended (all distinct), leaving out the NULL group.
+    fn index_groups_so_far(&mut self) {
+        self.index.reserve(self.keys.len());
+        for (group, &key) in self.keys.iter().enumerate() {
+            if Some(group) != self.null_group {
+                self.index.insert(key, group);
+            }
+        }
     }
 
     fn null(&mut self) -> usize {

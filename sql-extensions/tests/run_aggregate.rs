@@ -26,6 +26,9 @@ const QUERY: &str = "SELECT k, count(*), count(v), sum(v), min(v), max(v), avg(v
 #[derive(Clone, Copy, Debug)]
 enum Order {
     Ascending,
+    /// Two ascending parts: keys ascend, then restart among keys already seen. The restart
+    /// (at 2/5) falls inside a partition for 2, 3 and 4 partitions.
+    AscendingTwice,
     Descending,
     Shuffled,
 }
@@ -38,6 +41,11 @@ fn data(seed: u64, rows: usize, groups: u64, key_type: &DataType, order: Order) 
         .collect();
     match order {
         Order::Ascending => keys.sort(),
+        Order::AscendingTwice => {
+            let (first, second) = keys.split_at_mut(rows * 2 / 5);
+            first.sort();
+            second.sort();
+        }
         Order::Descending => keys.sort_by(|a, b| b.cmp(a)),
         Order::Shuffled => keys.shuffle(&mut rng),
     }
@@ -125,7 +133,12 @@ async fn same_answers_as_hash_aggregation() {
     .iter()
     .enumerate()
     {
-        for order in [Order::Ascending, Order::Descending, Order::Shuffled] {
+        for order in [
+            Order::Ascending,
+            Order::AscendingTwice,
+            Order::Descending,
+            Order::Shuffled,
+        ] {
             let batch = data(seed as u64, 3000, 100, key_type, order);
             for (batch_size, partitions) in [(1, 2), (7, 3), (64, 2), (8192, 4)] {
                 let expected = {
@@ -145,7 +158,7 @@ async fn same_answers_as_hash_aggregation() {
             }
         }
     }
-    assert_eq!(cases, 5 * 3 * 4);
+    assert_eq!(cases, 5 * 4 * 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
