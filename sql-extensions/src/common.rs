@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, PrimitiveArray};
-use arrow::buffer::{BooleanBuffer, OffsetBuffer};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
@@ -57,64 +57,6 @@ pub fn is_string(data_type: &DataType) -> bool {
 /// Whether an aggregate `FILTER (WHERE ...)` excludes `row`.
 pub fn filtered_out(filter: Option<&BooleanArray>, row: usize) -> bool {
     filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
-}
-
-/// Rows where `condition` is true (not NULL) and the aggregate filter, if any, keeps the row,
-/// as a bitmap whose set bits can be walked word by word instead of row by row.
-pub fn true_rows(condition: &BooleanArray, filter: Option<&BooleanArray>) -> BooleanBuffer {
-    let mut rows = match condition.nulls() {
-        Some(nulls) => condition.values() & nulls.inner(),
-        None => condition.values().clone(),
-    };
-    if let Some(filter) = filter {
-        rows = &rows & filter.values();
-        if let Some(nulls) = filter.nulls() {
-            rows = &rows & nulls.inner();
-        }
-    }
-    rows
-}
-
-/// Conditions one call may take: [`condition_masks`] packs a row's conditions into a `u32`.
-pub const MAX_CONDITIONS: usize = 32;
-
-/// Checks a function's condition arguments: at most [`MAX_CONDITIONS`], each boolean (or a NULL
-/// literal, which never holds).
-pub fn check_conditions(function: &str, conditions: &[DataType]) -> Result<()> {
-    if conditions.len() > MAX_CONDITIONS {
-        return plan_err!(
-            "{function} takes at most {MAX_CONDITIONS} conditions, got {}",
-            conditions.len()
-        );
-    }
-    for (i, condition) in conditions.iter().enumerate() {
-        if !matches!(condition, DataType::Boolean | DataType::Null) {
-            return plan_err!(
-                "{function}: condition {} must be boolean, got {condition}",
-                i + 1
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Per row, bit `i` set when `conditions[i]` holds (true, not NULL) and the filter keeps the
-/// row. Conditions of a NULL type (a literal NULL) never hold. Walking each condition's set bits
-/// is much cheaper than testing every condition on every row, as conditions are mostly false.
-pub fn condition_masks(
-    conditions: &[ArrayRef],
-    rows: usize,
-    filter: Option<&BooleanArray>,
-) -> Vec<u32> {
-    let mut masks = vec![0u32; rows];
-    for (bit, condition) in conditions.iter().enumerate() {
-        if let Some(condition) = condition.as_boolean_opt() {
-            for row in true_rows(condition, filter).set_indices() {
-                masks[row] |= 1 << bit;
-            }
-        }
-    }
-    masks
 }
 
 /// State fields of per-group event lists: event times and a small per-event value.

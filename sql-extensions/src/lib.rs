@@ -6,6 +6,7 @@
 
 pub mod bitmap;
 pub mod common;
+pub mod conditions;
 pub mod funnel;
 pub mod group_lists;
 pub mod retention;

@@ -19,12 +19,17 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, UInt32Type};
 use datafusion::common::plan_err;
 use datafusion::error::Result;
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::function::{
+    AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
+};
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
-use crate::common::{SingleGroup, check_conditions, condition_masks, list_column};
+use crate::common::{SingleGroup, list_column};
+use crate::conditions::{check_conditions, condition_masks, pack_conditions};
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     vec![Arc::new(AggregateUDF::from(Retention::new()))]
@@ -33,13 +38,24 @@ pub fn functions() -> Vec<Arc<AggregateUDF>> {
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Retention {
     signature: Signature,
+    /// Set when the call's conditions arrive packed, one bit each: see [`crate::conditions`].
+    packed: Option<usize>,
 }
 
 impl Retention {
     pub fn new() -> Self {
+        Self::with_packing(None)
+    }
+
+    fn with_packing(packed: Option<usize>) -> Self {
         Self {
             signature: Signature::variadic_any(Volatility::Immutable),
+            packed,
         }
+    }
+
+    fn conditions(&self, args: &AccumulatorArgs) -> usize {
+        self.packed.unwrap_or(args.exprs.len())
     }
 }
 
@@ -78,12 +94,12 @@ impl AggregateUDFImpl for Retention {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        if arg_types.len() < 2 {
+        if arg_types.len() < 2 && self.packed.is_none() {
             return plan_err!(
                 "retention needs at least two conditions: retention(cond1, cond2, ..., condN)"
             );
         }
-        check_conditions("retention", arg_types)?;
+        check_conditions("retention", arg_types, self.packed)?;
         Ok(DataType::List(item_field()))
     }
 
@@ -101,7 +117,7 @@ impl AggregateUDFImpl for Retention {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         Ok(Box::new(SingleGroup::new(RetentionGroups {
-            n: args.exprs.len(),
+            n: self.conditions(&args),
             masks: Vec::new(),
         })?))
     }
@@ -115,9 +131,19 @@ impl AggregateUDFImpl for Retention {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(RetentionGroups {
-            n: args.exprs.len(),
+            n: self.conditions(&args),
             masks: Vec::new(),
         }))
+    }
+
+    fn simplify(&self) -> Option<AggregateFunctionSimplification> {
+        self.packed.is_none().then(|| {
+            Box::new(|call: AggregateFunction, info: &SimplifyContext| {
+                pack_conditions(call, 0, info, |n| {
+                    AggregateUDF::from(Retention::with_packing(Some(n)))
+                })
+            }) as _
+        })
     }
 }
 

@@ -39,9 +39,10 @@ use datafusion::logical_expr::{
 };
 
 use crate::common::{
-    EventListFunction, EventListGroups, SingleGroup, condition_masks, constant, constant_string,
-    event_list_fields, list_column,
+    EventListFunction, EventListGroups, SingleGroup, constant, constant_string, event_list_fields,
+    list_column,
 };
+use crate::conditions::condition_masks;
 use crate::time::{is_event_time, window_in_units};
 
 const NAME: &str = "retention_periods";

@@ -139,15 +139,22 @@ async fn results_do_not_depend_on_batching_partitioning_or_partial_aggregation()
         let mode = parse_mode("window_funnel", mode_text).unwrap();
         for window in [1i64, 5, 30] {
             let expected = reference(&rows, mode, window);
-            let conditions = STEPS
-                .iter()
-                .map(|s| format!("e = '{s}'"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT u, window_funnel({window}, '{mode_text}', ts, {conditions}) FROM t GROUP BY u"
-            );
-            for (batch_size, partitions, skip_partial, runs) in [
+            // `e = 'a', e = 'b', ...` runs as one packed condition mask; wrapped in coalesce
+            // (the same truth values) the conditions are evaluated one by one.
+            let sql = |packed: bool| {
+                let conditions = STEPS
+                    .iter()
+                    .map(|s| match packed {
+                        true => format!("e = '{s}'"),
+                        false => format!("coalesce(e = '{s}', false)"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "SELECT u, window_funnel({window}, '{mode_text}', ts, {conditions}) FROM t GROUP BY u"
+                )
+            };
+            for (i, (batch_size, partitions, skip_partial, runs)) in [
                 (1, 1, false, false),
                 (7, 3, true, false),
                 (64, 8, false, false),
@@ -156,12 +163,24 @@ async fn results_do_not_depend_on_batching_partitioning_or_partial_aggregation()
                 (1, 2, false, true),
                 (64, 8, false, true),
                 (8192, 2, false, true),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let packed = i % 2 == 0;
                 for (order, input) in [("shuffled", &batch), ("by user", &sorted)] {
-                    let actual = run(input, batch_size, partitions, skip_partial, runs, &sql).await;
+                    let actual = run(
+                        input,
+                        batch_size,
+                        partitions,
+                        skip_partial,
+                        runs,
+                        &sql(packed),
+                    )
+                    .await;
                     assert_eq!(
                         actual, expected,
-                        "mode '{mode_text}', window {window}, batch {batch_size}, partitions {partitions}, skip partial {skip_partial}, run aggregation {runs}, {order} input"
+                        "mode '{mode_text}', window {window}, batch {batch_size}, partitions {partitions}, skip partial {skip_partial}, run aggregation {runs}, {order} input, packed conditions {packed}"
                     );
                     compared += 1;
                 }

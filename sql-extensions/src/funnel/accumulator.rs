@@ -18,7 +18,8 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
 use super::level::{self, Event, Mode, Scratch};
-use crate::common::{condition_masks, filtered_out, list_column};
+use crate::common::{filtered_out, list_column};
+use crate::conditions::condition_masks;
 use crate::group_lists::GroupLists;
 use crate::time::{event_times, to_event_time_array};
 

@@ -43,12 +43,17 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::function::{
+    AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
+};
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
 };
 
-use crate::common::{SingleGroup, check_conditions, constant, constant_string, is_string};
+use crate::common::{SingleGroup, constant, constant_string, is_string};
+use crate::conditions::{check_conditions, pack_conditions};
 use crate::time::{is_event_time, window_in_units};
 use accumulator::{FunnelArgs, FunnelGroupsAccumulator};
 use level::Mode;
@@ -64,13 +69,20 @@ pub fn functions() -> Vec<Arc<AggregateUDF>> {
 pub struct WindowFunnel {
     steps_output: bool,
     signature: Signature,
+    /// Set when the call's conditions arrive packed, one bit each: see [`crate::conditions`].
+    packed: Option<usize>,
 }
 
 impl WindowFunnel {
     pub fn new(steps_output: bool) -> Self {
+        Self::with_packing(steps_output, None)
+    }
+
+    fn with_packing(steps_output: bool, packed: Option<usize>) -> Self {
         Self {
             steps_output,
             signature: Signature::variadic_any(Volatility::Immutable),
+            packed,
         }
     }
 }
@@ -83,7 +95,7 @@ struct Layout {
 }
 
 impl Layout {
-    fn from_types(name: &str, types: &[DataType]) -> Result<Self> {
+    fn from_types(name: &str, types: &[DataType], packed: Option<usize>) -> Result<Self> {
         let usage = format!("{name}(window, [mode,] ts, cond1, ..., condN)");
         if types.len() < 3 {
             return plan_err!(
@@ -109,11 +121,10 @@ impl Layout {
         if conditions.is_empty() {
             return plan_err!("{name} needs at least one condition: {usage}");
         }
-        check_conditions(name, conditions)?;
         Ok(Self {
             ts_index,
             ts_type: ts_type.clone(),
-            steps: conditions.len(),
+            steps: check_conditions(name, conditions, packed)?,
         })
     }
 }
@@ -158,7 +169,7 @@ impl AggregateUDFImpl for WindowFunnel {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        let layout = Layout::from_types(self.name(), arg_types)?;
+        let layout = Layout::from_types(self.name(), arg_types, self.packed)?;
         Ok(if self.steps_output {
             DataType::List(Arc::new(Field::new_list_field(layout.ts_type, true)))
         } else {
@@ -204,6 +215,25 @@ impl AggregateUDFImpl for WindowFunnel {
             self.funnel_args(&args)?,
         )))
     }
+
+    fn simplify(&self) -> Option<AggregateFunctionSimplification> {
+        let steps_output = self.steps_output;
+        self.packed.is_none().then(|| {
+            Box::new(move |call: AggregateFunction, info: &SimplifyContext| {
+                // Conditions follow the event time, which follows the optional mode string.
+                let with_mode = call
+                    .params
+                    .args
+                    .get(1)
+                    .and_then(|mode| info.get_data_type(mode).ok())
+                    .is_some_and(|t| is_string(&t));
+                let first = if with_mode { 3 } else { 2 };
+                pack_conditions(call, first, info, |n| {
+                    AggregateUDF::from(WindowFunnel::with_packing(steps_output, Some(n)))
+                })
+            }) as _
+        })
+    }
 }
 
 impl WindowFunnel {
@@ -214,7 +244,7 @@ impl WindowFunnel {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let layout = Layout::from_types(name, &types)?;
+        let layout = Layout::from_types(name, &types, self.packed)?;
         let window = window_in_units(name, constant(name, args, 0, "window")?, &layout.ts_type)?;
         let mode = if layout.ts_index == 2 {
             parse_mode(name, constant_string(name, args, 1, "mode")?)?

@@ -36,15 +36,19 @@ use arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
 use arrow::datatypes::{DataType, FieldRef, UInt32Type};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::function::{
+    AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
+};
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
 };
 
 use crate::common::{
-    EventListFunction, EventListGroups, SingleGroup, check_conditions, condition_masks,
-    constant_string, event_list_fields,
+    EventListFunction, EventListGroups, SingleGroup, constant_string, event_list_fields,
 };
+use crate::conditions::{check_conditions, condition_masks, pack_conditions};
 use crate::time::{integer_amount_in_units, is_event_time};
 use pattern::{Entry, Pattern};
 
@@ -59,17 +63,25 @@ pub fn functions() -> Vec<Arc<AggregateUDF>> {
 pub struct Sequence {
     count: bool,
     signature: Signature,
+    /// Set when the call's conditions arrive packed, one bit each: see [`crate::conditions`].
+    packed: Option<usize>,
 }
 
 impl Sequence {
     pub fn new(count: bool) -> Self {
+        Self::with_packing(count, None)
+    }
+
+    fn with_packing(count: bool, packed: Option<usize>) -> Self {
         Self {
             count,
             signature: Signature::variadic_any(Volatility::Immutable),
+            packed,
         }
     }
 
-    fn check_types(&self, types: &[DataType]) -> Result<()> {
+    /// Checks the argument types; returns the number of conditions.
+    fn check_types(&self, types: &[DataType]) -> Result<usize> {
         let name = self.name();
         let usage = format!("{name}(pattern, ts, cond1, ..., condN)");
         if types.len() < 3 {
@@ -92,7 +104,7 @@ impl Sequence {
                 types[1]
             );
         }
-        check_conditions(name, &types[2..])
+        check_conditions(name, &types[2..], self.packed)
     }
 
     fn pattern(&self, args: &AccumulatorArgs) -> Result<Arc<Pattern>> {
@@ -102,13 +114,13 @@ impl Sequence {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        self.check_types(&types)?;
+        let conditions = self.check_types(&types)?;
         let text = constant_string(name, args, 0, "pattern")?;
         let ts_type = types[1].clone();
         Ok(Arc::new(Pattern::parse(
             name,
             text,
-            types.len() - 2,
+            conditions,
             |seconds| integer_amount_in_units(seconds, &ts_type),
         )?))
     }
@@ -197,6 +209,17 @@ impl AggregateUDFImpl for Sequence {
             function: Self::new(self.count),
             pattern: self.pattern(&args)?,
         })))
+    }
+
+    fn simplify(&self) -> Option<AggregateFunctionSimplification> {
+        let count = self.count;
+        self.packed.is_none().then(|| {
+            Box::new(move |call: AggregateFunction, info: &SimplifyContext| {
+                pack_conditions(call, 2, info, |n| {
+                    AggregateUDF::from(Sequence::with_packing(count, Some(n)))
+                })
+            }) as _
+        })
     }
 }
 
