@@ -12,6 +12,7 @@ pub mod group_lists;
 pub mod retention;
 pub mod retention_periods;
 pub mod run_aggregate;
+pub mod run_final;
 pub mod sequence;
 pub mod sum_for_each;
 pub mod time;

@@ -44,6 +44,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::run_final::RunFinalExec;
+
 /// Replaces every partial `AggregateExec` that [`RunAggregateExec`] can run.
 #[derive(Debug, Default)]
 pub struct RunAggregateRule;
@@ -55,6 +57,9 @@ impl PhysicalOptimizerRule for RunAggregateRule {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
+            if let Some(run_final) = RunFinalExec::replacing(&node) {
+                return Ok(Transformed::yes(Arc::new(run_final) as _));
+            }
             let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
@@ -350,7 +355,7 @@ impl RunAggregation {
 }
 
 /// Group numbering for keys of `data_type`; `None` for key types this operator does not take.
-fn run_groups(data_type: &DataType) -> Option<Box<dyn RunGroups>> {
+pub(crate) fn run_groups(data_type: &DataType) -> Option<Box<dyn RunGroups>> {
     Some(match data_type {
         DataType::Int8 => Box::new(PrimitiveRunGroups::<Int8Type>::default()),
         DataType::Int16 => Box::new(PrimitiveRunGroups::<Int16Type>::default()),
@@ -365,7 +370,7 @@ fn run_groups(data_type: &DataType) -> Option<Box<dyn RunGroups>> {
 }
 
 /// Group numbering of the keys seen since the last emission.
-trait RunGroups: Send {
+pub(crate) trait RunGroups: Send {
     /// Appends the group index of each row of `keys` to `groups`.
     fn intern(&mut self, keys: &ArrayRef, groups: &mut Vec<usize>);
     /// Groups numbered so far.

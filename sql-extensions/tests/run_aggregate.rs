@@ -14,6 +14,7 @@ use arrow::util::pretty::pretty_format_batches;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -113,6 +114,11 @@ async fn answer(ctx: &SessionContext, sql: &str) -> (String, Option<usize>) {
     )
 }
 
+/// Whether `plan` contains an operator named `name`.
+fn has_operator(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
+    plan.name() == name || plan.children().into_iter().any(|c| has_operator(c, name))
+}
+
 fn run_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
     if plan.name() == "RunAggregateExec" {
         return plan.metrics().and_then(|m| m.output_rows());
@@ -152,6 +158,17 @@ async fn same_answers_as_hash_aggregation() {
                 let case =
                     format!("{key_type} {order:?} batch {batch_size} partitions {partitions}");
                 assert!(emitted.is_some(), "{case}: no RunAggregateExec in the plan");
+                let plan = ctx
+                    .sql(QUERY)
+                    .await
+                    .unwrap()
+                    .create_physical_plan()
+                    .await
+                    .unwrap();
+                assert!(
+                    has_operator(&plan, "RunFinalExec"),
+                    "{case}: no RunFinalExec in the plan"
+                );
                 assert_eq!(actual, expected.0, "{case}");
                 assert_eq!(expected.1, None);
                 cases += 1;
@@ -206,6 +223,52 @@ async fn memory_pressure_hands_groups_on_instead_of_failing() {
         emitted > groups,
         "{emitted} rows for {groups} groups: never emitted early"
     );
+}
+
+/// The run-numbered final aggregation keeps the hash partitioning it replaces: each output
+/// partition holds exactly the groups DataFusion's repartitioning sends there, so a parent
+/// relying on that partitioning (a partitioned join on the key) stays correct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_partitions_hold_the_groups_hash_repartitioning_sends_there() {
+    let sql = "SELECT k, count(*), sum(v) FROM t GROUP BY k";
+    for order in [Order::Ascending, Order::Shuffled] {
+        let batch = data(5, 5000, 700, &DataType::Int64, order);
+        let mut per_partition = Vec::new();
+        for runs in [false, true] {
+            let ctx = context(256, 3, runs, None);
+            common::register_partitioned(&ctx, &batch, 3);
+            let plan = ctx
+                .sql(sql)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap();
+            assert_eq!(has_operator(&plan, "RunFinalExec"), runs);
+            assert_eq!(plan.properties().output_partitioning().partition_count(), 3);
+            let mut partitions = Vec::new();
+            for partition in 0..3 {
+                let stream = plan.execute(partition, ctx.task_ctx()).unwrap();
+                let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+                let rows = concat_batches(&plan.schema(), &batches).unwrap();
+                let mut lines: Vec<String> = pretty_format_batches(&[rows])
+                    .unwrap()
+                    .to_string()
+                    .lines()
+                    .skip(3)
+                    .map(str::to_string)
+                    .collect();
+                lines.sort();
+                partitions.push(lines);
+            }
+            assert!(
+                partitions.iter().all(|p| p.len() > 100),
+                "{order:?}: {partitions:?}"
+            );
+            per_partition.push(partitions);
+        }
+        assert_eq!(per_partition[0], per_partition[1], "{order:?}");
+    }
 }
 
 #[tokio::test]
