@@ -12,6 +12,10 @@
 //! retention(x = c1, x = c2, x = c3)  =>  retention(condition_mask(x, c1, c2, c3))
 //! ```
 //!
+//! When `x` is `utc_date(ts)` (what `CAST(ts AS DATE)` of a UTC timestamp becomes) the mask is
+//! computed from `ts`, comparing it with each day's first and last instant instead of computing
+//! dates: `condition_mask(ts, DATE '2026-09-01', ...)`.
+//!
 //! The rewrite keeps the call's output name and its results: bit `i` is set exactly where
 //! `x = ci` is true, and `x = ci` is NULL — false for these functions — where `x` is NULL. It
 //! applies when every condition is `x = constant` with the same deterministic `x` (two
@@ -25,7 +29,7 @@ use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, GenericStringArray,
     OffsetSizeTrait, StringViewArray, UInt32Array,
 };
-use arrow::buffer::{BooleanBuffer, NullBuffer};
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::{
     DataType, Date32Type, Date64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
@@ -39,6 +43,8 @@ use datafusion::logical_expr::{
     AggregateUDF, BinaryExpr, ColumnarValue, Expr, Operator, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
 };
+
+use crate::utc_date::{utc_dates, utc_day_masks};
 
 /// Conditions one call may take: a row's conditions are packed into a `u32`.
 pub const MAX_CONDITIONS: usize = 32;
@@ -82,22 +88,24 @@ pub fn condition_masks(
     conditions: &[ArrayRef],
     rows: usize,
     filter: Option<&BooleanArray>,
-) -> Vec<u32> {
+) -> ScalarBuffer<u32> {
     if let [packed] = conditions
         && let Some(packed) = packed.as_primitive_opt::<UInt32Type>()
     {
-        let mut masks = packed.values().to_vec();
         let mut kept = packed.nulls().map(|n| n.inner().clone());
         if let Some(filter) = filter {
             let rows = true_rows(filter, None);
             kept = Some(kept.map_or_else(|| rows.clone(), |k| &k & &rows));
         }
-        if let Some(kept) = kept {
-            for row in (!&kept).set_indices() {
-                masks[row] = 0;
-            }
+        // Every row kept, the usual case: the mask column as it is, without a copy.
+        let Some(kept) = kept.filter(|k| k.count_set_bits() < k.len()) else {
+            return packed.values().clone();
+        };
+        let mut masks = packed.values().to_vec();
+        for row in (!&kept).set_indices() {
+            masks[row] = 0;
         }
-        return masks;
+        return masks.into();
     }
     let mut masks = vec![0u32; rows];
     for (bit, condition) in conditions.iter().enumerate() {
@@ -107,7 +115,7 @@ pub fn condition_masks(
             }
         }
     }
-    masks
+    masks.into()
 }
 
 /// Rows where `condition` is true (not NULL) and the aggregate filter, if any, keeps the row,
@@ -199,7 +207,18 @@ fn equality_tests(
     let x = tested?;
     let x_type = info.get_data_type(&x).ok()?;
     let same_types = constants.iter().all(|c| c.data_type() == x_type);
-    (same_types && supports(&x_type) && !x.is_volatile()).then_some((x, constants))
+    if !(same_types && supports(&x_type) && !x.is_volatile()) {
+        return None;
+    }
+    // Dates of a timestamp: compare the timestamp with each day's bounds instead.
+    match x {
+        Expr::ScalarFunction(ScalarFunction { func, mut args })
+            if func.name() == "utc_date" && args.len() == 1 =>
+        {
+            Some((args.remove(0), constants))
+        }
+        x => Some((x, constants)),
+    }
 }
 
 /// Types [`equality_masks`] compares. Floats are left out: SQL's `=` on them is not bitwise.
@@ -217,10 +236,20 @@ fn supports(data_type: &DataType) -> bool {
 }
 
 /// Per row of `x`, bit `i` set when `x = constants[i]`; 0 where `x` is NULL. Each constant
-/// must have `x`'s type.
+/// must have `x`'s type, except that a timestamp `x` with date constants compares its UTC date.
 pub fn equality_masks(x: &dyn Array, constants: &[ScalarValue]) -> Result<Vec<u32>> {
     if constants.len() > MAX_CONDITIONS {
         return plan_err!("condition_mask takes at most {MAX_CONDITIONS} constants");
+    }
+    if let DataType::Timestamp(_, _) = x.data_type()
+        && let Some(days) = dates(constants)
+    {
+        let mut masks = match utc_day_masks(x, &days) {
+            Some(masks) => masks,
+            None => return equality_masks(utc_dates(x)?.as_ref(), constants),
+        };
+        clear_nulls(&mut masks, x.logical_nulls().as_ref());
+        return Ok(masks);
     }
     if let Some(c) = constants.iter().find(|c| c.data_type() != *x.data_type()) {
         return plan_err!(
@@ -276,6 +305,17 @@ fn primitive_masks<T: ArrowPrimitiveType>(
         }
     }
     Ok(masks)
+}
+
+/// The days of constants that are all dates, the form `utc_date(ts) = DATE '...'` packs to.
+fn dates(constants: &[ScalarValue]) -> Option<Vec<i32>> {
+    constants
+        .iter()
+        .map(|c| match c {
+            ScalarValue::Date32(Some(day)) => Some(*day),
+            _ => None,
+        })
+        .collect()
 }
 
 fn strings(constants: &[ScalarValue]) -> Result<Vec<&str>> {
@@ -344,8 +384,8 @@ fn clear_nulls(masks: &mut [u32], nulls: Option<&NullBuffer>) {
 static CONDITION_MASK: LazyLock<Arc<ScalarUDF>> =
     LazyLock::new(|| Arc::new(ScalarUDF::from(ConditionMask::new())));
 
-/// `condition_mask(x, c1, ..., cN) -> UInt32`: the packed form of `x = c1, ..., x = cN`, made
-/// only by [`pack_conditions`].
+/// `condition_mask(x, c1, ..., cN) -> UInt32`: the packed form of `x = c1, ..., x = cN` (of
+/// `utc_date(x) = c1, ...` for a timestamp `x` and dates `ci`), made only by [`pack_conditions`].
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct ConditionMask {
     signature: Signature,
@@ -371,6 +411,11 @@ impl ScalarUDFImpl for ConditionMask {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types.split_first() {
             Some((x, constants)) if constants.iter().all(|c| c == x) && supports(x) => {
+                Ok(DataType::UInt32)
+            }
+            Some((DataType::Timestamp(_, _), days))
+                if days.iter().all(|d| *d == DataType::Date32) =>
+            {
                 Ok(DataType::UInt32)
             }
             _ => plan_err!(
@@ -415,7 +460,7 @@ mod tests {
             .iter()
             .map(|c| Arc::new(eq(x, &c.to_scalar().unwrap()).unwrap()) as ArrayRef)
             .collect();
-        condition_masks(&conditions, x.len(), None)
+        condition_masks(&conditions, x.len(), None).to_vec()
     }
 
     #[test]
@@ -486,6 +531,79 @@ mod tests {
     }
 
     #[test]
+    fn dates_of_timestamps_match_their_utc_dates() {
+        use arrow::array::{
+            TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray,
+            TimestampSecondArray,
+        };
+        // Each day's first and last instant, the instants either side, negative days, the ends
+        // of the nanosecond range and NULLs, in every unit.
+        let day = 86_400_i64;
+        let seconds = [0, day - 1, day, -1, -day, -day - 1, 20_000 * day + 5, 123];
+        // Days close together (looked up in a table), far apart and at the ends of the
+        // nanosecond range (through dates).
+        let day_sets: Vec<Vec<ScalarValue>> = [
+            vec![0, 1, -1, -2, 7, 3],
+            vec![0, 1, -1, -2, 20_000, 7, -106_752, 106_751],
+            vec![106_750, 106_751],
+        ]
+        .into_iter()
+        .map(|set| {
+            set.into_iter()
+                .map(|d| ScalarValue::Date32(Some(d)))
+                .collect()
+        })
+        .collect();
+        let scaled = |per_second: i64| -> Vec<Option<i64>> {
+            seconds
+                .iter()
+                .flat_map(|s| [Some(s * per_second), Some(s * per_second + per_second - 1)])
+                .chain([None])
+                .collect()
+        };
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(TimestampSecondArray::from(scaled(1))),
+            Arc::new(TimestampMillisecondArray::from(scaled(1_000))),
+            Arc::new(TimestampMicrosecondArray::from(scaled(1_000_000)).with_timezone("UTC")),
+            Arc::new(TimestampNanosecondArray::from(
+                [scaled(1_000_000_000), vec![Some(i64::MIN), Some(i64::MAX)]].concat(),
+            )),
+        ];
+        for (x, days) in arrays
+            .iter()
+            .flat_map(|x| day_sets.iter().map(move |d| (x, d)))
+        {
+            let dates = utc_dates(x.as_ref()).unwrap();
+            let expected = by_comparisons(&dates, days);
+            assert_eq!(
+                equality_masks(x.as_ref(), days).unwrap(),
+                expected,
+                "{} {days:?}",
+                x.data_type()
+            );
+        }
+        let all_days = &day_sets[1];
+        let dates = utc_dates(arrays[0].as_ref()).unwrap();
+        assert!(
+            by_comparisons(&dates, all_days)
+                .iter()
+                .filter(|&&m| m != 0)
+                .count()
+                > 8
+        );
+    }
+
+    #[test]
+    fn dates_outside_the_calendar_fail_as_utc_date_does() {
+        use arrow::array::TimestampSecondArray;
+        let days = [ScalarValue::Date32(Some(0)), ScalarValue::Date32(Some(1))];
+        let x = TimestampSecondArray::from(vec![0, i64::MAX]);
+        let expected = utc_dates(&x).unwrap_err().to_string();
+        let error = equality_masks(&x, &days).unwrap_err().to_string();
+        assert_eq!(error, expected);
+    }
+
+    #[test]
     fn all_32_bits_are_used() {
         let x: ArrayRef = Arc::new(Int64Array::from_iter_values(0..40));
         let constants: Vec<ScalarValue> = (0..32).map(|v| ScalarValue::Int64(Some(v))).collect();
@@ -502,10 +620,13 @@ mod tests {
             condition_masks(&[Arc::clone(&packed)], 4, None),
             [3, 0, 4, 1]
         );
-        assert_eq!(condition_masks(&[packed], 4, Some(&filter)), [3, 0, 0, 0]);
+        assert_eq!(
+            condition_masks(&[packed], 4, Some(&filter)).as_ref(),
+            [3, 0, 0, 0]
+        );
     }
 
-    /// The optimized plan of `sql` over `t(e, d, x, f)`, and its output column names.
+    /// The optimized plan of `sql` over `t(e, d, x, f, ts)`, and its output column names.
     async fn plan_of(sql: &str) -> (String, Vec<String>) {
         let mut state = datafusion::execution::SessionStateBuilder::new()
             .with_default_features()
@@ -513,7 +634,9 @@ mod tests {
         crate::register_all(&mut state).unwrap();
         let ctx = datafusion::prelude::SessionContext::new_with_state(state);
         ctx.sql(
-            "CREATE TABLE t AS SELECT * FROM (VALUES ('a', DATE '2026-09-01', 1, 1.5)) AS v(e, d, x, f)",
+            "CREATE TABLE t AS SELECT * FROM (VALUES ('a', DATE '2026-09-01', 1, 1.5, \
+             arrow_cast(TIMESTAMP '2026-09-01T10:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))'))) \
+             AS v(e, d, x, f, ts)",
         )
         .await
         .unwrap();
@@ -537,6 +660,10 @@ mod tests {
             (
                 "SELECT retention(CAST(d AS DATE) = DATE '2026-09-01', d = DATE '2026-09-02') FROM t",
                 "condition_mask(t.d, Date32(\"2026-09-01\"), Date32(\"2026-09-02\"))",
+            ),
+            (
+                "SELECT retention(CAST(ts AS DATE) = DATE '2026-09-01', CAST(ts AS DATE) = DATE '2026-09-02') FROM t",
+                "retention(condition_mask(t.ts, Date32(\"2026-09-01\"), Date32(\"2026-09-02\")))",
             ),
             (
                 "SELECT window_funnel(60, 'strict_order', x, x = 1, x = 2) FROM t",

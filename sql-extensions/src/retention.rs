@@ -162,8 +162,21 @@ impl GroupsAccumulator for RetentionGroups {
     ) -> Result<()> {
         self.masks.resize(total_num_groups, 0);
         let rows = condition_masks(values, group_indices.len(), opt_filter);
+        // Rows of a group mostly come in runs (input sorted by user): one write per run, not a
+        // chain of read-modify-writes on the same slot.
+        let mut run: Option<(usize, u32)> = None;
         for (&mask, &group) in rows.iter().zip(group_indices) {
-            self.masks[group] |= mask;
+            match &mut run {
+                Some((current, bits)) if *current == group => *bits |= mask,
+                _ => {
+                    if let Some((current, bits)) = run.replace((group, mask)) {
+                        self.masks[current] |= bits;
+                    }
+                }
+            }
+        }
+        if let Some((current, bits)) = run {
+            self.masks[current] |= bits;
         }
         Ok(())
     }
@@ -200,9 +213,10 @@ impl GroupsAccumulator for RetentionGroups {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let rows = values.first().map_or(0, |v| v.len());
-        Ok(vec![Arc::new(UInt32Array::from(condition_masks(
-            values, rows, opt_filter,
-        )))])
+        Ok(vec![Arc::new(UInt32Array::new(
+            condition_masks(values, rows, opt_filter),
+            None,
+        ))])
     }
 
     fn size(&self) -> usize {

@@ -258,8 +258,8 @@ impl EventListFunction for Spec {
         // Condition bits 0 and 1 are START and RETURN.
         let conditions = &values[self.ts_index + 1..self.ts_index + 3];
         condition_masks(conditions, values[self.ts_index].len(), None)
-            .into_iter()
-            .map(|mask| mask as u8)
+            .iter()
+            .map(|&mask| mask as u8)
             .collect()
     }
 

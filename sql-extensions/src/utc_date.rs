@@ -101,6 +101,86 @@ pub fn utc_dates(timestamps: &dyn Array) -> Result<ArrayRef> {
     Ok(Arc::new(days))
 }
 
+/// Per timestamp, bit `i` set when its UTC date is `days[i]`, i.e. `utc_date(ts) = days[i]`,
+/// without a column of dates: one pass that finds each timestamp's offset in days from the
+/// first asked day and looks its bits up. Values under NULL slots are looked up too; the caller
+/// clears those rows. `None` if some value lies outside the calendar (its date is then an
+/// error, or NULL, which only [`utc_dates`] reports faithfully), or if the days span more
+/// than [`MAX_DAY_SPAN`] or start beyond the unit's range: the caller then goes through dates.
+pub fn utc_day_masks(timestamps: &dyn Array, days: &[i32]) -> Option<Vec<u32>> {
+    let DataType::Timestamp(unit, _) = timestamps.data_type() else {
+        return None;
+    };
+    // A constant divisor in each arm, as in `utc_dates`.
+    match unit {
+        TimeUnit::Second => day_masks::<{ SECONDS_PER_DAY as u64 }>(
+            timestamps.as_primitive::<TimestampSecondType>().values(),
+            days,
+        ),
+        TimeUnit::Millisecond => day_masks::<{ SECONDS_PER_DAY as u64 * 1_000 }>(
+            timestamps
+                .as_primitive::<TimestampMillisecondType>()
+                .values(),
+            days,
+        ),
+        TimeUnit::Microsecond => day_masks::<{ SECONDS_PER_DAY as u64 * 1_000_000 }>(
+            timestamps
+                .as_primitive::<TimestampMicrosecondType>()
+                .values(),
+            days,
+        ),
+        TimeUnit::Nanosecond => day_masks::<{ SECONDS_PER_DAY as u64 * 1_000_000_000 }>(
+            timestamps
+                .as_primitive::<TimestampNanosecondType>()
+                .values(),
+            days,
+        ),
+    }
+}
+
+/// Widest range of asked days, first to last, that [`utc_day_masks`] looks up in a table.
+pub const MAX_DAY_SPAN: i64 = 4096;
+
+fn day_masks<const PER_DAY: u64>(values: &[i64], days: &[i32]) -> Option<Vec<u32>> {
+    let per_day = PER_DAY as i64;
+    let (low, high) = values.iter().fold((i64::MAX, i64::MIN), |(low, high), &v| {
+        (low.min(v), high.max(v))
+    });
+    let outside = |v: i64| v.div_euclid(per_day).abs() > CALENDAR_DAYS;
+    if !values.is_empty() && (outside(low) || outside(high)) {
+        return None;
+    }
+    let first_day = i64::from(*days.iter().min()?);
+    let span = i64::from(*days.iter().max()?) - first_day + 1;
+    let origin = i64::try_from(i128::from(first_day) * i128::from(per_day)).ok()?;
+    if span > MAX_DAY_SPAN {
+        return None;
+    }
+    let mut table = vec![0u32; span as usize];
+    for (bit, &day) in days.iter().enumerate() {
+        table[(i64::from(day) - first_day) as usize] |= 1 << bit;
+    }
+    Some(
+        values
+            .iter()
+            .map(|&value| {
+                // Days before the origin map past the table; the subtraction cannot wrap into
+                // it because it is taken only from values at or after the origin.
+                let offset = if value >= origin {
+                    value.wrapping_sub(origin) as u64 / PER_DAY
+                } else {
+                    u64::MAX
+                };
+                usize::try_from(offset)
+                    .ok()
+                    .and_then(|offset| table.get(offset))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect(),
+    )
+}
+
 /// The day of every value, or `None` if any value (NULL slots included) lies outside the
 /// calendar. The range check is folded into one flag so the loop stays branch-free.
 fn days_of<const PER_DAY: i64>(values: &[i64]) -> Option<ScalarBuffer<i32>> {

@@ -36,7 +36,7 @@ pub struct FunnelArgs {
 }
 
 /// Per row, bit `i` set when condition `i + 1` holds; NULL or NULL-typed conditions are false.
-fn row_conditions(values: &[ArrayRef], args: &FunnelArgs, rows: usize) -> Vec<u32> {
+fn row_conditions(values: &[ArrayRef], args: &FunnelArgs, rows: usize) -> ScalarBuffer<u32> {
     condition_masks(&values[args.ts_index + 1..], rows, None)
 }
 
@@ -79,7 +79,7 @@ enum Source {
     /// An input batch: event times and condition masks per row.
     Rows {
         ts: ScalarBuffer<i64>,
-        masks: Vec<u32>,
+        masks: ScalarBuffer<u32>,
     },
     /// Merged states: the flattened list values.
     States {
@@ -92,7 +92,7 @@ enum Source {
 impl Source {
     fn size(&self) -> usize {
         match self {
-            Source::Rows { ts, masks } => ts.len() * 8 + masks.capacity() * 4,
+            Source::Rows { ts, masks } => ts.len() * 8 + masks.inner().capacity(),
             Source::States { ts, conds, rows } => {
                 ts.len() * 8 + conds.len() + rows.as_ref().map_or(0, |r| r.len() * 4)
             }

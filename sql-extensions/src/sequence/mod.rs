@@ -237,7 +237,7 @@ impl EventListFunction for SequenceEvents {
     }
 
     fn row_values(&self, values: &[ArrayRef]) -> Vec<u32> {
-        condition_masks(&values[2..], values[1].len(), None)
+        condition_masks(&values[2..], values[1].len(), None).into()
     }
 
     fn evaluate(&self, groups: &mut [Vec<Entry>]) -> Result<ArrayRef> {
