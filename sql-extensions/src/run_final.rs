@@ -17,7 +17,8 @@
 //!    group numbering builds a key index when the order first breaks.
 //!
 //! Like the hash aggregation it replaces, it produces nothing before all states are in. Unlike
-//! it, it cannot spill: under a finite memory pool the original operators run instead.
+//! it, it cannot spill: unless the memory pool is unbounded (Cohort's default, no
+//! `memory_limit`), the original operators run instead.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -189,7 +190,9 @@ impl ExecutionPlan for RunFinalExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if matches!(context.memory_pool().memory_limit(), MemoryLimit::Finite(_)) {
+        // Only an unbounded pool can take all the states at once; a bounded (or unknown) one
+        // gets DataFusion's operators, which spill.
+        if !matches!(context.memory_pool().memory_limit(), MemoryLimit::Infinite) {
             return self.aggregate.execute(partition, context);
         }
         let execution = self.execution();

@@ -97,8 +97,10 @@ fn context(
     common::session(config, runtime.build_arc().unwrap(), runs)
 }
 
-/// The query's result, and the rows the run aggregation emitted (None if the plan has none).
-async fn answer(ctx: &SessionContext, sql: &str) -> (String, Option<usize>) {
+/// The query's result, and the rows the run aggregation emitted (None if the plan has none),
+/// and the rows `RunFinalExec` produced itself (None if absent, or if it let DataFusion's
+/// operators run).
+async fn answer(ctx: &SessionContext, sql: &str) -> (String, Option<usize>, Option<usize>) {
     let plan = ctx
         .sql(sql)
         .await
@@ -110,7 +112,8 @@ async fn answer(ctx: &SessionContext, sql: &str) -> (String, Option<usize>) {
     let result = concat_batches(&plan.schema(), &batches).unwrap();
     (
         pretty_format_batches(&[result]).unwrap().to_string(),
-        run_rows(&plan),
+        rows_of(&plan, "RunAggregateExec"),
+        rows_of(&plan, "RunFinalExec"),
     )
 }
 
@@ -119,11 +122,11 @@ fn has_operator(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
     plan.name() == name || plan.children().into_iter().any(|c| has_operator(c, name))
 }
 
-fn run_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
-    if plan.name() == "RunAggregateExec" {
+fn rows_of(plan: &Arc<dyn ExecutionPlan>, name: &str) -> Option<usize> {
+    if plan.name() == name {
         return plan.metrics().and_then(|m| m.output_rows());
     }
-    plan.children().into_iter().find_map(run_rows)
+    plan.children().into_iter().find_map(|c| rows_of(c, name))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,20 +157,13 @@ async fn same_answers_as_hash_aggregation() {
                 };
                 let ctx = context(batch_size, partitions, true, None);
                 common::register_partitioned(&ctx, &batch, partitions);
-                let (actual, emitted) = answer(&ctx, QUERY).await;
+                let (actual, emitted, merged) = answer(&ctx, QUERY).await;
                 let case =
                     format!("{key_type} {order:?} batch {batch_size} partitions {partitions}");
                 assert!(emitted.is_some(), "{case}: no RunAggregateExec in the plan");
-                let plan = ctx
-                    .sql(QUERY)
-                    .await
-                    .unwrap()
-                    .create_physical_plan()
-                    .await
-                    .unwrap();
                 assert!(
-                    has_operator(&plan, "RunFinalExec"),
-                    "{case}: no RunFinalExec in the plan"
+                    merged.is_some_and(|rows| rows > 0),
+                    "{case}: RunFinalExec did not merge the states"
                 );
                 assert_eq!(actual, expected.0, "{case}");
                 assert_eq!(expected.1, None);
@@ -185,7 +181,7 @@ async fn sorted_input_is_handed_on_in_pieces() {
     let batch = data(7, 20_000, 2_000, &DataType::Int64, Order::Ascending);
     let ctx = context(64, 2, true, None);
     common::register_partitioned(&ctx, &batch, 2);
-    let (actual, emitted) = answer(&ctx, QUERY).await;
+    let (actual, emitted, _) = answer(&ctx, QUERY).await;
     let groups = 2_001; // keys 0..2000 and NULL
     let emitted = emitted.expect("run aggregation planned");
     assert!(
@@ -210,12 +206,24 @@ async fn memory_pressure_hands_groups_on_instead_of_failing() {
     let batch = data(11, 200_000, 100_000, &DataType::Int64, Order::Shuffled);
     let limited = context(8192, 2, true, Some(8 << 20));
     common::register_partitioned(&limited, &batch, 2);
-    let (actual, emitted) = answer(&limited, sql).await;
+    let (actual, emitted, merged) = answer(&limited, sql).await;
+    let plan = limited
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    assert!(has_operator(&plan, "RunFinalExec"));
+    assert_eq!(
+        merged, None,
+        "under a memory limit DataFusion's final aggregation runs"
+    );
     let emitted = emitted.expect("run aggregation planned");
     let groups = {
         let ctx = context(8192, 2, false, None);
         common::register_partitioned(&ctx, &batch, 2);
-        let (expected, _) = answer(&ctx, sql).await;
+        let (expected, _, _) = answer(&ctx, sql).await;
         assert_eq!(sorted_lines(&actual), sorted_lines(&expected));
         expected.lines().count() - 4
     };
@@ -282,7 +290,7 @@ async fn other_aggregations_keep_datafusions_operator() {
         "SELECT k, array_agg(v ORDER BY ts) FROM t GROUP BY k",
         "SELECT count(*) FROM t",
     ] {
-        let (_, emitted) = answer(&ctx, sql).await;
+        let (_, emitted, _) = answer(&ctx, sql).await;
         assert_eq!(emitted, None, "{sql}");
     }
 }
