@@ -131,26 +131,32 @@ impl RunAggregateExec {
 
 impl DisplayAs for RunAggregateExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let aggregates: Vec<&str> = self
-            .aggregate
-            .aggr_expr()
-            .iter()
-            .map(|a| a.name())
-            .collect();
-        let key = &self.aggregate.group_expr().expr()[0];
-        match t {
-            DisplayFormatType::TreeRender => {
-                writeln!(f, "gby={}", key.1)?;
-                write!(f, "aggr={}", aggregates.join(", "))
-            }
-            _ => write!(
-                f,
-                "RunAggregateExec: mode=Partial, gby=[{} as {}], aggr=[{}]",
-                key.0,
-                key.1,
-                aggregates.join(", ")
-            ),
+        fmt_aggregation(&self.aggregate, "RunAggregateExec: mode=Partial", t, f)
+    }
+}
+
+/// How the run operators show in `EXPLAIN`: `label`, the group key and the aggregates of the
+/// aggregation they compute.
+pub(crate) fn fmt_aggregation(
+    aggregate: &AggregateExec,
+    label: &str,
+    t: DisplayFormatType,
+    f: &mut fmt::Formatter,
+) -> fmt::Result {
+    let aggregates: Vec<&str> = aggregate.aggr_expr().iter().map(|a| a.name()).collect();
+    let key = &aggregate.group_expr().expr()[0];
+    match t {
+        DisplayFormatType::TreeRender => {
+            writeln!(f, "gby={}", key.1)?;
+            write!(f, "aggr={}", aggregates.join(", "))
         }
+        _ => write!(
+            f,
+            "{label}, gby=[{} as {}], aggr=[{}]",
+            key.0,
+            key.1,
+            aggregates.join(", ")
+        ),
     }
 }
 

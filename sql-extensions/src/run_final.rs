@@ -46,7 +46,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::run_aggregate::{RunAggregateExec, run_groups};
+use crate::run_aggregate::{RunAggregateExec, fmt_aggregation, run_groups};
 
 /// The final aggregation of run-aggregated partial states; see the module documentation.
 #[derive(Debug)]
@@ -122,27 +122,8 @@ impl RunFinalExec {
 
 impl DisplayAs for RunFinalExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let aggregates: Vec<&str> = self
-            .aggregate
-            .aggr_expr()
-            .iter()
-            .map(|a| a.name())
-            .collect();
-        let key = &self.aggregate.group_expr().expr()[0];
-        match t {
-            DisplayFormatType::TreeRender => {
-                writeln!(f, "gby={}", key.1)?;
-                write!(f, "aggr={}", aggregates.join(", "))
-            }
-            _ => write!(
-                f,
-                "RunFinalExec: partitions={}, gby=[{} as {}], aggr=[{}]",
-                self.outputs,
-                key.0,
-                key.1,
-                aggregates.join(", ")
-            ),
-        }
+        let label = format!("RunFinalExec: partitions={}", self.outputs);
+        fmt_aggregation(&self.aggregate, &label, t, f)
     }
 }
 
@@ -411,7 +392,9 @@ impl Merge {
         let timer = self.metrics.elapsed_compute().clone();
         let _timer = timer.timer();
         let key = &self.aggregate.group_expr().expr()[0].0;
-        let key_type = key.data_type(&self.aggregate.input_schema())?;
+        // The key's column in the partial states; `input_schema()` of a final aggregation is the
+        // schema of the rows the partial aggregation read.
+        let key_type = key.data_type(&self.aggregate.input().schema())?;
         let mut groups = run_groups(&key_type)
             .ok_or_else(|| internal_datafusion_err!("RunFinalExec planned for a {key_type} key"))?;
         let mut accumulators = self

@@ -59,19 +59,21 @@ fn data(seed: u64, rows: usize, groups: u64, key_type: &DataType, order: Order) 
         (0..rows).map(|_| ["a", "b", "c", "x"][rng.random_range(0..4)]),
     );
     let times = Int64Array::from_iter_values((0..rows).map(|_| rng.random_range(0..40)));
+    // The key is not the first column: the operators must not confuse the input's columns
+    // with those of the partial states (where the key comes first).
     let schema = Schema::new(vec![
-        Field::new("k", key_type.clone(), true),
         Field::new("v", DataType::Int64, true),
         Field::new("flag", DataType::Boolean, true),
+        Field::new("k", key_type.clone(), true),
         Field::new("e", DataType::Utf8, false),
         Field::new("ts", DataType::Int64, false),
     ]);
     RecordBatch::try_new(
         Arc::new(schema),
         vec![
-            cast(&keys, key_type).unwrap(),
             Arc::new(values),
             Arc::new(flags),
+            cast(&keys, key_type).unwrap(),
             Arc::new(events),
             Arc::new(times),
         ],
@@ -101,13 +103,7 @@ fn context(
 /// and the rows `RunFinalExec` produced itself (None if absent, or if it let DataFusion's
 /// operators run).
 async fn answer(ctx: &SessionContext, sql: &str) -> (String, Option<usize>, Option<usize>) {
-    let plan = ctx
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = plan_of(ctx, sql).await;
     let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
     let result = concat_batches(&plan.schema(), &batches).unwrap();
     (
@@ -115,6 +111,15 @@ async fn answer(ctx: &SessionContext, sql: &str) -> (String, Option<usize>, Opti
         rows_of(&plan, "RunAggregateExec"),
         rows_of(&plan, "RunFinalExec"),
     )
+}
+
+async fn plan_of(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap()
 }
 
 /// Whether `plan` contains an operator named `name`.
@@ -207,14 +212,7 @@ async fn memory_pressure_hands_groups_on_instead_of_failing() {
     let limited = context(8192, 2, true, Some(8 << 20));
     common::register_partitioned(&limited, &batch, 2);
     let (actual, emitted, merged) = answer(&limited, sql).await;
-    let plan = limited
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    assert!(has_operator(&plan, "RunFinalExec"));
+    assert!(has_operator(&plan_of(&limited, sql).await, "RunFinalExec"));
     assert_eq!(
         merged, None,
         "under a memory limit DataFusion's final aggregation runs"
@@ -245,13 +243,7 @@ async fn final_partitions_hold_the_groups_hash_repartitioning_sends_there() {
         for runs in [false, true] {
             let ctx = context(256, 3, runs, None);
             common::register_partitioned(&ctx, &batch, 3);
-            let plan = ctx
-                .sql(sql)
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap();
+            let plan = plan_of(&ctx, sql).await;
             assert_eq!(has_operator(&plan, "RunFinalExec"), runs);
             assert_eq!(plan.properties().output_partitioning().partition_count(), 3);
             let mut partitions = Vec::new();
