@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::AsArray;
+use backon::{ExponentialBuilder, Retryable};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
@@ -329,33 +331,27 @@ impl IdentifiedCommit {
             Ok(table) => return Ok(table),
             Err(error) => error,
         };
-        for attempt in 0..3u64 {
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-            }
+        // Whether the commit is in the log: Some(table) if so, None if the log says it is not;
+        // an error (reading the log failed) is worth another look after a pause.
+        let landed = || async {
             let mut reloaded = before.clone();
-            let loaded = if reloaded.version().is_some() {
-                reloaded.update_incremental(None).await
+            if reloaded.version().is_some() {
+                reloaded.update_incremental(None).await?;
             } else {
-                reloaded.load().await
-            };
-            if loaded.is_err() {
-                continue;
+                reloaded.load().await?;
             }
-            let Ok(state) = reloaded.snapshot() else {
-                continue;
-            };
-            match state
+            let state = reloaded.snapshot()?;
+            let committed = state
                 .transaction_version(reloaded.log_store().as_ref(), &self.app_id)
-                .await
-            {
-                Ok(Some(_)) => {
-                    tracing::warn!(error = %error, "storage reported a commit as failed, but it landed");
-                    return Ok(reloaded);
-                }
-                Ok(None) => break,
-                Err(_) => continue,
-            }
+                .await?;
+            Ok::<_, deltalake::DeltaTableError>(committed.map(|_| reloaded))
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_times(2);
+        if let Ok(Some(reloaded)) = landed.retry(backoff).await {
+            tracing::warn!(error = %error, "storage reported a commit as failed, but it landed");
+            return Ok(reloaded);
         }
         Err(error.into())
     }
