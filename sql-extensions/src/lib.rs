@@ -56,8 +56,9 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
 }
 
 /// Adds Cohort's physical plan rewrites to a session under construction (they run after
-/// DataFusion's own): [`run_aggregate::RunAggregateRule`]. Functions are registered on the
-/// built state with [`register_all`].
+/// DataFusion's own): [`run_aggregate::RunAggregateRule`], which puts in the run aggregation
+/// operators. Functions (and the rewrites of their arguments, such as packed conditions) are
+/// registered on the built state with [`register_all`].
 pub fn with_extensions(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder.with_physical_optimizer_rule(Arc::new(run_aggregate::RunAggregateRule))
 }

@@ -13,7 +13,8 @@
 //! its groups every `batch_size` groups, so sorted input is aggregated in constant memory, and
 //! when the memory pool refuses to grow it emits everything instead of failing.
 //!
-//! [`RunAggregateRule`], added by [`crate::with_extensions`], makes the replacement.
+//! [`RunAggregateRule`], added by [`crate::with_extensions`], makes the replacement, and
+//! replaces the final aggregation over it with [`RunFinalExec`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -46,7 +47,8 @@ use futures::StreamExt;
 
 use crate::run_final::RunFinalExec;
 
-/// Replaces every partial `AggregateExec` that [`RunAggregateExec`] can run.
+/// Replaces every partial `AggregateExec` that [`RunAggregateExec`] can run, and the final
+/// aggregation of its states that [`RunFinalExec`] can run.
 #[derive(Debug, Default)]
 pub struct RunAggregateRule;
 
