@@ -98,21 +98,15 @@ impl RunAggregateExec {
     /// plain integer group key, accumulators that work on group indices, no argument ordering,
     /// no DISTINCT, no limit, and no ordering promised downstream.
     pub fn supports(aggregate: &AggregateExec) -> bool {
-        let group_by = aggregate.group_expr();
-        let input_schema = aggregate.input_schema();
-        *aggregate.mode() == AggregateMode::Partial
-            && *aggregate.input_order_mode() == InputOrderMode::Linear
-            && aggregate.limit_options().is_none()
-            && aggregate.dynamic_expressions_produced().is_empty()
-            && !group_by.has_grouping_set()
-            && group_by.expr().len() == 1
-            && group_by.expr()[0]
+        plain_single_key(aggregate, AggregateMode::Partial)
+            && aggregate.group_expr().expr()[0]
                 .0
-                .data_type(&input_schema)
+                .data_type(&aggregate.input_schema())
                 .is_ok_and(|t| run_groups(&t).is_some())
-            && aggregate.aggr_expr().iter().all(|a| {
-                a.groups_accumulator_supported() && a.order_bys().is_empty() && !a.is_distinct()
-            })
+            && aggregate
+                .aggr_expr()
+                .iter()
+                .all(|a| a.order_bys().is_empty() && !a.is_distinct())
     }
 
     pub fn new(aggregate: AggregateExec) -> Self {
@@ -135,6 +129,23 @@ impl DisplayAs for RunAggregateExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         fmt_aggregation(&self.aggregate, "RunAggregateExec: mode=Partial", t, f)
     }
+}
+
+/// What both run operators need of the aggregation they replace: `mode`, one group key and
+/// no grouping sets, accumulators that work on group indices, no limit, no dynamic filters,
+/// and no ordering promised downstream.
+pub(crate) fn plain_single_key(aggregate: &AggregateExec, mode: AggregateMode) -> bool {
+    let group_by = aggregate.group_expr();
+    *aggregate.mode() == mode
+        && *aggregate.input_order_mode() == InputOrderMode::Linear
+        && aggregate.limit_options().is_none()
+        && aggregate.dynamic_expressions_produced().is_empty()
+        && !group_by.has_grouping_set()
+        && group_by.expr().len() == 1
+        && aggregate
+            .aggr_expr()
+            .iter()
+            .all(|a| a.groups_accumulator_supported())
 }
 
 /// How the run operators show in `EXPLAIN`: `label`, the group key and the aggregates of the

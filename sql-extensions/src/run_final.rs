@@ -42,11 +42,11 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSe
 use datafusion::physical_plan::repartition::{REPARTITION_RANDOM_STATE, RepartitionExec};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::run_aggregate::{RunAggregateExec, fmt_aggregation, run_groups};
+use crate::run_aggregate::{RunAggregateExec, fmt_aggregation, plain_single_key, run_groups};
 
 /// The final aggregation of run-aggregated partial states; see the module documentation.
 #[derive(Debug)]
@@ -60,8 +60,9 @@ pub struct RunFinalExec {
     hash: Vec<Arc<dyn PhysicalExpr>>,
     outputs: usize,
     metrics: ExecutionPlanMetricsSet,
-    /// The collection the output partitions of one execution share.
-    execution: Mutex<Option<Arc<Execution>>>,
+    /// The collection the output partitions of one execution share, and how many of them
+    /// have been handed it.
+    execution: Mutex<Option<(Arc<Execution>, usize)>>,
 }
 
 impl RunFinalExec {
@@ -76,23 +77,13 @@ impl RunFinalExec {
         let Partitioning::Hash(hash, outputs) = repartition.partitioning() else {
             return None;
         };
-        let group_by = aggregate.group_expr();
         let key_is_column_0 =
             |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().is_some_and(|c| c.index() == 0);
-        let suitable = *aggregate.mode() == AggregateMode::FinalPartitioned
-            && *aggregate.input_order_mode() == InputOrderMode::Linear
-            && aggregate.limit_options().is_none()
-            && aggregate.dynamic_expressions_produced().is_empty()
-            && !group_by.has_grouping_set()
-            && group_by.expr().len() == 1
-            && key_is_column_0(&group_by.expr()[0].0)
+        let suitable = plain_single_key(aggregate, AggregateMode::FinalPartitioned)
+            && key_is_column_0(&aggregate.group_expr().expr()[0].0)
             && hash.len() == 1
             && key_is_column_0(&hash[0])
-            && !repartition.preserve_order()
-            && aggregate
-                .aggr_expr()
-                .iter()
-                .all(|a| a.groups_accumulator_supported());
+            && !repartition.preserve_order();
         suitable.then(|| Self {
             aggregate: Arc::new(aggregate.clone()),
             input: Arc::clone(input),
@@ -108,14 +99,12 @@ impl RunFinalExec {
     /// plan executed again collects again.
     fn execution(&self) -> Arc<Execution> {
         let mut current = self.execution.lock().expect("collection lock");
-        let execution = current.get_or_insert_with(|| Arc::new(Execution::new()));
+        let (execution, handed_out) = current.get_or_insert_with(Default::default);
         let execution = Arc::clone(execution);
-        let mut handed = execution.handed_out.lock().expect("collection lock");
-        *handed += 1;
-        if *handed == self.outputs {
+        *handed_out += 1;
+        if *handed_out == self.outputs {
             *current = None;
         }
-        drop(handed);
         execution
     }
 }
@@ -223,20 +212,12 @@ struct Shares {
 }
 
 /// The partial states of one execution, collected once for all output partitions.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Execution {
     shares: tokio::sync::OnceCell<Result<Shares, Arc<DataFusionError>>>,
-    handed_out: Mutex<usize>,
 }
 
 impl Execution {
-    fn new() -> Self {
-        Self {
-            shares: tokio::sync::OnceCell::new(),
-            handed_out: Mutex::new(0),
-        }
-    }
-
     /// The rows of output partition `output`, collecting every partial partition first.
     async fn share(&self, output: usize, sources: Sources) -> Result<Vec<RecordBatch>> {
         let shares = self
