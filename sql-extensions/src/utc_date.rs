@@ -71,29 +71,7 @@ pub fn utc_dates(timestamps: &dyn Array) -> Result<ArrayRef> {
             timestamps.data_type()
         );
     };
-    // The divisor is a constant in each arm: a floor division by a constant compiles to a
-    // multiplication, a division by a runtime value to a far slower `idiv` per row.
-    let days = match unit {
-        TimeUnit::Second => {
-            days_of::<SECONDS_PER_DAY>(timestamps.as_primitive::<TimestampSecondType>().values())
-        }
-        TimeUnit::Millisecond => days_of::<{ SECONDS_PER_DAY * 1_000 }>(
-            timestamps
-                .as_primitive::<TimestampMillisecondType>()
-                .values(),
-        ),
-        TimeUnit::Microsecond => days_of::<{ SECONDS_PER_DAY * 1_000_000 }>(
-            timestamps
-                .as_primitive::<TimestampMicrosecondType>()
-                .values(),
-        ),
-        TimeUnit::Nanosecond => days_of::<{ SECONDS_PER_DAY * 1_000_000_000 }>(
-            timestamps
-                .as_primitive::<TimestampNanosecondType>()
-                .values(),
-        ),
-    };
-    let Some(days) = days else {
+    let Some(days) = by_unit(timestamps, *unit, Days) else {
         // Some value lies outside the calendar; the cast reports it unless it is under a NULL.
         return Ok(arrow::compute::cast(timestamps, &DataType::Date32)?);
     };
@@ -111,48 +89,74 @@ pub fn utc_day_masks(timestamps: &dyn Array, days: &[i32]) -> Option<Vec<u32>> {
     let DataType::Timestamp(unit, _) = timestamps.data_type() else {
         return None;
     };
-    // A constant divisor in each arm, as in `utc_dates`.
+    by_unit(timestamps, *unit, DayMasks(days))
+}
+
+/// Work on a timestamp column's raw values, given the length of a day in their unit as a
+/// constant: a floor division by a constant compiles to a multiplication, a division by a
+/// runtime value to a far slower `idiv` per row.
+trait PerDay {
+    type Output;
+    fn apply<const PER_DAY: i64>(self, values: &[i64]) -> Self::Output;
+}
+
+fn by_unit<W: PerDay>(timestamps: &dyn Array, unit: TimeUnit, work: W) -> W::Output {
     match unit {
-        TimeUnit::Second => day_masks::<{ SECONDS_PER_DAY as u64 }>(
-            timestamps.as_primitive::<TimestampSecondType>().values(),
-            days,
-        ),
-        TimeUnit::Millisecond => day_masks::<{ SECONDS_PER_DAY as u64 * 1_000 }>(
+        TimeUnit::Second => {
+            work.apply::<SECONDS_PER_DAY>(timestamps.as_primitive::<TimestampSecondType>().values())
+        }
+        TimeUnit::Millisecond => work.apply::<{ SECONDS_PER_DAY * 1_000 }>(
             timestamps
                 .as_primitive::<TimestampMillisecondType>()
                 .values(),
-            days,
         ),
-        TimeUnit::Microsecond => day_masks::<{ SECONDS_PER_DAY as u64 * 1_000_000 }>(
+        TimeUnit::Microsecond => work.apply::<{ SECONDS_PER_DAY * 1_000_000 }>(
             timestamps
                 .as_primitive::<TimestampMicrosecondType>()
                 .values(),
-            days,
         ),
-        TimeUnit::Nanosecond => day_masks::<{ SECONDS_PER_DAY as u64 * 1_000_000_000 }>(
+        TimeUnit::Nanosecond => work.apply::<{ SECONDS_PER_DAY * 1_000_000_000 }>(
             timestamps
                 .as_primitive::<TimestampNanosecondType>()
                 .values(),
-            days,
         ),
+    }
+}
+
+/// The dates of [`utc_dates`].
+struct Days;
+
+impl PerDay for Days {
+    type Output = Option<ScalarBuffer<i32>>;
+    fn apply<const PER_DAY: i64>(self, values: &[i64]) -> Self::Output {
+        days_of::<PER_DAY>(values)
+    }
+}
+
+/// The condition bits of [`utc_day_masks`], for these days.
+struct DayMasks<'a>(&'a [i32]);
+
+impl PerDay for DayMasks<'_> {
+    type Output = Option<Vec<u32>>;
+    fn apply<const PER_DAY: i64>(self, values: &[i64]) -> Self::Output {
+        day_masks::<PER_DAY>(values, self.0)
     }
 }
 
 /// Widest range of asked days, first to last, that [`utc_day_masks`] looks up in a table.
 pub const MAX_DAY_SPAN: i64 = 4096;
 
-fn day_masks<const PER_DAY: u64>(values: &[i64], days: &[i32]) -> Option<Vec<u32>> {
-    let per_day = PER_DAY as i64;
+fn day_masks<const PER_DAY: i64>(values: &[i64], days: &[i32]) -> Option<Vec<u32>> {
     let (low, high) = values.iter().fold((i64::MAX, i64::MIN), |(low, high), &v| {
         (low.min(v), high.max(v))
     });
-    let outside = |v: i64| v.div_euclid(per_day).abs() > CALENDAR_DAYS;
+    let outside = |v: i64| v.div_euclid(PER_DAY).abs() > CALENDAR_DAYS;
     if !values.is_empty() && (outside(low) || outside(high)) {
         return None;
     }
     let first_day = i64::from(*days.iter().min()?);
     let span = i64::from(*days.iter().max()?) - first_day + 1;
-    let origin = i64::try_from(i128::from(first_day) * i128::from(per_day)).ok()?;
+    let origin = i64::try_from(i128::from(first_day) * i128::from(PER_DAY)).ok()?;
     if span > MAX_DAY_SPAN {
         return None;
     }
@@ -167,7 +171,7 @@ fn day_masks<const PER_DAY: u64>(values: &[i64], days: &[i32]) -> Option<Vec<u32
                 // Days before the origin map past the table; the subtraction cannot wrap into
                 // it because it is taken only from values at or after the origin.
                 let offset = if value >= origin {
-                    value.wrapping_sub(origin) as u64 / PER_DAY
+                    value.wrapping_sub(origin) as u64 / PER_DAY as u64
                 } else {
                     u64::MAX
                 };
