@@ -13,8 +13,8 @@
 //! ```
 //!
 //! When `x` is `utc_date(ts)` (what `CAST(ts AS DATE)` of a UTC timestamp becomes) the mask is
-//! computed from `ts`, comparing it with each day's first and last instant instead of computing
-//! dates: `condition_mask(ts, DATE '2026-09-01', ...)`.
+//! computed from `ts`, looking each timestamp's day up in a table of the asked days instead of
+//! computing a column of dates: `condition_mask(ts, DATE '2026-09-01', ...)`.
 //!
 //! The rewrite keeps the call's output name and its results: bit `i` is set exactly where
 //! `x = ci` is true, and `x = ci` is NULL — false for these functions — where `x` is NULL. It
@@ -29,7 +29,7 @@ use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, GenericStringArray,
     OffsetSizeTrait, StringViewArray, UInt32Array,
 };
-use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow::buffer::{BooleanBuffer, ScalarBuffer};
 use arrow::datatypes::{
     DataType, Date32Type, Date64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
@@ -44,7 +44,7 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::utc_date::{utc_dates, utc_day_masks};
+use crate::utc_date::{UtcDate, utc_dates, utc_day_masks};
 
 /// Conditions one call may take: a row's conditions are packed into a `u32`.
 pub const MAX_CONDITIONS: usize = 32;
@@ -102,9 +102,7 @@ pub fn condition_masks(
             return packed.values().clone();
         };
         let mut masks = packed.values().to_vec();
-        for row in (!&kept).set_indices() {
-            masks[row] = 0;
-        }
+        clear_rows_not_in(&mut masks, &kept);
         return masks.into();
     }
     let mut masks = vec![0u32; rows];
@@ -213,7 +211,7 @@ fn equality_tests(
     // Dates of a timestamp: compare the timestamp with each day's bounds instead.
     match x {
         Expr::ScalarFunction(ScalarFunction { func, mut args })
-            if func.name() == "utc_date" && args.len() == 1 =>
+            if func.inner().downcast_ref::<UtcDate>().is_some() && args.len() == 1 =>
         {
             Some((args.remove(0), constants))
         }
@@ -241,16 +239,22 @@ pub fn equality_masks(x: &dyn Array, constants: &[ScalarValue]) -> Result<Vec<u3
     if constants.len() > MAX_CONDITIONS {
         return plan_err!("condition_mask takes at most {MAX_CONDITIONS} constants");
     }
-    if let DataType::Timestamp(_, _) = x.data_type()
-        && let Some(days) = dates(constants)
-    {
-        let mut masks = match utc_day_masks(x, &days) {
+    let mut masks = match (x.data_type(), dates(constants)) {
+        (DataType::Timestamp(_, _), Some(days)) => match utc_day_masks(x, &days) {
             Some(masks) => masks,
+            // Days far apart, or timestamps outside the calendar: through their dates.
             None => return equality_masks(utc_dates(x)?.as_ref(), constants),
-        };
-        clear_nulls(&mut masks, x.logical_nulls().as_ref());
-        return Ok(masks);
+        },
+        _ => same_type_masks(x, constants)?,
+    };
+    if let Some(nulls) = x.logical_nulls() {
+        clear_rows_not_in(&mut masks, nulls.inner());
     }
+    Ok(masks)
+}
+
+/// [`equality_masks`] of constants of `x`'s own type, NULL slots not yet cleared.
+fn same_type_masks(x: &dyn Array, constants: &[ScalarValue]) -> Result<Vec<u32>> {
     if let Some(c) = constants.iter().find(|c| c.data_type() != *x.data_type()) {
         return plan_err!(
             "condition_mask: constant {c} is {}, not {}",
@@ -258,7 +262,7 @@ pub fn equality_masks(x: &dyn Array, constants: &[ScalarValue]) -> Result<Vec<u3
             x.data_type()
         );
     }
-    let mut masks = match x.data_type() {
+    Ok(match x.data_type() {
         DataType::Int8 => primitive_masks::<Int8Type>(x, constants)?,
         DataType::Int16 => primitive_masks::<Int16Type>(x, constants)?,
         DataType::Int32 => primitive_masks::<Int32Type>(x, constants)?,
@@ -285,9 +289,7 @@ pub fn equality_masks(x: &dyn Array, constants: &[ScalarValue]) -> Result<Vec<u3
         DataType::Utf8 => string_masks(x.as_string::<i32>(), &strings(constants)?),
         DataType::LargeUtf8 => string_masks(x.as_string::<i64>(), &strings(constants)?),
         other => return plan_err!("condition_mask does not compare {other}"),
-    };
-    clear_nulls(&mut masks, x.logical_nulls().as_ref());
-    Ok(masks)
+    })
 }
 
 /// Constants outer, rows inner: each pass is one comparison over a contiguous column, which
@@ -372,11 +374,10 @@ fn string_masks<O: OffsetSizeTrait>(x: &GenericStringArray<O>, constants: &[&str
     masks
 }
 
-fn clear_nulls(masks: &mut [u32], nulls: Option<&NullBuffer>) {
-    if let Some(nulls) = nulls {
-        for row in (!nulls.inner()).set_indices() {
-            masks[row] = 0;
-        }
+/// Zeroes the masks of rows whose bit in `kept` is unset (NULL, or filtered out).
+fn clear_rows_not_in(masks: &mut [u32], kept: &BooleanBuffer) {
+    for row in (!kept).set_indices() {
+        masks[row] = 0;
     }
 }
 
