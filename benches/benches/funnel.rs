@@ -20,13 +20,12 @@ fn context(runtime: &tokio::runtime::Runtime) -> SessionContext {
     )
     .unwrap();
     let config = SessionConfig::new().with_target_partitions(2);
-    let mut state = cohort_sql_extensions::with_extensions(
+    let state = cohort_sql_extensions::session_state(
         SessionStateBuilder::new()
             .with_config(config)
             .with_default_features(),
     )
-    .build();
-    cohort_sql_extensions::register_all(&mut state).unwrap();
+    .unwrap();
     let ctx = SessionContext::new_with_state(state);
     let chunks: Vec<_> = (0..events.num_rows())
         .step_by(8192)

@@ -72,14 +72,12 @@ impl Engine {
                 .with_sort_spill_reservation_bytes(reservation)
                 .with_sort_in_place_threshold_bytes(reservation);
         }
-        let mut state = cohort_sql_extensions::with_extensions(
+        let state = cohort_sql_extensions::session_state(
             SessionStateBuilder::new()
                 .with_config(config)
                 .with_runtime_env(Arc::clone(&self.runtime))
                 .with_default_features(),
-        )
-        .build();
-        cohort_sql_extensions::register_all(&mut state)?;
+        )?;
         let ctx = SessionContext::new_with_state(state);
         for kind in TableKind::ALL {
             let provider = self.table_provider(&ctx, kind).await?;

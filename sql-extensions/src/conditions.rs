@@ -629,10 +629,10 @@ mod tests {
 
     /// The optimized plan of `sql` over `t(e, d, x, f, ts)`, and its output column names.
     async fn plan_of(sql: &str) -> (String, Vec<String>) {
-        let mut state = datafusion::execution::SessionStateBuilder::new()
-            .with_default_features()
-            .build();
-        crate::register_all(&mut state).unwrap();
+        let state = crate::session_state(
+            datafusion::execution::SessionStateBuilder::new().with_default_features(),
+        )
+        .unwrap();
         let ctx = datafusion::prelude::SessionContext::new_with_state(state);
         ctx.sql(
             "CREATE TABLE t AS SELECT * FROM (VALUES ('a', DATE '2026-09-01', 1, 1.5, \

@@ -21,7 +21,7 @@ pub mod utc_date;
 use std::sync::Arc;
 
 use datafusion::error::Result;
-use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
+use datafusion::execution::{FunctionRegistry, SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 /// Every scalar function this crate provides.
@@ -61,6 +61,14 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
 /// registered on the built state with [`register_all`].
 pub fn with_extensions(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder.with_physical_optimizer_rule(Arc::new(run_aggregate::RunAggregateRule))
+}
+
+/// The state of a session that plans as Cohort does: `builder` with [`with_extensions`], built,
+/// with every function registered by [`register_all`].
+pub fn session_state(builder: SessionStateBuilder) -> Result<SessionState> {
+    let mut state = with_extensions(builder).build();
+    register_all(&mut state)?;
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -332,11 +332,10 @@ mod tests {
     }
 
     async fn plan_of(sql: &str) -> String {
-        let mut state = crate::with_extensions(
+        let state = crate::session_state(
             datafusion::execution::SessionStateBuilder::new().with_default_features(),
         )
-        .build();
-        crate::register_all(&mut state).unwrap();
+        .unwrap();
         let ctx = datafusion::prelude::SessionContext::new_with_state(state);
         let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
         plan.display_indent().to_string()

@@ -80,8 +80,7 @@ fn main() -> anyhow::Result<()> {
             // DATAFUSION_* variables tune a run, as for any DataFusion session.
             let config = SessionConfig::from_env()?.with_target_partitions(threads);
             let builder = SessionStateBuilder::new().with_config(config).with_default_features();
-            let mut state = cohort_sql_extensions::with_extensions(builder).build();
-            cohort_sql_extensions::register_all(&mut state)?;
+            let state = cohort_sql_extensions::session_state(builder)?;
             let ctx = SessionContext::new_with_state(state);
             ctx.register_parquet("events", data.to_string_lossy().as_ref(), ParquetReadOptions::default())
                 .await?;
