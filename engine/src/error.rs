@@ -36,6 +36,10 @@ pub enum EngineError {
     #[error("statement too complex: {0}")]
     LimitExceeded(String),
 
+    /// A request needs more of a bounded resource (decoded bytes, handles) than it may have.
+    #[error("{0}")]
+    ResourcesExhausted(String),
+
     /// The caller's role may not run this statement.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -81,6 +85,7 @@ impl EngineError {
             | Self::InvalidStatement(_)
             | Self::Unsupported(_)
             | Self::LimitExceeded(_)
+            | Self::ResourcesExhausted(_)
             | Self::PermissionDenied(_)
             | Self::TableNotFound(_) => true,
             Self::DataFusion(e) => is_user_datafusion_error(e),

@@ -6,9 +6,11 @@
 
 pub mod catalog_statement;
 pub mod demo;
+pub mod depth;
 pub mod error;
 pub mod faults;
 pub mod ingest;
+pub mod ipc;
 pub mod limits;
 pub mod params;
 pub mod segments;

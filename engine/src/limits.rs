@@ -21,6 +21,9 @@ pub struct StatementLimits {
     pub max_nesting: usize,
     /// Most binary operators (AND, OR, comparisons, arithmetic, concatenation) in one statement.
     pub max_operators: usize,
+    /// Deepest nesting of the parsed statement and of its plan (see [`crate::depth`]); above
+    /// `max_operators`, so that a chain of that many operators still fits.
+    pub max_depth: usize,
 }
 
 impl Default for StatementLimits {
@@ -29,13 +32,15 @@ impl Default for StatementLimits {
             max_sql_bytes: 1024 * 1024,
             max_nesting: 64,
             max_operators: 1000,
+            max_depth: 1200,
         }
     }
 }
 
 impl StatementLimits {
-    /// Refuses `sql` if it is longer, deeper or has more operators than allowed.
-    pub fn check(&self, sql: &str) -> Result<()> {
+    /// Refuses `sql` if it is longer than allowed; checked before anything copies or rewrites
+    /// the text.
+    pub fn check_size(&self, sql: &str) -> Result<()> {
         if sql.len() > self.max_sql_bytes {
             return Err(EngineError::LimitExceeded(format!(
                 "statement is {} bytes; the limit is {} (max_sql_bytes)",
@@ -43,6 +48,12 @@ impl StatementLimits {
                 self.max_sql_bytes
             )));
         }
+        Ok(())
+    }
+
+    /// Refuses `sql` if it is longer, deeper or has more operators than allowed.
+    pub fn check(&self, sql: &str) -> Result<()> {
+        self.check_size(sql)?;
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize()
             .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;

@@ -14,6 +14,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, ObjectKind};
+use crate::depth::{PlanningStack, check_plan};
 use crate::error::{EngineError, Result};
 use crate::limits::StatementLimits;
 use crate::params::rewrite_question_marks;
@@ -66,13 +67,22 @@ impl Kind {
     }
 }
 
+/// Classifies one statement. Runs on the planning stack: the parsed tree is checked for depth
+/// and dropped here, and a refused tree may be deep.
 fn classify(sql: &str, limits: &StatementLimits) -> Result<Kind> {
+    crate::depth::on_planning_stack(|| classify_parsed(sql, limits))
+}
+
+fn classify_parsed(sql: &str, limits: &StatementLimits) -> Result<Kind> {
     limits.check(sql)?;
     if let Some(statement) = crate::catalog_statement::parse(sql)? {
         return Ok(Kind::Catalog(statement));
     }
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
         .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
+    for statement in &statements {
+        crate::depth::check_statement(statement, limits.max_depth)?;
+    }
     let statement = match statements.len() {
         0 => return Err(EngineError::InvalidStatement("empty statement".into())),
         1 => statements.pop_front().expect("one statement"),
@@ -155,6 +165,7 @@ impl Engine {
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<StatementOutcome> {
+        self.config.limits.check_size(sql)?;
         let sql = rewrite_question_marks(sql);
         let kind = self.classify(&sql)?;
         if access == Access::ReadOnly && kind.writes() {
@@ -166,7 +177,7 @@ impl Engine {
             Kind::Query(requests) => {
                 let ctx = self.session_for(&requests).await?;
                 Ok(StatementOutcome::Query(
-                    plan_query(&ctx, &sql, params).await?,
+                    plan_query(&ctx, &sql, params, &self.config.limits).await?,
                 ))
             }
             Kind::Catalog(statement) => self.run_catalog_statement(statement).await,
@@ -180,7 +191,7 @@ impl Engine {
                     _ => TagRequests::default(),
                 };
                 let ctx = self.session_for(&requests).await?;
-                let df = plan_query(&ctx, &source, params).await?;
+                let df = plan_query(&ctx, &source, params, &self.config.limits).await?;
                 let batches = df.collect().await?;
                 let batches = name_insert_columns(&ctx, table, &columns, batches).await?;
                 let Some(first) = batches.first() else {
@@ -193,6 +204,14 @@ impl Engine {
                 Ok(StatementOutcome::RowsAffected(report.rows))
             }
         }
+    }
+
+    /// Whether `sql` changes data or definitions (such statements run to completion, never cut
+    /// off by a statement timeout). Refuses what [`Engine::execute_as`] would refuse before
+    /// planning: size, depth and unsupported statements.
+    pub fn statement_writes(&self, sql: &str) -> Result<bool> {
+        self.config.limits.check_size(sql)?;
+        Ok(self.classify(&rewrite_question_marks(sql))?.writes())
     }
 
     fn classify(&self, sql: &str) -> Result<Kind> {
@@ -225,7 +244,7 @@ impl Engine {
         match self.classify(sql)? {
             Kind::Query(requests) => {
                 let ctx = self.session_for(&requests).await?;
-                plan_query(&ctx, sql, None).await
+                plan_query(&ctx, sql, None, &self.config.limits).await
             }
             _ => Err(EngineError::InvalidStatement(
                 "expected a query (SELECT ...)".into(),
@@ -254,11 +273,18 @@ pub async fn plan_query_schema(
     engine: &Engine,
     sql: &str,
 ) -> Result<(SchemaRef, Vec<Option<arrow::datatypes::DataType>>)> {
+    engine.config.limits.check_size(sql)?;
     let sql = rewrite_question_marks(sql);
     match engine.classify(&sql)? {
         Kind::Query(requests) => {
             let ctx = engine.session_for(&requests).await?;
-            let plan = ctx.state().create_logical_plan(&sql).await?;
+            let max_depth = engine.config.limits.max_depth;
+            let plan = PlanningStack::new(async {
+                let plan = ctx.state().create_logical_plan(&sql).await?;
+                check_plan(&plan, max_depth)?;
+                Ok::<_, EngineError>(plan)
+            })
+            .await?;
             query_options().verify_plan(&plan)?;
             let params = plan.get_parameter_types()?;
             let mut ordered: Vec<(String, Option<arrow::datatypes::DataType>)> =
@@ -282,12 +308,20 @@ pub async fn plan_query_schema(
 
 /// Plans a query; bound values are cast to the types the planner inferred for their
 /// placeholders, since drivers send e.g. Int32 for a comparison with an Int64 column.
+/// SQL planning runs on the planning stack and the plan's depth is checked before anything
+/// else (optimiser, execution) walks it.
 async fn plan_query(
     ctx: &SessionContext,
     sql: &str,
     params: Option<Vec<ScalarValue>>,
+    limits: &StatementLimits,
 ) -> Result<DataFrame> {
-    let df = ctx.sql_with_options(sql, query_options()).await?;
+    let df = PlanningStack::new(async {
+        let df = ctx.sql_with_options(sql, query_options()).await?;
+        check_plan(df.logical_plan(), limits.max_depth)?;
+        Ok::<_, EngineError>(df)
+    })
+    .await?;
     let Some(values) = params else {
         return Ok(df);
     };

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -23,6 +24,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::codegen::http;
+
+use crate::login_throttle::{LoginThrottle, ThrottleConfig};
 
 /// Requests to these services need no credentials: load balancers probe health anonymously.
 const OPEN_PATHS: &[&str] = &["/grpc.health.v1.Health/"];
@@ -159,11 +162,15 @@ struct ApiToken {
     role: Role,
 }
 
+/// Session tokens one principal may hold at once; a handshake past this replaces the oldest.
+const MAX_SESSIONS_PER_PRINCIPAL: usize = 1000;
+
 pub struct Authenticator {
     enabled: bool,
     users: Vec<User>,
     tokens: Vec<ApiToken>,
     sessions: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    throttle: LoginThrottle,
     session_ttl: Duration,
     /// Verified when the user name is unknown, so timing does not tell which names exist.
     decoy_hash: String,
@@ -213,6 +220,7 @@ impl Authenticator {
             users,
             tokens,
             sessions: Mutex::new(HashMap::new()),
+            throttle: LoginThrottle::new(ThrottleConfig::default()),
             session_ttl,
             decoy_hash: hash_password("decoy password for unknown users")?,
         })
@@ -222,10 +230,12 @@ impl Authenticator {
         self.enabled
     }
 
-    /// Who sent `headers`, or UNAUTHENTICATED without saying what was wrong.
+    /// Who sent `headers` (from `peer`), or UNAUTHENTICATED without saying what was wrong;
+    /// RESOURCE_EXHAUSTED while the peer or the server has had too many failed logins.
     pub async fn authenticate(
         self: &Arc<Self>,
         headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
     ) -> Result<Principal, Status> {
         if !self.enabled {
             return Ok(Principal::anonymous());
@@ -247,12 +257,20 @@ impl Authenticator {
                 .ok_or_else(denied)?;
             let (user, password) = decoded.split_once(':').ok_or_else(denied)?;
             let (user, password) = (user.to_string(), password.to_string());
-            // Argon2 is CPU-heavy by design: keep it off the async workers.
             let this = Arc::clone(self);
-            tokio::task::spawn_blocking(move || this.password(&user, &password))
-                .await
-                .map_err(|_| Status::internal("authentication task failed"))?
-                .ok_or_else(denied)
+            let found = Arc::new(Mutex::new(None));
+            let slot = Arc::clone(&found);
+            let verified = self
+                .throttle
+                .check(peer, move || {
+                    let principal = this.password(&user, &password);
+                    let ok = principal.is_some();
+                    *slot.lock().expect("lock poisoned") = principal;
+                    ok
+                })
+                .await?;
+            let principal = found.lock().expect("lock poisoned").take();
+            principal.filter(|_| verified).ok_or_else(denied)
         } else {
             Err(denied())
         }
@@ -287,11 +305,11 @@ impl Authenticator {
                 role: token.role,
             });
         }
-        let mut sessions = self.sessions.lock().expect("lock poisoned");
-        let now = Instant::now();
-        sessions.retain(|_, (_, expires)| *expires > now);
+        // A lookup, not a scan: expired sessions are dropped at handshakes.
+        let sessions = self.sessions.lock().expect("lock poisoned");
         sessions
             .get(&digest)
+            .filter(|(_, expires)| *expires > Instant::now())
             .map(|(principal, _)| principal.clone())
     }
 
@@ -307,6 +325,17 @@ impl Authenticator {
         let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("lock poisoned");
         sessions.retain(|_, (_, expires)| *expires > now);
+        let mut held: Vec<([u8; 32], Instant)> = sessions
+            .iter()
+            .filter(|(_, (owner, _))| owner == principal)
+            .map(|(digest, (_, expires))| (*digest, *expires))
+            .collect();
+        if held.len() >= MAX_SESSIONS_PER_PRINCIPAL {
+            held.sort_by_key(|(_, expires)| *expires);
+            for (oldest, _) in &held[..=held.len() - MAX_SESSIONS_PER_PRINCIPAL] {
+                sessions.remove(oldest);
+            }
+        }
         sessions.insert(digest, (principal.clone(), now + self.session_ttl));
         token
     }
@@ -353,6 +382,20 @@ fn parse_token_hash(text: &str) -> Result<[u8; 32], String> {
         *byte = u8::from_str_radix(&hex_digits[2 * i..2 * i + 2], 16).expect("checked hex");
     }
     Ok(digest)
+}
+
+/// The client's address, as tonic records it for plain and TLS connections.
+fn peer_address(extensions: &http::Extensions) -> Option<IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|tls| tls.get_ref().remote_addr())
+        })
+        .map(|address| address.ip())
 }
 
 /// Authenticates every request before routing; see the module documentation.
@@ -410,7 +453,8 @@ where
             if OPEN_PATHS.iter().any(|open| path.starts_with(open)) {
                 return inner.call(request).await;
             }
-            match authenticator.authenticate(request.headers()).await {
+            let peer = peer_address(request.extensions());
+            match authenticator.authenticate(request.headers(), peer).await {
                 Ok(principal) => {
                     tracing::debug!(user = %principal.name, path = %request.uri().path(), "authenticated");
                     request.extensions_mut().insert(principal);
@@ -462,12 +506,15 @@ mod tests {
     #[tokio::test]
     async fn passwords_tokens_and_sessions() {
         let (auth, token) = authenticator();
-        let ada = auth.authenticate(&basic("ada", "s3cret")).await.unwrap();
+        let ada = auth
+            .authenticate(&basic("ada", "s3cret"), None)
+            .await
+            .unwrap();
         assert_eq!((ada.name.as_str(), ada.role), ("ada", Role::Admin));
         // Go's Flight client sends Basic credentials without base64 padding.
         let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("ada:s3cret");
         assert!(
-            auth.authenticate(&headers(&format!("Basic {unpadded}")))
+            auth.authenticate(&headers(&format!("Basic {unpadded}")), None)
                 .await
                 .is_ok()
         );
@@ -476,25 +523,29 @@ mod tests {
             basic("nobody", "s3cret"),
             headers("Basic !!"),
         ] {
-            let status = auth.authenticate(&bad).await.unwrap_err();
+            let status = auth.authenticate(&bad, None).await.unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated);
             assert_eq!(status.message(), "unauthenticated");
         }
         let reader = auth
-            .authenticate(&headers(&format!("Bearer {token}")))
+            .authenticate(&headers(&format!("Bearer {token}")), None)
             .await
             .unwrap();
         assert_eq!(reader.role, Role::Reader);
         assert!(
-            auth.authenticate(&headers("Bearer cohort_guess"))
+            auth.authenticate(&headers("Bearer cohort_guess"), None)
                 .await
                 .is_err()
         );
-        assert!(auth.authenticate(&http::HeaderMap::new()).await.is_err());
+        assert!(
+            auth.authenticate(&http::HeaderMap::new(), None)
+                .await
+                .is_err()
+        );
 
         let session = auth.issue_session(&ada);
         let again = auth
-            .authenticate(&headers(&format!("Bearer {session}")))
+            .authenticate(&headers(&format!("Bearer {session}")), None)
             .await
             .unwrap();
         assert_eq!((again.name.as_str(), again.role), ("ada", Role::Admin));
@@ -526,7 +577,10 @@ mod tests {
     #[tokio::test]
     async fn disabled_auth_lets_everyone_in_as_admin() {
         let auth = Arc::new(Authenticator::new(&AuthConfig::default()).unwrap());
-        let who = auth.authenticate(&http::HeaderMap::new()).await.unwrap();
+        let who = auth
+            .authenticate(&http::HeaderMap::new(), None)
+            .await
+            .unwrap();
         assert_eq!(who.role, Role::Admin);
     }
 }

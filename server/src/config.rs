@@ -244,11 +244,13 @@ pub struct LimitsConfig {
     pub max_sql_bytes: Option<String>,
     pub max_nesting: Option<usize>,
     pub max_operators: Option<usize>,
+    pub max_depth: Option<usize>,
     pub statement_timeout: Option<String>,
     pub max_concurrent_queries: Option<usize>,
     pub queue_timeout: Option<String>,
     pub max_result_rows: Option<u64>,
     pub max_result_bytes: Option<String>,
+    pub max_put_bytes: Option<String>,
 }
 
 impl FileConfig {
@@ -291,6 +293,7 @@ impl Settings {
             },
             max_nesting: file.limits.max_nesting.unwrap_or(defaults.max_nesting),
             max_operators: file.limits.max_operators.unwrap_or(defaults.max_operators),
+            max_depth: file.limits.max_depth.unwrap_or(defaults.max_depth),
         };
         let query_defaults = QueryLimits::default();
         let statement_timeout = serve
@@ -317,6 +320,10 @@ impl Settings {
                 Some(size) => parse_size(size)? as u64,
                 None => query_defaults.max_result_bytes,
             },
+            max_put_bytes: match &file.limits.max_put_bytes {
+                Some(size) => parse_size(size)? as u64,
+                None => query_defaults.max_put_bytes,
+            },
         };
         if limits.max_concurrent_queries == 0 {
             return Err("max_concurrent_queries must be at least 1".into());
@@ -324,12 +331,21 @@ impl Settings {
         let mut tls = file.tls.clone();
         if let Some(serve) = serve {
             match (&serve.tls_cert, &serve.tls_key) {
+                // The flags replace the certificate and key; client certificate settings the
+                // file gives still apply unless a flag replaces them too (dropping them would
+                // silently turn mutual TLS off).
                 (Some(cert), Some(key)) => {
+                    let from_file = tls.take();
                     tls = Some(TlsConfig {
                         cert: cert.clone(),
                         key: key.clone(),
-                        client_ca: serve.tls_client_ca.clone(),
-                        client_auth_optional: false,
+                        client_ca: serve
+                            .tls_client_ca
+                            .clone()
+                            .or_else(|| from_file.as_ref().and_then(|t| t.client_ca.clone())),
+                        client_auth_optional: from_file
+                            .as_ref()
+                            .is_some_and(|t| t.client_auth_optional),
                     });
                 }
                 (None, None) => {

@@ -28,6 +28,8 @@ pub struct QueryLimits {
     pub max_result_rows: u64,
     /// Bytes (Arrow in-memory size) one result may have.
     pub max_result_bytes: u64,
+    /// Bytes one bulk ingest (DoPut) may decode to; it is held in memory until committed.
+    pub max_put_bytes: u64,
 }
 
 impl Default for QueryLimits {
@@ -38,6 +40,7 @@ impl Default for QueryLimits {
             queue_timeout: Duration::from_secs(30),
             max_result_rows: 100_000_000,
             max_result_bytes: 4 << 30,
+            max_put_bytes: 2 << 30,
         }
     }
 }
@@ -290,6 +293,7 @@ mod tests {
             queue_timeout: Duration::from_millis(100),
             max_result_rows: 10,
             max_result_bytes: 1 << 20,
+            ..Default::default()
         }
     }
 

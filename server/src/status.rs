@@ -16,6 +16,7 @@ pub fn engine_status(error: EngineError) -> Status {
         EngineError::TableNotFound(_) => Status::not_found(error.to_string()),
         EngineError::LimitExceeded(_) => Status::invalid_argument(error.to_string()),
         EngineError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
+        EngineError::ResourcesExhausted(_) => Status::resource_exhausted(error.to_string()),
         EngineError::DataFusion(e) => return datafusion_status(e),
         EngineError::Delta(_) | EngineError::Arrow(_) | EngineError::Io(_) => {
             Status::internal(error.to_string())

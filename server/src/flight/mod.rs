@@ -6,6 +6,8 @@
 //! some clients never call DoGet for them) are held in server memory.
 
 pub mod boundary;
+mod cancel;
+pub mod codec;
 pub mod metadata;
 mod query_log;
 
@@ -15,10 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -39,10 +38,9 @@ use arrow_flight::{
 };
 use cohort_engine::statement::rows_affected_batch;
 use cohort_engine::tables::{CATALOG, SCHEMA};
-use cohort_engine::{Engine, StatementOutcome, TableKind};
+use cohort_engine::{Engine, TableKind};
 use cohort_proto::v1::StatementHandle;
 use datafusion::catalog::TableProvider;
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::TableType;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -50,8 +48,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Principal};
 use crate::limits::Governor;
-use crate::status::{arrow_status, datafusion_status, decode_status, engine_status};
+use crate::statements::{Described, Ran, Statements};
+use crate::status::{arrow_status, datafusion_status, engine_status};
+use codec::{
+    MAX_PARAMETER_BYTES, decode_handle, decode_parameters, encode_parameters, parameter_values,
+    read_put_batches,
+};
 use query_log::QueryLog;
+
+pub use codec::statement_ticket;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
 
@@ -66,7 +71,7 @@ struct Prepared {
 pub struct CohortFlightSqlService {
     engine: Arc<Engine>,
     authenticator: Arc<Authenticator>,
-    governor: Arc<Governor>,
+    statements: Statements,
     prepared: Mutex<HashMap<String, Prepared>>,
     held_results: Mutex<HashMap<String, (Instant, RecordBatch)>>,
     sql_info: SqlInfoData,
@@ -80,9 +85,9 @@ impl CohortFlightSqlService {
         governor: Arc<Governor>,
     ) -> Self {
         Self {
+            statements: Statements::new(Arc::clone(&engine), governor),
             engine,
             authenticator,
-            governor,
             prepared: Mutex::new(HashMap::new()),
             held_results: Mutex::new(HashMap::new()),
             sql_info: metadata::sql_info(),
@@ -99,19 +104,17 @@ impl CohortFlightSqlService {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
         let values = parameter_values(parameters, 0)?;
-        let outcome = self.execute(principal, sql, values).await?;
-        let (schema, handle) = match outcome {
-            StatementOutcome::Query(df) => {
-                let schema = boundary::wire_schema(df.schema().as_arrow());
+        let (schema, handle) = match self.statements.describe(principal, sql, values).await? {
+            Described::Query(schema) => {
                 let handle = StatementHandle {
                     sql: sql.to_string(),
                     parameters_ipc: encode_parameters(parameters)?,
                     query_id: uuid::Uuid::new_v4().to_string(),
                     ..Default::default()
                 };
-                (schema, handle)
+                (boundary::wire_schema(&schema), handle)
             }
-            StatementOutcome::RowsAffected(rows) => {
+            Described::RowsAffected(rows) => {
                 let batch = rows_affected_batch(rows);
                 let schema = batch.schema();
                 let id = uuid::Uuid::new_v4().to_string();
@@ -129,33 +132,13 @@ impl CohortFlightSqlService {
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
-    /// Runs or plans one statement with the caller's role, holding a concurrency slot. Writes
-    /// run here to completion, never cut off by the statement timeout; queries are only planned
-    /// here, and are planned again and run under the timeout by their DoGet.
-    async fn execute(
-        &self,
-        principal: &Principal,
-        sql: &str,
-        values: Option<Vec<ScalarValue>>,
-    ) -> Result<StatementOutcome, Status> {
-        let admitted = self.governor.admit(None, false).await?;
-        admitted
-            .run(async {
-                self.engine
-                    .execute_as(principal.role.access(), sql, values)
-                    .await
-                    .map_err(engine_status)
-            })
-            .await
-    }
-
     fn hold_result(&self, id: String, batch: RecordBatch) {
         let mut held = self.held_results.lock().expect("lock poisoned");
         held.retain(|_, (at, _)| at.elapsed() < HELD_RESULT_TTL);
         held.insert(id, (Instant::now(), batch));
     }
 
-    /// Runs a statement for its row count (the update path).
+    /// Runs a statement for its row count (the update path), once per bound parameter row.
     async fn execute_update(
         &self,
         principal: &Principal,
@@ -163,23 +146,19 @@ impl CohortFlightSqlService {
         parameters: Option<&RecordBatch>,
     ) -> Result<i64, Status> {
         let rows = parameters.map_or(1, RecordBatch::num_rows).max(1);
-        let mut total = 0i64;
+        let mut total = 0u64;
         for row in 0..rows {
             let values = parameter_values(parameters, row)?;
-            total += match self.execute(principal, sql, values).await? {
-                StatementOutcome::RowsAffected(n) => n as i64,
-                StatementOutcome::Query(df) => {
-                    let batches = df.collect().await.map_err(|e| datafusion_status(&e))?;
-                    batches.iter().map(|b| b.num_rows() as i64).sum()
-                }
-            };
+            total += self
+                .statements
+                .run_for_count(principal, sql, values)
+                .await?;
         }
-        Ok(total)
+        Ok(total as i64)
     }
 
     fn prepared(&self, handle: &[u8]) -> Result<(String, StatementHandle), Status> {
-        let handle = StatementHandle::decode(handle)
-            .map_err(|e| decode_status("prepared statement handle", e))?;
+        let handle = decode_handle("prepared statement handle", handle)?;
         if handle.prepared_id.is_empty() {
             return Err(Status::invalid_argument("not a prepared statement handle"));
         }
@@ -273,63 +252,6 @@ fn encode(
     )
 }
 
-fn encode_parameters(parameters: Option<&RecordBatch>) -> Result<Vec<u8>, Status> {
-    let Some(batch) = parameters else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    let mut writer =
-        StreamWriter::try_new(&mut out, &batch.schema()).map_err(|e| arrow_status(&e))?;
-    writer.write(batch).map_err(|e| arrow_status(&e))?;
-    writer.finish().map_err(|e| arrow_status(&e))?;
-    drop(writer);
-    Ok(out)
-}
-
-fn decode_parameters(bytes: &[u8]) -> Result<Option<RecordBatch>, Status> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let reader = StreamReader::try_new(bytes, None).map_err(|e| decode_status("parameters", e))?;
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| decode_status("parameters", e))?;
-    Ok(batches.into_iter().next())
-}
-
-fn parameter_values(
-    parameters: Option<&RecordBatch>,
-    row: usize,
-) -> Result<Option<Vec<ScalarValue>>, Status> {
-    match parameters {
-        Some(batch) if batch.num_columns() > 0 && batch.num_rows() > 0 => Ok(Some(
-            cohort_engine::params::params_from_row(batch, row).map_err(engine_status)?,
-        )),
-        _ => Ok(None),
-    }
-}
-
-/// Reads the record batches of a DoPut (ingest data or parameter bindings).
-async fn read_put_batches(
-    request: Request<PeekableFlightDataStream>,
-) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
-    let stream = request.into_inner().map_err(FlightError::from);
-    let mut decoded = FlightRecordBatchStream::new_from_flight_data(stream);
-    let mut batches = Vec::new();
-    while let Some(batch) = decoded.next().await {
-        batches.push(batch.map_err(|e| match e {
-            FlightError::Tonic(status) => *status,
-            other => decode_status("Arrow IPC data", other),
-        })?);
-    }
-    let schema = decoded
-        .schema()
-        .cloned()
-        .or_else(|| batches.first().map(RecordBatch::schema))
-        .unwrap_or_else(|| Arc::new(Schema::empty()));
-    Ok((schema, batches))
-}
-
 #[tonic::async_trait]
 impl FlightSqlService for CohortFlightSqlService {
     type FlightService = CohortFlightSqlService;
@@ -395,8 +317,7 @@ impl FlightSqlService for CohortFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = Principal::of(&request)?;
-        let handle = StatementHandle::decode(ticket.statement_handle.as_ref())
-            .map_err(|e| decode_status("statement ticket", e))?;
+        let handle = decode_handle("statement ticket", ticket.statement_handle.as_ref())?;
         if !handle.result_id.is_empty() {
             let held = self
                 .held_results
@@ -411,46 +332,20 @@ impl FlightSqlService for CohortFlightSqlService {
         let values = parameter_values(parameters.as_ref(), 0)?;
         let log = QueryLog::start(&handle.sql);
         let query_id = Some(handle.query_id.as_str()).filter(|id| !id.is_empty());
-        let admitted = self.governor.admit(query_id, true).await?;
-        let access = principal.role.access();
-        let (schema, stream) = admitted
-            .run(async {
-                let outcome = self
-                    .engine
-                    .execute_as(access, &handle.sql, values)
-                    .await
-                    .map_err(engine_status)?;
-                let df = match outcome {
-                    StatementOutcome::Query(df) => df,
-                    StatementOutcome::RowsAffected(rows) => {
-                        let batch = rows_affected_batch(rows);
-                        let schema = batch.schema();
-                        let once = futures::stream::iter([Ok(batch)]);
-                        return Ok((schema, once.boxed()));
-                    }
-                };
-                let schema = boundary::wire_schema(df.schema().as_arrow());
-                let stream = df
-                    .execute_stream()
-                    .await
-                    .map_err(|e| datafusion_status(&e))?;
-                Ok((
-                    schema,
-                    stream
-                        .map(|b| b.map_err(|e| FlightError::Tonic(Box::new(datafusion_status(&e)))))
-                        .boxed(),
-                ))
-            })
-            .await?;
+        let (schema, stream) = match self
+            .statements
+            .run(principal, &handle.sql, values, query_id)
+            .await?
+        {
+            Ran::RowsAffected(rows) => return Ok(batch_stream(rows_affected_batch(rows))),
+            Ran::Query { schema, stream } => (boundary::wire_schema(&schema), stream),
+        };
         let target = Arc::clone(&schema);
-        let batches = self
-            .governor
-            .limit_stream(admitted, stream)
-            .map(move |batch| {
-                let wire = boundary::to_wire(&batch?, &target)?;
-                log.add_rows(wire.num_rows());
-                Ok(wire)
-            });
+        let batches = stream.map(move |batch| {
+            let wire = boundary::to_wire(&batch?, &target)?;
+            log.add_rows(wire.num_rows());
+            Ok(wire)
+        });
         Ok(Response::new(encode(schema, batches)))
     }
 
@@ -512,7 +407,8 @@ impl FlightSqlService for CohortFlightSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
-        let (schema, batches) = read_put_batches(request).await?;
+        let (schema, batches) =
+            read_put_batches(request, "parameters", MAX_PARAMETER_BYTES).await?;
         let parameters =
             arrow::compute::concat_batches(&schema, &batches).map_err(|e| arrow_status(&e))?;
         let mut prepared = self.prepared.lock().expect("lock poisoned");
@@ -532,7 +428,8 @@ impl FlightSqlService for CohortFlightSqlService {
     ) -> Result<i64, Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
         let principal = Principal::of(&request)?.clone();
-        let (schema, batches) = read_put_batches(request).await?;
+        let (schema, batches) =
+            read_put_batches(request, "parameters", MAX_PARAMETER_BYTES).await?;
         let (sql, stored) = self.prepared_parameters(&id)?;
         let parameters = if batches.is_empty() {
             stored
@@ -570,12 +467,22 @@ impl FlightSqlService for CohortFlightSqlService {
             return Err(Status::unimplemented("temporary tables are not supported"));
         }
         check_exists_option(kind, command.table_definition_options.as_ref())?;
-        let (schema, batches) = read_put_batches(request).await?;
-        let report = self
-            .engine
-            .ingest_batches(kind, "bulk ingest", &schema, &batches)
-            .await
-            .map_err(engine_status)?;
+        let (schema, batches) = read_put_batches(
+            request,
+            "bulk ingest",
+            self.statements.governor().limits().max_put_bytes,
+        )
+        .await?;
+        // Ingest is a write: a slot, no timeout.
+        let admitted = self.statements.governor().admit(None, false).await?;
+        let report = admitted
+            .run(async {
+                self.engine
+                    .ingest_batches(kind, "bulk ingest", &schema, &batches)
+                    .await
+                    .map_err(engine_status)
+            })
+            .await?;
         Ok(report.rows as i64)
     }
 
@@ -834,43 +741,8 @@ impl FlightSqlService for CohortFlightSqlService {
                 action.r#type
             )));
         }
-        let cancel = arrow_flight::CancelFlightInfoRequest::decode(action.body)
-            .map_err(|e| decode_status("CancelFlightInfo request", e))?;
-        let info = cancel
-            .info
-            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
-        let mut query_ids = Vec::new();
-        for endpoint in &info.endpoint {
-            let Some(ticket) = &endpoint.ticket else {
-                continue;
-            };
-            let any = Any::decode(ticket.ticket.clone()).map_err(|e| decode_status("ticket", e))?;
-            if let Some(statement) = any
-                .unpack::<TicketStatementQuery>()
-                .map_err(|e| decode_status("ticket", e))?
-            {
-                let handle = StatementHandle::decode(statement.statement_handle.as_ref())
-                    .map_err(|e| decode_status("statement ticket", e))?;
-                if !handle.query_id.is_empty() {
-                    query_ids.push(handle.query_id);
-                }
-            }
-        }
-        let status = if query_ids.is_empty() {
-            arrow_flight::CancelStatus::NotCancellable
-        } else {
-            for id in &query_ids {
-                let running = self.governor.cancel(id);
-                tracing::info!(query_id = %id, running, "query cancelled");
-            }
-            arrow_flight::CancelStatus::Cancelled
-        };
-        let result = arrow_flight::CancelFlightInfoResult {
-            status: status as i32,
-        };
-        let body = arrow_flight::Result {
-            body: result.encode_to_vec().into(),
-        };
+        let body = cancel::cancel_flight_info(self.statements.governor(), action)?;
+        let body = arrow_flight::Result { body };
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
     }
 
@@ -902,17 +774,4 @@ fn check_exists_option(
             "replacing table {kind} is not supported: ingest with mode 'append'"
         ))),
     }
-}
-
-/// A self-contained DoGet ticket that runs `sql` (a query) on any Cohort server.
-pub fn statement_ticket(sql: &str) -> Vec<u8> {
-    let handle = StatementHandle {
-        sql: sql.to_string(),
-        ..Default::default()
-    };
-    TicketStatementQuery {
-        statement_handle: handle.encode_to_vec().into(),
-    }
-    .as_any()
-    .encode_to_vec()
 }

@@ -1,0 +1,155 @@
+//! The one admission path for SQL statements, whatever endpoint or RPC carries them (Flight SQL
+//! queries, updates, prepared statements; later the PostgreSQL endpoint): a concurrency slot,
+//! the statement timeout for queries, cancellation, the result limits, and the engine's memory
+//! pool and depth checks. Writes take a slot but run to completion: stopping one half way would
+//! only waste its work, since a commit is atomic either way.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow_flight::error::FlightError;
+use cohort_engine::depth::PlanningStack;
+use cohort_engine::{Engine, StatementOutcome};
+use datafusion::common::ScalarValue;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tonic::Status;
+
+use crate::auth::Principal;
+use crate::limits::{Governor, LimitedStream};
+use crate::status::{datafusion_status, engine_status};
+
+/// A query's batches as the engine produces them (logical types), bounded by the limits.
+pub type QueryStream =
+    LimitedStream<BoxStream<'static, Result<arrow::array::RecordBatch, FlightError>>>;
+
+/// What running a statement produced.
+pub enum Ran {
+    /// A data-changing statement ran to completion.
+    RowsAffected(u64),
+    /// A query: its schema, and its batches, which hold the statement's slot until they end.
+    Query {
+        schema: SchemaRef,
+        stream: QueryStream,
+    },
+}
+
+/// What a statement's description (a FlightInfo, a prepared statement) needs.
+pub enum Described {
+    RowsAffected(u64),
+    Query(SchemaRef),
+}
+
+pub struct Statements {
+    engine: Arc<Engine>,
+    governor: Arc<Governor>,
+}
+
+impl Statements {
+    pub fn new(engine: Arc<Engine>, governor: Arc<Governor>) -> Self {
+        Self { engine, governor }
+    }
+
+    pub fn governor(&self) -> &Arc<Governor> {
+        &self.governor
+    }
+
+    /// Admits `sql` (timed unless it writes) and plans it, or runs it if it writes.
+    async fn admit_and_plan(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        values: Option<Vec<ScalarValue>>,
+        query_id: Option<&str>,
+    ) -> Result<(crate::limits::Admitted, StatementOutcome), Status> {
+        let writes = self.engine.statement_writes(sql).map_err(engine_status)?;
+        let admitted = self.governor.admit(query_id, !writes).await?;
+        let outcome = admitted
+            .run(async {
+                self.engine
+                    .execute_as(principal.role.access(), sql, values)
+                    .await
+                    .map_err(engine_status)
+            })
+            .await?;
+        Ok((admitted, outcome))
+    }
+
+    /// Plans a query for its schema (nothing runs), or runs a data-changing statement.
+    pub async fn describe(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        values: Option<Vec<ScalarValue>>,
+    ) -> Result<Described, Status> {
+        let (_admitted, outcome) = self.admit_and_plan(principal, sql, values, None).await?;
+        Ok(match outcome {
+            StatementOutcome::RowsAffected(rows) => Described::RowsAffected(rows),
+            StatementOutcome::Query(df) => {
+                Described::Query(Arc::new(df.schema().as_arrow().clone()))
+            }
+        })
+    }
+
+    /// Runs a statement; a query's rows stream under its deadline, cancellation and limits.
+    /// `query_id` registers it for cancellation.
+    pub async fn run(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        values: Option<Vec<ScalarValue>>,
+        query_id: Option<&str>,
+    ) -> Result<Ran, Status> {
+        let (admitted, outcome) = self
+            .admit_and_plan(principal, sql, values, query_id)
+            .await?;
+        let df = match outcome {
+            StatementOutcome::RowsAffected(rows) => return Ok(Ran::RowsAffected(rows)),
+            StatementOutcome::Query(df) => df,
+        };
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        // Optimising and physical planning walk the plan: on the planning stack too.
+        let batches = admitted
+            .run(async {
+                PlanningStack::new(df.execute_stream())
+                    .await
+                    .map_err(|e| datafusion_status(&e))
+            })
+            .await?;
+        let batches = batches
+            .map(|batch| batch.map_err(|e| FlightError::Tonic(Box::new(datafusion_status(&e)))))
+            .boxed();
+        Ok(Ran::Query {
+            schema,
+            stream: self.governor.limit_stream(admitted, batches),
+        })
+    }
+
+    /// Runs a statement for its row count (the update path): a query's rows are counted as
+    /// they stream, never held, under the same deadline and limits as a fetched result.
+    pub async fn run_for_count(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        values: Option<Vec<ScalarValue>>,
+    ) -> Result<u64, Status> {
+        match self.run(principal, sql, values, None).await? {
+            Ran::RowsAffected(rows) => Ok(rows),
+            Ran::Query { mut stream, .. } => {
+                let mut rows = 0u64;
+                while let Some(batch) = stream.next().await {
+                    rows += batch.map_err(flight_status)?.num_rows() as u64;
+                }
+                Ok(rows)
+            }
+        }
+    }
+}
+
+/// The gRPC status a result stream's error carries.
+pub fn flight_status(error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => *status,
+        other => Status::internal(other.to_string()),
+    }
+}
