@@ -147,3 +147,83 @@ impl Drop for TestServer {
         self.terminate();
     }
 }
+
+/// Flight SQL helpers shared by the end-to-end suites.
+pub mod flight {
+    use std::path::Path;
+
+    use arrow::array::RecordBatch;
+    use arrow_flight::FlightInfo;
+    use arrow_flight::error::FlightError;
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+    use tonic::Code;
+    use tonic::transport::Channel;
+
+    use super::TestServer;
+
+    pub async fn channel(server: &TestServer) -> Channel {
+        Channel::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub fn code(error: &FlightError) -> Code {
+        match error {
+            FlightError::Tonic(status) => status.code(),
+            other => panic!("not a gRPC status: {other}"),
+        }
+    }
+
+    pub async fn fetch(
+        client: &mut FlightSqlServiceClient<Channel>,
+        info: FlightInfo,
+    ) -> Result<Vec<RecordBatch>, FlightError> {
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let stream = client.do_get(endpoint.ticket.unwrap()).await?;
+            batches.extend(stream.try_collect::<Vec<_>>().await?);
+        }
+        Ok(batches)
+    }
+
+    pub async fn query(
+        client: &mut FlightSqlServiceClient<Channel>,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, FlightError> {
+        let info = client.execute(sql.to_string(), None).await?;
+        fetch(client, info).await
+    }
+
+    pub fn first_integer(batches: &[RecordBatch]) -> i64 {
+        use arrow::array::AsArray;
+        batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    }
+
+    pub fn rows(batches: &[RecordBatch]) -> usize {
+        batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// A server that runs one statement at a time, with `limits` as its config file's `[limits]`
+    /// section and `--statement-timeout statement_timeout`.
+    pub fn one_slot_server(dir: &Path, limits: &str, statement_timeout: &str) -> TestServer {
+        let config = dir.join("limits.toml");
+        std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+        TestServer::start(
+            &dir.join("store"),
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--max-concurrent-queries",
+                "1",
+                "--statement-timeout",
+                statement_timeout,
+            ],
+        )
+    }
+}

@@ -6,14 +6,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandStatementIngest, TableDefinitionOptions};
-use arrow_flight::{Action, CancelFlightInfoRequest, FlightInfo};
+use arrow_flight::{Action, CancelFlightInfoRequest};
+use cohort_e2e::flight::{channel, code, fetch, first_integer, one_slot_server, query, rows};
 use cohort_e2e::{TestServer, cohort_bin};
 use cohort_proto::v1::ListSegmentsRequest;
 use cohort_proto::v1::activation_service_client::ActivationServiceClient;
-use futures::TryStreamExt;
 use prost::Message;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -48,53 +47,6 @@ token_hash = "{token_hash}"
     let path = dir.join("cohort.toml");
     std::fs::write(&path, text).unwrap();
     (path, token)
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn code(error: &FlightError) -> Code {
-    match error {
-        FlightError::Tonic(status) => status.code(),
-        other => panic!("not a gRPC status: {other}"),
-    }
-}
-
-async fn fetch(
-    client: &mut FlightSqlServiceClient<Channel>,
-    info: FlightInfo,
-) -> Result<Vec<RecordBatch>, FlightError> {
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let stream = client.do_get(endpoint.ticket.unwrap()).await?;
-        batches.extend(stream.try_collect::<Vec<_>>().await?);
-    }
-    Ok(batches)
-}
-
-async fn query(
-    client: &mut FlightSqlServiceClient<Channel>,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, FlightError> {
-    let info = client.execute(sql.to_string(), None).await?;
-    fetch(client, info).await
-}
-
-fn first_integer(batches: &[RecordBatch]) -> i64 {
-    use arrow::array::AsArray;
-    batches[0]
-        .column(0)
-        .as_primitive::<arrow::datatypes::Int64Type>()
-        .value(0)
-}
-
-fn rows(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(RecordBatch::num_rows).sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,24 +243,6 @@ fn a_network_address_needs_auth_or_an_explicit_insecure_flag() {
     .unwrap();
     let (ok, stderr) = serve_outcome(&["--config", bad.to_str().unwrap()]).unwrap();
     assert!(!ok && stderr.contains("hash-password"), "{stderr}");
-}
-
-/// A server that runs one statement at a time, with `limits` as its config file's `[limits]`
-/// section and `--statement-timeout statement_timeout`.
-fn one_slot_server(dir: &Path, limits: &str, statement_timeout: &str) -> TestServer {
-    let config = dir.join("limits.toml");
-    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
-    TestServer::start(
-        &dir.join("store"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--max-concurrent-queries",
-            "1",
-            "--statement-timeout",
-            statement_timeout,
-        ],
-    )
 }
 
 /// A query that runs for minutes unless something stops it.
