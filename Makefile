@@ -27,9 +27,11 @@ test-python: $(VENV)/.installed ## End-to-end tests through the ADBC Flight SQL 
 FUZZ_SECONDS ?= 15
 FUZZ_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/fuzz
 
-fuzz: ## Run every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each
+fuzz: ## Run every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each; fails if it finds none
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-	cd fuzz && for target in $$(cargo fuzz list); do \
+	cd fuzz && targets="$$(cargo fuzz list)" && \
+	if [ -z "$$targets" ]; then echo "make fuzz: cargo fuzz list found no targets in fuzz/" >&2; exit 1; fi && \
+	for target in $$targets; do \
 	  mkdir -p corpus/$$target && \
 	  RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo fuzz run --dev --sanitizer none $$target corpus/$$target \
 	    -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=4096 || exit 1; \

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use cohort_engine::{Engine, EngineConfig, EngineError, StatementOutcome};
@@ -23,10 +24,15 @@ impl AsyncDB for EngineDb {
         match self.engine.execute(sql, None).await? {
             StatementOutcome::RowsAffected(rows) => Ok(DBOutput::StatementComplete(rows)),
             StatementOutcome::Query(df) => {
-                let width = df.schema().fields().len();
+                let types = df
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| column_type(f.data_type()))
+                    .collect();
                 let batches = df.collect().await?;
                 Ok(DBOutput::Rows {
-                    types: vec![DefaultColumnType::Any; width],
+                    types,
                     rows: format_rows(&batches)?,
                 })
             }
@@ -37,6 +43,19 @@ impl AsyncDB for EngineDb {
 
     fn engine_name(&self) -> &str {
         "cohort"
+    }
+}
+
+/// The sqllogictest letter of a column: `I` integers, `R` floating point and decimals, `T`
+/// strings; `?` anything else (booleans, times, lists, binary), which a file writes as any
+/// other letter (DataFusion's `B`, `D`, `P` ...).
+fn column_type(data_type: &DataType) -> DefaultColumnType {
+    match data_type {
+        t if t.is_integer() => DefaultColumnType::Integer,
+        t if t.is_floating() || t.is_decimal() => DefaultColumnType::FloatingPoint,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DefaultColumnType::Text,
+        DataType::Dictionary(_, value) => column_type(value),
+        _ => DefaultColumnType::Any,
     }
 }
 
@@ -86,6 +105,8 @@ fn run_file(path: &Path) -> Result<(), Failed> {
             let engine = Arc::clone(&engine);
             async move { Ok(EngineDb { engine }) }
         });
+        // Column letters are checked: `query I` on a string column fails.
+        runner.with_column_validator(sqllogictest::strict_column_validator);
         runner
             .run_file_async(path)
             .await

@@ -21,10 +21,9 @@ use cohort_proto::v1::{
     StreamMembersRequest, SubscribeRequest, UsersBatch,
 };
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::detached::{StreamOut, spawn_producer};
 use crate::flight::boundary::{to_wire, wire_schema};
 use crate::limits::{Admitted, Governor};
 use crate::status::engine_status;
@@ -155,33 +154,30 @@ struct VersionHeader {
     committed_at_micros: i64,
 }
 
-type Messages = mpsc::Sender<Result<UsersBatch, Status>>;
+type Messages = StreamOut<Result<UsersBatch, Status>>;
 
 /// Runs `producer` on its own task, holding the admission slot until it is done, and streams
 /// what it sends. A bounded channel keeps at most a couple of encoded batches ahead of the
 /// consumer, so a segment of any size streams in constant memory; when the consumer goes away,
-/// the next send fails and the producer stops.
-fn spawn_stream<F, Fut>(admitted: Admitted, producer: F) -> BoxStream<UsersBatch>
+/// the next send fails and the producer stops; when it stops reading for `stall_timeout`, the
+/// producer ends and frees the slot (see [`crate::detached`]).
+fn spawn_stream<F, Fut>(
+    admitted: Admitted,
+    stall_timeout: std::time::Duration,
+    producer: F,
+) -> BoxStream<UsersBatch>
 where
     F: FnOnce(Messages) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    let (sender, receiver) = mpsc::channel(2);
-    tokio::spawn(async move {
+    spawn_producer(stall_timeout, Err, move |messages| async move {
         let _slot = admitted;
-        if let Err(status) = producer(sender.clone()).await {
-            // Fails only when the consumer is gone, and then nobody needs the error.
-            let _ = sender.send(Err(status)).await;
-        }
-    });
-    Box::pin(ReceiverStream::new(receiver))
+        producer(messages).await
+    })
 }
 
 async fn send(messages: &Messages, message: UsersBatch) -> Result<(), Status> {
-    messages
-        .send(Ok(message))
-        .await
-        .map_err(|_| Status::cancelled("the consumer went away"))
+    messages.send(Ok(message)).await
 }
 
 /// Runs `sql` and sends its rows as one version's messages of at most [`BATCH_ROWS`] users.
@@ -303,8 +299,10 @@ impl ActivationService for CohortActivationService {
         };
         let admitted = self.governor.admit(None, false).await?;
         let engine = Arc::clone(&self.engine);
+        let stall = self.governor.limits().stall_timeout;
         Ok(Response::new(spawn_stream(
             admitted,
+            stall,
             move |messages| async move {
                 let sql = format!(
                     "SELECT user_id, user_key FROM segment_members('{}', {version})",
@@ -343,8 +341,10 @@ impl ActivationService for CohortActivationService {
         let engine = Arc::clone(&self.engine);
         // Version by version, so only one version's changes are in flight at a time and each
         // version's messages end with the one marked complete.
+        let stall = self.governor.limits().stall_timeout;
         Ok(Response::new(spawn_stream(
             admitted,
+            stall,
             move |messages| async move {
                 for header in &headers {
                     let sql = format!(

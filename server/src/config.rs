@@ -251,6 +251,7 @@ pub struct LimitsConfig {
     pub max_result_rows: Option<u64>,
     pub max_result_bytes: Option<String>,
     pub max_put_bytes: Option<String>,
+    pub stall_timeout: Option<String>,
 }
 
 impl FileConfig {
@@ -323,6 +324,10 @@ impl Settings {
             max_put_bytes: match &file.limits.max_put_bytes {
                 Some(size) => parse_size(size)? as u64,
                 None => query_defaults.max_put_bytes,
+            },
+            stall_timeout: match &file.limits.stall_timeout {
+                Some(text) => duration("stall_timeout", text)?,
+                None => query_defaults.stall_timeout,
             },
         };
         if limits.max_concurrent_queries == 0 {

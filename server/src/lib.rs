@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod detached;
 pub mod flight;
 pub mod limits;
 pub mod login_throttle;

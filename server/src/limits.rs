@@ -30,6 +30,9 @@ pub struct QueryLimits {
     pub max_result_bytes: u64,
     /// Bytes one bulk ingest (DoPut) may decode to; it is held in memory until committed.
     pub max_put_bytes: u64,
+    /// How long a result stream waits for a client that reads nothing before it ends the
+    /// stream and frees the statement's slot.
+    pub stall_timeout: Duration,
 }
 
 impl Default for QueryLimits {
@@ -41,6 +44,7 @@ impl Default for QueryLimits {
             max_result_rows: 100_000_000,
             max_result_bytes: 4 << 30,
             max_put_bytes: 2 << 30,
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -154,17 +154,37 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     Ok(())
 }
 
-/// Refuses to expose the store to the network without authentication unless told to.
+/// Refuses to expose the store to the network without authentication, or credentials to the
+/// network without TLS, unless told to.
 fn check_exposure(settings: &Settings, auth_enabled: bool) -> anyhow::Result<()> {
-    if auth_enabled || settings.listen.ip().is_loopback() {
+    if settings.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    let tls = settings.tls.is_some();
+    if auth_enabled && tls {
         return Ok(());
     }
     if settings.insecure {
-        tracing::warn!(
-            address = %settings.listen,
-            "serving without authentication on a non-loopback address (--insecure): anyone who can reach it can read and change all data"
-        );
+        if auth_enabled {
+            tracing::warn!(
+                address = %settings.listen,
+                "serving without TLS on a non-loopback address (--insecure): passwords and tokens travel in the clear unless a TLS proxy sits in front"
+            );
+        } else {
+            tracing::warn!(
+                address = %settings.listen,
+                "serving without authentication on a non-loopback address (--insecure): anyone who can reach it can read and change all data"
+            );
+        }
         return Ok(());
+    }
+    if auth_enabled {
+        anyhow::bail!(
+            "refusing to listen on {} without TLS: passwords and tokens would travel in the clear; \
+             give --tls-cert and --tls-key (see the README's SECURITY section), listen on 127.0.0.1, \
+             or pass --insecure (e.g. behind a TLS-terminating proxy)",
+            settings.listen
+        )
     }
     anyhow::bail!(
         "refusing to listen on {} without authentication: configure [auth] users or tokens \

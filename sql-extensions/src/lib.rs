@@ -5,6 +5,7 @@
 //! (a Cohort server, a test, a scale-out executor) resolves the same names the same way.
 
 pub mod bitmap;
+pub mod bounded_output;
 pub mod common;
 pub mod conditions;
 pub mod funnel;
@@ -52,6 +53,7 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
         registry.register_udaf(function)?;
     }
     registry.register_function_rewrite(Arc::new(utc_date::UtcDateCast))?;
+    bounded_output::register(registry)?;
     Ok(())
 }
 

@@ -11,7 +11,9 @@ import pytest
 
 from conftest import private_server, set_logic_sql
 
-chdb = pytest.importorskip("chdb")
+# A plain import: without chdb these tests must fail, not skip, or a broken install would
+# pass CI with no differential check at all.
+import chdb  # noqa: E402
 
 TAGS = ["a", "b", "c", "d", "e"]
 EXPRESSIONS = 60

@@ -12,7 +12,9 @@ import pytest
 
 from conftest import private_server
 
-chdb = pytest.importorskip("chdb")
+# A plain import: without chdb these tests must fail, not skip, or a broken install would
+# pass CI with no differential check at all.
+import chdb  # noqa: E402
 
 USERS = 400
 STEPS = ["a", "b", "c", "d"]

@@ -425,3 +425,66 @@ async fn a_failed_login_flood_leaves_credentialed_clients_served() {
     assert!(seen.contains_key("ResourceExhausted"), "{seen:?}");
     assert!(server.stop());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = one_slot_server(
+        dir.path(),
+        "queue_timeout = \"20s\"\nstall_timeout = \"1s\"",
+        "0",
+    );
+    let mut reader = FlightSqlServiceClient::new(channel(&server).await);
+    // A result far larger than the transport's buffers; the client takes one batch and sleeps.
+    let info = reader
+        .execute(
+            "SELECT value, value * 2 AS twice FROM range(200000000)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = reader.do_get(ticket).await.unwrap();
+    let first = stream.try_next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    // With one slot and no statement timeout, this runs only if the stalled stream let go.
+    let mut other = FlightSqlServiceClient::new(channel(&server).await);
+    let started = Instant::now();
+    assert_alive(&mut other).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stalled client, reading again, gets what was buffered and then the reason.
+    let err = loop {
+        match stream.try_next().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a stalled result must not end as if complete"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
+    assert!(err.to_string().contains("stall_timeout"), "{err}");
+    assert!(server.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_asked_for_huge_outputs_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("store"), &[]);
+    let mut client = FlightSqlServiceClient::new(channel(&server).await);
+    for sql in [
+        "SELECT range(0, 5000000000)",
+        "SELECT generate_series(1, 5000000000)",
+        "SELECT array_repeat(1, 5000000000)",
+        "SELECT repeat('x', 10000000000)",
+        "SELECT lpad('x', 10000000000)",
+        "SELECT cardinality(range(0, v)) FROM (VALUES (3000000000)) AS t(v)",
+    ] {
+        let err = query(&mut client, sql).await.unwrap_err();
+        assert_eq!(code(&err), Code::ResourceExhausted, "{sql}: {err}");
+        assert_alive(&mut client).await;
+    }
+    assert!(server.stop());
+}

@@ -224,15 +224,47 @@ fn a_network_address_needs_auth_or_an_explicit_insecure_flag() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = auth_config(dir.path(), "");
+    // Auth without TLS would send passwords and tokens in the clear.
+    let (ok, stderr) = serve_outcome(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .expect("auth without TLS must refuse to start");
+    assert!(!ok && stderr.contains("without TLS"), "{stderr}");
     assert!(
         serve_outcome(&[
             "--listen",
             "0.0.0.0:0",
             "--config",
-            config.to_str().unwrap()
+            config.to_str().unwrap(),
+            "--insecure"
         ])
         .is_none(),
-        "with auth configured it must start"
+        "auth without TLS starts with --insecure"
+    );
+    let pki = pki();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let cert = write("server.pem", &pki.server_cert);
+    let key = write("server.key", &pki.server_key);
+    assert!(
+        serve_outcome(&[
+            "--listen",
+            "0.0.0.0:0",
+            "--config",
+            config.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .is_none(),
+        "with auth and TLS it must start"
     );
     // A config mistake in [auth] stops start-up with a pointer to the fix.
     let bad = dir.path().join("bad.toml");

@@ -9,6 +9,7 @@ pub mod boundary;
 mod cancel;
 pub mod codec;
 pub mod metadata;
+mod prepared;
 mod query_log;
 
 use std::collections::HashMap;
@@ -47,6 +48,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Principal};
+use crate::detached::detach;
 use crate::limits::Governor;
 use crate::statements::{Described, Ran, Statements};
 use crate::status::{arrow_status, datafusion_status, engine_status};
@@ -54,6 +56,7 @@ use codec::{
     MAX_PARAMETER_BYTES, decode_handle, decode_parameters, encode_parameters, parameter_values,
     read_put_batches,
 };
+use prepared::PreparedStatements;
 use query_log::QueryLog;
 
 pub use codec::statement_ticket;
@@ -63,16 +66,11 @@ type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, St
 /// Results of data-changing statements wait this long for their DoGet.
 const HELD_RESULT_TTL: Duration = Duration::from_secs(600);
 
-struct Prepared {
-    sql: String,
-    parameters: Option<RecordBatch>,
-}
-
 pub struct CohortFlightSqlService {
     engine: Arc<Engine>,
     authenticator: Arc<Authenticator>,
     statements: Statements,
-    prepared: Mutex<HashMap<String, Prepared>>,
+    prepared: PreparedStatements,
     held_results: Mutex<HashMap<String, (Instant, RecordBatch)>>,
     sql_info: SqlInfoData,
     xdbc_type_info: XdbcTypeInfoData,
@@ -88,7 +86,7 @@ impl CohortFlightSqlService {
             statements: Statements::new(Arc::clone(&engine), governor),
             engine,
             authenticator,
-            prepared: Mutex::new(HashMap::new()),
+            prepared: PreparedStatements::default(),
             held_results: Mutex::new(HashMap::new()),
             sql_info: metadata::sql_info(),
             xdbc_type_info: metadata::xdbc_type_info(),
@@ -163,14 +161,6 @@ impl CohortFlightSqlService {
             return Err(Status::invalid_argument("not a prepared statement handle"));
         }
         Ok((handle.prepared_id.clone(), handle))
-    }
-
-    fn prepared_parameters(&self, id: &str) -> Result<(String, Option<RecordBatch>), Status> {
-        let prepared = self.prepared.lock().expect("lock poisoned");
-        let entry = prepared.get(id).ok_or_else(|| {
-            Status::not_found("prepared statement not found (closed or from another server)")
-        })?;
-        Ok((entry.sql.clone(), entry.parameters.clone()))
     }
 
     fn metadata_flight_info(
@@ -298,13 +288,13 @@ impl FlightSqlService for CohortFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
-        let (sql, parameters) = self.prepared_parameters(&id)?;
+        let principal = Principal::of(&request)?.clone();
+        let (sql, parameters) = self.prepared.get(&principal, &id)?;
         if parameters.as_ref().is_some_and(|p| p.num_rows() > 1) {
             return Err(Status::invalid_argument(
                 "a query binds one row of parameters; bind several rows only for updates",
             ));
         }
-        let principal = Principal::of(&request)?.clone();
         let info = self
             .statement_flight_info(&principal, &sql, parameters.as_ref(), request.into_inner())
             .await?;
@@ -346,18 +336,35 @@ impl FlightSqlService for CohortFlightSqlService {
             log.add_rows(wire.num_rows());
             Ok(wire)
         });
+        let stall = self.statements.governor().limits().stall_timeout;
+        let batches = detach(batches, stall, |status| {
+            Err(FlightError::Tonic(Box::new(status)))
+        });
         Ok(Response::new(encode(schema, batches)))
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let sql = cohort_engine::params::rewrite_question_marks(&query.query);
-        let (schema, parameter_types) = cohort_engine::plan_query_schema(&self.engine, &sql)
-            .await
+        let principal = Principal::of(&request)?;
+        self.engine
+            .config()
+            .limits
+            .check_size(&query.query)
             .map_err(engine_status)?;
+        let sql = cohort_engine::params::rewrite_question_marks(&query.query);
+        // Planning takes a slot and the statement timeout like any other statement.
+        let admitted = self.statements.governor().admit(None, true).await?;
+        let (schema, parameter_types) = admitted
+            .run(async {
+                cohort_engine::plan_query_schema(&self.engine, &sql)
+                    .await
+                    .map_err(engine_status)
+            })
+            .await?;
+        drop(admitted);
         let parameter_schema = Schema::new(
             parameter_types
                 .iter()
@@ -371,14 +378,7 @@ impl FlightSqlService for CohortFlightSqlService {
                 })
                 .collect::<Vec<_>>(),
         );
-        let id = uuid::Uuid::new_v4().to_string();
-        self.prepared.lock().expect("lock poisoned").insert(
-            id.clone(),
-            Prepared {
-                sql: sql.clone(),
-                parameters: None,
-            },
-        );
+        let id = self.prepared.create(principal, sql.clone())?;
         let handle = StatementHandle {
             sql,
             prepared_id: id,
@@ -394,11 +394,10 @@ impl FlightSqlService for CohortFlightSqlService {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
-        self.prepared.lock().expect("lock poisoned").remove(&id);
-        Ok(())
+        self.prepared.close(Principal::of(&request)?, &id)
     }
 
     async fn do_put_prepared_statement_query(
@@ -407,15 +406,12 @@ impl FlightSqlService for CohortFlightSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
+        let principal = Principal::of(&request)?.clone();
         let (schema, batches) =
             read_put_batches(request, "parameters", MAX_PARAMETER_BYTES).await?;
         let parameters =
             arrow::compute::concat_batches(&schema, &batches).map_err(|e| arrow_status(&e))?;
-        let mut prepared = self.prepared.lock().expect("lock poisoned");
-        let entry = prepared.get_mut(&id).ok_or_else(|| {
-            Status::not_found("prepared statement not found (closed or from another server)")
-        })?;
-        entry.parameters = Some(parameters);
+        self.prepared.bind(&principal, &id, parameters)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
         })
@@ -430,7 +426,7 @@ impl FlightSqlService for CohortFlightSqlService {
         let principal = Principal::of(&request)?.clone();
         let (schema, batches) =
             read_put_batches(request, "parameters", MAX_PARAMETER_BYTES).await?;
-        let (sql, stored) = self.prepared_parameters(&id)?;
+        let (sql, stored) = self.prepared.get(&principal, &id)?;
         let parameters = if batches.is_empty() {
             stored
         } else {
