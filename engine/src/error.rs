@@ -36,6 +36,17 @@ pub enum EngineError {
     #[error("statement too complex: {0}")]
     LimitExceeded(String),
 
+    /// Storage failed a commit and the log could not be read to see whether it landed anyway:
+    /// the write may or may not be there.
+    #[error(
+        "commit outcome unknown: {0}. Check whether the data is there (e.g. count the rows) before retrying, or it may be written twice"
+    )]
+    CommitOutcomeUnknown(String),
+
+    /// The store holds data Cohort did not write that way (a missing or mistyped column).
+    #[error("the store holds unexpected data: {0}")]
+    Corrupt(String),
+
     /// A request needs more of a bounded resource (decoded bytes, handles) than it may have.
     #[error("{0}")]
     ResourcesExhausted(String),
@@ -89,7 +100,11 @@ impl EngineError {
             | Self::PermissionDenied(_)
             | Self::TableNotFound(_) => true,
             Self::DataFusion(e) => is_user_datafusion_error(e),
-            Self::Delta(_) | Self::Arrow(_) | Self::Io(_) => false,
+            Self::Delta(_)
+            | Self::Arrow(_)
+            | Self::Io(_)
+            | Self::Corrupt(_)
+            | Self::CommitOutcomeUnknown(_) => false,
         }
     }
 }

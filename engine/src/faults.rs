@@ -29,6 +29,8 @@ struct PlanState {
     puts: u64,
     fail_put: Option<u64>,
     lose_put_acknowledgement: Option<u64>,
+    /// Calls that fail as unavailable once an acknowledgement has been lost.
+    unavailable_after_lost_acknowledgement: u32,
     unavailable_calls: u32,
     read_delay: Duration,
 }
@@ -70,6 +72,12 @@ impl FaultPlan {
         state.lose_put_acknowledgement = Some(state.puts + n);
     }
 
+    /// Once the armed acknowledgement is lost, the next `calls` calls fail as unavailable:
+    /// the writer cannot even read the log to see whether its commit landed.
+    pub fn unavailable_after_lost_acknowledgement(&self, calls: u32) {
+        self.state().unavailable_after_lost_acknowledgement = calls;
+    }
+
     /// The next `calls` calls of any kind fail as HTTP 503 would.
     pub fn unavailable(&self, calls: u32) {
         self.state().unavailable_calls = calls;
@@ -103,6 +111,7 @@ impl FaultPlan {
         if state.fail_put == Some(state.puts) {
             PutFault::FailBefore
         } else if state.lose_put_acknowledgement == Some(state.puts) {
+            state.unavailable_calls = state.unavailable_after_lost_acknowledgement;
             PutFault::LoseAcknowledgement
         } else {
             PutFault::None

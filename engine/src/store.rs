@@ -349,11 +349,21 @@ impl IdentifiedCommit {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_times(2);
-        if let Ok(Some(reloaded)) = landed.retry(backoff).await {
-            tracing::warn!(error = %error, "storage reported a commit as failed, but it landed");
-            return Ok(reloaded);
+        match landed.retry(backoff).await {
+            Ok(Some(reloaded)) => {
+                tracing::warn!(error = %error, "storage reported a commit as failed, but it landed");
+                Ok(reloaded)
+            }
+            Ok(None) => Err(error.into()),
+            // Neither the commit nor the check can be trusted: a client that retried on a
+            // plain failure could write the rows twice.
+            Err(check) => {
+                tracing::error!(error = %error, check = %check, "commit outcome unknown");
+                Err(EngineError::CommitOutcomeUnknown(format!(
+                    "{error}; reading the log to see whether it landed failed too: {check}"
+                )))
+            }
         }
-        Err(error.into())
     }
 }
 
@@ -371,9 +381,7 @@ pub fn text_column(
     batch: &arrow::record_batch::RecordBatch,
     name: &str,
 ) -> Result<arrow::array::StringArray> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| EngineError::InvalidStatement(format!("missing column {name}")))?;
+    let column = stored_column(batch, name)?;
     Ok(
         arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?
             .as_string::<i32>()
@@ -381,14 +389,23 @@ pub fn text_column(
     )
 }
 
+/// A column of a batch read from a system table; a store holding other columns than Cohort
+/// wrote is reported, never a panic.
+pub fn stored_column<'a>(
+    batch: &'a arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| EngineError::Corrupt(format!("a stored table has no column '{name}'")))
+}
+
 /// A column of a system-table batch as UTC microseconds.
 pub fn micros_column(
     batch: &arrow::record_batch::RecordBatch,
     name: &str,
 ) -> Result<arrow::array::TimestampMicrosecondArray> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| EngineError::InvalidStatement(format!("missing column {name}")))?;
+    let column = stored_column(batch, name)?;
     Ok(
         arrow::compute::cast(column, &crate::tables::timestamp_type())?
             .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()

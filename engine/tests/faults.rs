@@ -168,6 +168,33 @@ async fn ingest_under_every_failing_put_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_commit_whose_outcome_cannot_be_checked_is_reported_as_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, plan) = faulty_engine(dir.path()).await;
+    engine.execute(&insert_events(0, 10), None).await.unwrap();
+    plan.reset();
+    engine.execute(&insert_events(10, 10), None).await.unwrap();
+    let commit_put = plan.puts();
+    // The commit lands, its acknowledgement is lost, and the log cannot be read to check.
+    plan.reset();
+    plan.lose_put_acknowledgement(commit_put);
+    plan.unavailable_after_lost_acknowledgement(1000);
+    let err = engine
+        .execute(&insert_events(20, 10), None)
+        .await
+        .err()
+        .expect("the outcome cannot be known");
+    assert!(
+        matches!(err, cohort_engine::EngineError::CommitOutcomeUnknown(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("before retrying"), "{err}");
+    plan.reset();
+    // It did land: a client that retried on a plain failure would have duplicated it.
+    assert_eq!(visible_events(dir.path()).await.0, 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unavailable_storage_and_slow_reads() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, plan) = faulty_engine(dir.path()).await;

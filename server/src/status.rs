@@ -17,10 +17,13 @@ pub fn engine_status(error: EngineError) -> Status {
         EngineError::LimitExceeded(_) => Status::invalid_argument(error.to_string()),
         EngineError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(error.to_string()),
+        // Not UNAVAILABLE: clients retry that on their own, which is what must not happen.
+        EngineError::CommitOutcomeUnknown(_) => Status::unknown(error.to_string()),
         EngineError::DataFusion(e) => return datafusion_status(e),
-        EngineError::Delta(_) | EngineError::Arrow(_) | EngineError::Io(_) => {
-            Status::internal(error.to_string())
-        }
+        EngineError::Delta(_)
+        | EngineError::Arrow(_)
+        | EngineError::Io(_)
+        | EngineError::Corrupt(_) => Status::internal(error.to_string()),
     };
     log(&status);
     status

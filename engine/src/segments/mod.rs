@@ -496,7 +496,7 @@ impl Engine {
         };
         let versions = read_versions(&batch)?;
         let bitmap = cast(
-            batch.column_by_name("members_bitmap").expect("schema"),
+            crate::store::stored_column(&batch, "members_bitmap")?,
             &DataType::Binary,
         )?;
         let members = decode("segment", bitmap.as_binary::<i32>().value(0))?;
@@ -709,12 +709,11 @@ async fn read_segment_versions(
     for batch in &batches {
         let versions = read_versions(batch)?;
         let bytes = |name: &str| -> Result<BinaryArray> {
-            Ok(cast(
-                batch.column_by_name(name).expect("schema"),
-                &DataType::Binary,
-            )?
-            .as_binary::<i32>()
-            .clone())
+            Ok(
+                cast(crate::store::stored_column(batch, name)?, &DataType::Binary)?
+                    .as_binary::<i32>()
+                    .clone(),
+            )
         };
         let (members, entered, exited) = (
             bytes("members_bitmap")?,

@@ -174,7 +174,8 @@ impl Engine {
                 text_column(batch, "query")?,
                 text_column(batch, "schedule")?,
             );
-            let valued = batch.column(2).as_boolean();
+            let valued = cast(batch.column(2), &DataType::Boolean)?;
+            let valued = valued.as_boolean();
             let created = micros_column(batch, "created_at")?;
             for row in 0..batch.num_rows() {
                 definitions.push(TagDefinition {
@@ -456,9 +457,8 @@ impl Engine {
             for batch in &batches {
                 let tags = cast(batch.column(0), &DataType::Utf8)?;
                 let tags = tags.as_string::<i32>();
-                let users = batch
-                    .column(2)
-                    .as_primitive::<arrow::datatypes::Int64Type>();
+                let users = cast(batch.column(2), &DataType::Int64)?;
+                let users = users.as_primitive::<arrow::datatypes::Int64Type>();
                 let refreshed = cast(batch.column(3), &timestamp_type())?;
                 let refreshed =
                     refreshed.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
