@@ -90,6 +90,8 @@ pub struct Engine {
     segment_versions_committed: tokio::sync::broadcast::Sender<segments::SegmentVersion>,
     /// The newest version announced per segment, so each is announced once.
     segment_versions_published: std::sync::Mutex<HashMap<String, i64>>,
+    /// Ends of segment runs whose record could not be written; written with the next record.
+    unrecorded_runs: std::sync::Mutex<Vec<segments::RunRow>>,
 }
 
 impl Engine {
@@ -113,6 +115,7 @@ impl Engine {
             scheduler_wake: Arc::new(tokio::sync::Notify::new()),
             segment_versions_committed: tokio::sync::broadcast::channel(64).0,
             segment_versions_published: Default::default(),
+            unrecorded_runs: Default::default(),
         })
     }
 

@@ -206,6 +206,73 @@ impl Engine {
         }
     }
 
+    /// Runs a data-changing statement once per row of parameters and returns the rows written.
+    /// An INSERT's rows from every parameter row are one commit (all land or none), as one
+    /// multi-row INSERT would be; other statements run once per row.
+    pub async fn execute_each_as(
+        &self,
+        access: Access,
+        sql: &str,
+        rows: Vec<Vec<ScalarValue>>,
+    ) -> Result<u64> {
+        self.config.limits.check_size(sql)?;
+        let sql = rewrite_question_marks(sql);
+        let kind = self.classify(&sql)?;
+        if access == Access::ReadOnly && kind.writes() {
+            return Err(EngineError::PermissionDenied(
+                "this statement changes data or definitions; it needs the admin role".into(),
+            ));
+        }
+        let Kind::Insert {
+            table,
+            columns,
+            source,
+        } = kind
+        else {
+            let mut total = 0;
+            for values in rows {
+                if let StatementOutcome::RowsAffected(n) =
+                    self.execute_as(access, &sql, Some(values)).await?
+                {
+                    total += n;
+                }
+            }
+            return Ok(total);
+        };
+        let requests = match self.classify(&source)? {
+            Kind::Query(requests) => requests,
+            _ => TagRequests::default(),
+        };
+        let ctx = self.session_for(&requests).await?;
+        let mut batches = Vec::new();
+        for values in rows {
+            let df = plan_query(&ctx, &source, Some(values), &self.config.limits).await?;
+            batches.extend(df.collect().await?);
+        }
+        let batches = name_insert_columns(&ctx, table, &columns, batches).await?;
+        let Some(first) = batches.first() else {
+            return Ok(0);
+        };
+        let schema = first.schema();
+        // Parameter rows may type a column differently (an Int32 then an Int64): one schema.
+        let batches = batches
+            .iter()
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let report = self
+            .ingest_batches(table, "INSERT", &schema, &batches)
+            .await?;
+        Ok(report.rows)
+    }
+
     /// Whether `sql` changes data or definitions (such statements run to completion, never cut
     /// off by a statement timeout). Refuses what [`Engine::execute_as`] would refuse before
     /// planning: size, depth and unsupported statements.

@@ -185,7 +185,7 @@ async fn a_commit_whose_outcome_cannot_be_checked_is_reported_as_unknown() {
         .err()
         .expect("the outcome cannot be known");
     assert!(
-        matches!(err, cohort_engine::EngineError::CommitOutcomeUnknown(_)),
+        matches!(err, EngineError::CommitOutcomeUnknown(_)),
         "{err}"
     );
     assert!(err.to_string().contains("before retrying"), "{err}");

@@ -146,6 +146,34 @@ impl Statements {
     }
 }
 
+impl Statements {
+    /// Runs a statement for each row of bound parameters (the update path). A write runs under
+    /// one slot, and an INSERT's rows are one commit; a query is run and counted per row.
+    pub async fn run_each_for_count(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        rows: Vec<Vec<ScalarValue>>,
+    ) -> Result<u64, Status> {
+        if !self.engine.statement_writes(sql).map_err(engine_status)? {
+            let mut total = 0;
+            for values in rows {
+                total += self.run_for_count(principal, sql, Some(values)).await?;
+            }
+            return Ok(total);
+        }
+        let admitted = self.governor.admit(None, false).await?;
+        admitted
+            .run(async {
+                self.engine
+                    .execute_each_as(principal.role.access(), sql, rows)
+                    .await
+                    .map_err(engine_status)
+            })
+            .await
+    }
+}
+
 /// The gRPC status a result stream's error carries.
 pub fn flight_status(error: FlightError) -> Status {
     match error {

@@ -304,3 +304,66 @@ async fn health_and_graceful_shutdown() {
         "idle connections do not delay shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepared_insert_of_several_rows_is_one_commit() {
+    use arrow::array::{Int64Array, StringArray};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("store"), &[]);
+    let mut client = client(&server).await;
+    let rows = |ts: [&str; 3]| {
+        RecordBatch::try_from_iter([
+            ("$1", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
+            ("$2", Arc::new(StringArray::from(vec!["a", "b", "c"])) as _),
+            ("$3", Arc::new(StringArray::from(ts.to_vec())) as _),
+        ])
+        .unwrap()
+    };
+    let count =
+        |batches: Vec<RecordBatch>| batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    let sql = "INSERT INTO events (user_id, event, ts) VALUES (?, ?, ?)";
+    // The third row is invalid: none of the three may land.
+    let mut prepared = client.prepare(sql.into(), None).await.unwrap();
+    prepared
+        .set_parameters(rows([
+            "2026-11-01T08:00:00Z",
+            "2026-11-01T09:00:00Z",
+            "soon",
+        ]))
+        .unwrap();
+    let err = prepared.execute_update().await.unwrap_err();
+    assert!(err.to_string().contains("soon"), "{err}");
+    let info = client
+        .execute("SELECT count(*) FROM events".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(count(fetch(&mut client, info).await), 0);
+    // All valid: three rows in one commit (one new table version).
+    let mut prepared = client.prepare(sql.into(), None).await.unwrap();
+    prepared
+        .set_parameters(rows([
+            "2026-11-01T08:00:00Z",
+            "2026-11-01T09:00:00Z",
+            "2026-11-01T10:00:00Z",
+        ]))
+        .unwrap();
+    assert_eq!(prepared.execute_update().await.unwrap(), 3);
+    let info = client
+        .execute("SELECT count(*) FROM events".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(count(fetch(&mut client, info).await), 3);
+    assert!(server.stop());
+    let log = std::fs::read_dir(dir.path().join("store/events/_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(log, 1, "three rows must be one commit");
+}

@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod scheduler;
 mod watch;
 
+use backon::Retryable;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -129,9 +130,12 @@ pub fn runs_schema() -> SchemaRef {
     ]))
 }
 
+/// Run ends kept in memory at most while storage refuses to record them.
+const MAX_UNRECORDED_RUNS: usize = 1000;
+
 /// One row of `segment_runs`.
 #[derive(Debug, Clone, Default)]
-struct RunRow {
+pub(crate) struct RunRow {
     segment: String,
     run_id: String,
     trigger: &'static str,
@@ -194,12 +198,17 @@ impl Engine {
                 ..
             } => {
                 let _catalog = self.catalog_lock.lock().await;
-                let exists = self
+                let previous = self
                     .segment_definitions()
                     .await?
-                    .iter()
-                    .any(|d| d.name == name);
-                if ObjectKind::Segment.create_taken(&name, exists, or_replace, if_not_exists)? {
+                    .into_iter()
+                    .find(|d| d.name == name);
+                if ObjectKind::Segment.create_taken(
+                    &name,
+                    previous.is_some(),
+                    or_replace,
+                    if_not_exists,
+                )? {
                     return Ok(StatementOutcome::RowsAffected(0));
                 }
                 self.validate_segment_query(&name, &query).await?;
@@ -210,9 +219,33 @@ impl Engine {
                     created_at: now_micros(),
                 };
                 self.write_segment_definition(&definition).await?;
-                let version = self
+                let version = match self
                     .refresh_segment(&definition, Trigger::Create, None)
-                    .await?;
+                    .await
+                {
+                    Ok(version) => version,
+                    Err(error) => {
+                        // CREATE fails as a whole: no definition is left behind (or the one it
+                        // replaced is put back) for the scheduler to keep failing on.
+                        let undone = match &previous {
+                            Some(previous) => self.write_segment_definition(previous).await,
+                            None => {
+                                self.store
+                                    .delete_where(
+                                        SystemTable::SegmentDefinitions,
+                                        "name",
+                                        &definition.name,
+                                    )
+                                    .await
+                            }
+                        };
+                        if let Err(undo) = undone {
+                            tracing::error!(segment = %definition.name, error = %undo,
+                                "the first run failed and the definition could not be removed");
+                        }
+                        return Err(error);
+                    }
+                };
                 self.scheduler_wake.notify_one();
                 Ok(StatementOutcome::RowsAffected(version.members as u64))
             }
@@ -397,23 +430,46 @@ impl Engine {
                 tracing::warn!(segment = %definition.name, error = %e, "segment run failed");
             }
         }
-        if let Err(e) = self.append_run(&row).await {
-            tracing::warn!(segment = %definition.name, error = %e, "could not record the end of a run");
+        // A run must not stay `running` because this one write failed: retried, and if storage
+        // is still failing, recorded with the next run's start.
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_times(4);
+        let recorded = (|| async { self.append_run(&row).await })
+            .retry(backoff)
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(segment = %definition.name, error = %e,
+                "could not record the end of a run; it is recorded with the next one");
+            let mut unrecorded = self.unrecorded_runs.lock().expect("lock poisoned");
+            if unrecorded.len() < MAX_UNRECORDED_RUNS {
+                unrecorded.push(row);
+            }
         }
         let version = outcome?;
         self.publish_segment_version(version.clone());
         Ok(version)
     }
 
+    /// Appends `row`, with any run ends an earlier append could not record.
     async fn append_run(&self, row: &RunRow) -> Result<()> {
         let table = self
             .store
             .ensure(SystemTable::SegmentRuns, runs_schema())
             .await?;
+        let pending: Vec<RunRow> = self.unrecorded_runs.lock().expect("lock poisoned").clone();
+        let mut batches = vec![row.batch()?];
+        for earlier in &pending {
+            batches.push(earlier.batch()?);
+        }
         table
-            .write(vec![row.batch()?])
+            .write(batches)
             .with_save_mode(SaveMode::Append)
             .await?;
+        if !pending.is_empty() {
+            let mut unrecorded = self.unrecorded_runs.lock().expect("lock poisoned");
+            unrecorded.retain(|r| !pending.iter().any(|p| p.run_id == r.run_id));
+        }
         Ok(())
     }
 

@@ -136,23 +136,31 @@ impl CohortFlightSqlService {
         held.insert(id, (Instant::now(), batch));
     }
 
-    /// Runs a statement for its row count (the update path), once per bound parameter row.
+    /// Runs a statement for its row count (the update path), once per bound parameter row;
+    /// several rows of a write run under one slot, an INSERT's as one commit.
     async fn execute_update(
         &self,
         principal: &Principal,
         sql: &str,
         parameters: Option<&RecordBatch>,
     ) -> Result<i64, Status> {
-        let rows = parameters.map_or(1, RecordBatch::num_rows).max(1);
-        let mut total = 0u64;
-        for row in 0..rows {
-            let values = parameter_values(parameters, row)?;
-            total += self
+        let rows = parameters.map_or(0, RecordBatch::num_rows);
+        if rows <= 1 {
+            let values = parameter_values(parameters, 0)?;
+            let count = self
                 .statements
                 .run_for_count(principal, sql, values)
                 .await?;
+            return Ok(count as i64);
         }
-        Ok(total as i64)
+        let rows = (0..rows)
+            .map(|row| parameter_values(parameters, row).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let count = self
+            .statements
+            .run_each_for_count(principal, sql, rows)
+            .await?;
+        Ok(count as i64)
     }
 
     fn prepared(&self, handle: &[u8]) -> Result<(String, StatementHandle), Status> {
