@@ -165,14 +165,7 @@ impl Engine {
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<StatementOutcome> {
-        self.config.limits.check_size(sql)?;
-        let sql = rewrite_question_marks(sql);
-        let kind = self.classify(&sql)?;
-        if access == Access::ReadOnly && kind.writes() {
-            return Err(EngineError::PermissionDenied(
-                "this statement changes data or definitions; it needs the admin role".into(),
-            ));
-        }
+        let (sql, kind) = self.classify_for(access, sql)?;
         match kind {
             Kind::Query(requests) => {
                 let ctx = self.session_for(&requests).await?;
@@ -215,14 +208,7 @@ impl Engine {
         sql: &str,
         rows: Vec<Vec<ScalarValue>>,
     ) -> Result<u64> {
-        self.config.limits.check_size(sql)?;
-        let sql = rewrite_question_marks(sql);
-        let kind = self.classify(&sql)?;
-        if access == Access::ReadOnly && kind.writes() {
-            return Err(EngineError::PermissionDenied(
-                "this statement changes data or definitions; it needs the admin role".into(),
-            ));
-        }
+        let (sql, kind) = self.classify_for(access, sql)?;
         let Kind::Insert {
             table,
             columns,
@@ -271,6 +257,20 @@ impl Engine {
             .ingest_batches(table, "INSERT", &schema, &batches)
             .await?;
         Ok(report.rows)
+    }
+
+    /// `sql` with `?` placeholders rewritten, and its kind; refused if too large or if `access`
+    /// may not run it.
+    fn classify_for(&self, access: Access, sql: &str) -> Result<(String, Kind)> {
+        self.config.limits.check_size(sql)?;
+        let sql = rewrite_question_marks(sql);
+        let kind = self.classify(&sql)?;
+        if access == Access::ReadOnly && kind.writes() {
+            return Err(EngineError::PermissionDenied(
+                "this statement changes data or definitions; it needs the admin role".into(),
+            ));
+        }
+        Ok((sql, kind))
     }
 
     /// Whether `sql` changes data or definitions (such statements run to completion, never cut

@@ -184,10 +184,7 @@ async fn a_commit_whose_outcome_cannot_be_checked_is_reported_as_unknown() {
         .await
         .err()
         .expect("the outcome cannot be known");
-    assert!(
-        matches!(err, EngineError::CommitOutcomeUnknown(_)),
-        "{err}"
-    );
+    assert!(matches!(err, EngineError::CommitOutcomeUnknown(_)), "{err}");
     assert!(err.to_string().contains("before retrying"), "{err}");
     plan.reset();
     // It did land: a client that retried on a plain failure would have duplicated it.

@@ -227,3 +227,41 @@ pub mod flight {
         )
     }
 }
+
+/// Config files with `[auth]` for the suites that log in.
+pub mod auth {
+    use std::path::{Path, PathBuf};
+
+    /// A config file with an admin user `ada`, a reader user `rita` and a reader API token, and
+    /// `extra` appended; returns its path and the token.
+    pub const ADMIN_PASSWORD: &str = "correct horse battery";
+    pub const READER_PASSWORD: &str = "reader password 1";
+
+    pub fn auth_config(dir: &Path, extra: &str) -> (PathBuf, String) {
+        let (token, token_hash) = cohort_server::auth::new_api_token();
+        let admin = cohort_server::auth::hash_password(ADMIN_PASSWORD).unwrap();
+        let reader = cohort_server::auth::hash_password(READER_PASSWORD).unwrap();
+        let text = format!(
+            r#"
+    [[auth.users]]
+    name = "ada"
+    role = "admin"
+    password_hash = "{admin}"
+
+    [[auth.users]]
+    name = "rita"
+    role = "reader"
+    password_hash = "{reader}"
+
+    [[auth.tokens]]
+    name = "dashboards"
+    role = "reader"
+    token_hash = "{token_hash}"
+    {extra}
+    "#
+        );
+        let path = dir.join("cohort.toml");
+        std::fs::write(&path, text).unwrap();
+        (path, token)
+    }
+}

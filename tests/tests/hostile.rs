@@ -342,26 +342,13 @@ async fn the_update_path_takes_a_slot_and_the_statement_timeout() {
     assert!(server.stop());
 }
 
-/// A config file with one admin user and one reader API token; returns (path, token).
-fn auth_config(dir: &std::path::Path) -> (std::path::PathBuf, String) {
-    let (token, token_hash) = cohort_server::auth::new_api_token();
-    let hash = cohort_server::auth::hash_password("correct horse battery").unwrap();
-    let text = format!(
-        "[[auth.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n\n\
-         [[auth.tokens]]\nname = \"dashboards\"\nrole = \"reader\"\ntoken_hash = \"{token_hash}\"\n"
-    );
-    let path = dir.join("cohort.toml");
-    std::fs::write(&path, text).unwrap();
-    (path, token)
-}
-
 /// `mallory:wrong` in base64.
 const MALLORY_WRONG_BASE64: &str = "bWFsbG9yeTp3cm9uZw==";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_login_flood_leaves_credentialed_clients_served() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, token) = auth_config(dir.path());
+    let (config, token) = cohort_e2e::auth::auth_config(dir.path(), "");
     let server = TestServer::start(
         &dir.path().join("store"),
         &["--config", config.to_str().unwrap()],

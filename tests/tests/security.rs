@@ -1,7 +1,7 @@
 //! Who gets in, what each role may do, TLS, and the query limits — against the real server,
 //! with arrow-flight's Flight SQL client and our own generated clients.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandStatementIngest, TableDefinitionOptions};
 use arrow_flight::{Action, CancelFlightInfoRequest};
+use cohort_e2e::auth::{ADMIN_PASSWORD, READER_PASSWORD, auth_config};
 use cohort_e2e::flight::{channel, code, fetch, first_integer, one_slot_server, query, rows};
 use cohort_e2e::{TestServer, cohort_bin};
 use cohort_proto::v1::ListSegmentsRequest;
@@ -16,38 +17,6 @@ use cohort_proto::v1::activation_service_client::ActivationServiceClient;
 use prost::Message;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-
-const ADMIN_PASSWORD: &str = "correct horse battery";
-const READER_PASSWORD: &str = "reader password 1";
-
-/// A config file with an admin and a reader user and a reader API token; returns the token.
-fn auth_config(dir: &Path, extra: &str) -> (PathBuf, String) {
-    let (token, token_hash) = cohort_server::auth::new_api_token();
-    let admin = cohort_server::auth::hash_password(ADMIN_PASSWORD).unwrap();
-    let reader = cohort_server::auth::hash_password(READER_PASSWORD).unwrap();
-    let text = format!(
-        r#"
-[[auth.users]]
-name = "ada"
-role = "admin"
-password_hash = "{admin}"
-
-[[auth.users]]
-name = "rita"
-role = "reader"
-password_hash = "{reader}"
-
-[[auth.tokens]]
-name = "dashboards"
-role = "reader"
-token_hash = "{token_hash}"
-{extra}
-"#
-    );
-    let path = dir.join("cohort.toml");
-    std::fs::write(&path, text).unwrap();
-    (path, token)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_needs_credentials_and_roles_limit_what_callers_do() {
