@@ -259,6 +259,9 @@ impl ResolvedTags {
     }
 }
 
+/// Tag names with no bitmaps remembered per cached table version.
+const MAX_CACHED_ABSENT_TAGS: usize = 1024;
+
 impl Engine {
     /// Reads the bitmaps of every requested tag; an unknown tag is an error naming it.
     pub(crate) async fn resolve_tags(&self, requests: &TagRequests) -> Result<ResolvedTags> {
@@ -334,7 +337,19 @@ impl Engine {
             let mut read = read_bitmaps(table, &missing).await?;
             let entry = cache.entry(version).or_default();
             for tag in missing {
-                entry.insert(tag.clone(), read.remove(tag).map(Arc::new));
+                match read.remove(tag) {
+                    Some(bitmaps) => {
+                        entry.insert(tag.clone(), Some(Arc::new(bitmaps)));
+                    }
+                    // Absent names are remembered only up to a bound: every name a client makes
+                    // up would otherwise stay in memory for as long as the version is cached.
+                    None if entry.values().filter(|b| b.is_none()).count()
+                        < MAX_CACHED_ABSENT_TAGS =>
+                    {
+                        entry.insert(tag.clone(), None);
+                    }
+                    None => {}
+                }
             }
             while cache.len() > super::CACHED_VERSIONS {
                 cache.pop_first();
@@ -390,6 +405,50 @@ mod tests {
     fn requests(sql: &str) -> Result<TagRequests> {
         let mut statements = DFParser::parse_sql(sql).unwrap();
         TagRequests::collect(&statements.pop_front().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn names_of_no_tag_are_remembered_only_up_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(crate::EngineConfig {
+            data: dir.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        engine
+            .execute(
+                "INSERT INTO events (user_id, event, ts) VALUES (1, 'a', '2026-11-01T00:00:00Z')",
+                None,
+            )
+            .await
+            .unwrap();
+        engine
+            .execute(
+                "CREATE TAG known AS SELECT DISTINCT user_id FROM events",
+                None,
+            )
+            .await
+            .unwrap();
+        // A client making up 3,000 tag names.
+        for round in 0..3 {
+            let calls: Vec<String> = (0..1000)
+                .map(|i| format!("has_tag(user_key, 'made_up_{round}_{i}')"))
+                .collect();
+            let sql = format!("SELECT {} FROM events", calls.join(", "));
+            assert!(engine.execute(&sql, None).await.is_err());
+        }
+        let cache = engine.tag_cache.bitmaps.lock().await;
+        let absent = cache
+            .values()
+            .map(|tags| tags.values().filter(|b| b.is_none()).count())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            absent <= MAX_CACHED_ABSENT_TAGS,
+            "{absent} absent names cached"
+        );
+        assert!(absent > 0, "absent names are still cached up to the bound");
     }
 
     #[test]
