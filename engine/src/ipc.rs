@@ -55,8 +55,9 @@ fn malformed(what: &str, message: impl Into<String>) -> EngineError {
 }
 
 /// Checks one message: `header` is its flatbuffer metadata, `body` the bytes that follow it
-/// (for Flight, `FlightData.data_header` and `data_body`).
-pub fn check_message(header: &[u8], body: &[u8], budget: &mut DecodeBudget) -> Result<()> {
+/// (for Flight, `FlightData.data_header` and `data_body`). Returns the length of the body the
+/// message claims (checked to be present).
+pub fn check_message(header: &[u8], body: &[u8], budget: &mut DecodeBudget) -> Result<usize> {
     let what = budget.what;
     let message = root_as_message(header).map_err(|e| malformed(what, e.to_string()))?;
     let claimed = message.bodyLength();
@@ -69,7 +70,8 @@ pub fn check_message(header: &[u8], body: &[u8], budget: &mut DecodeBudget) -> R
             ),
         ));
     }
-    check_buffers(&message, &body[..claimed as usize], budget)
+    check_buffers(&message, &body[..claimed as usize], budget)?;
+    Ok(claimed as usize)
 }
 
 fn check_buffers(message: &Message, body: &[u8], budget: &mut DecodeBudget) -> Result<()> {
@@ -156,10 +158,7 @@ pub fn check_stream(bytes: &[u8], budget: &mut DecodeBudget) -> Result<()> {
             ));
         }
         let (header, after) = rest.split_at(length);
-        check_message(header, after, budget)?;
-        let body = root_as_message(header)
-            .map(|m| m.bodyLength() as usize)
-            .unwrap_or(0);
+        let body = check_message(header, after, budget)?;
         rest = &after[body..];
     }
     Ok(())

@@ -345,14 +345,8 @@ pub async fn plan_query_schema(
     match engine.classify(&sql)? {
         Kind::Query(requests) => {
             let ctx = engine.session_for(&requests).await?;
-            let max_depth = engine.config.limits.max_depth;
-            let plan = PlanningStack::new(async {
-                let plan = ctx.state().create_logical_plan(&sql).await?;
-                check_plan(&plan, max_depth)?;
-                Ok::<_, EngineError>(plan)
-            })
-            .await?;
-            query_options().verify_plan(&plan)?;
+            let df = plan_query(&ctx, &sql, None, &engine.config.limits).await?;
+            let plan = df.logical_plan();
             let params = plan.get_parameter_types()?;
             let mut ordered: Vec<(String, Option<arrow::datatypes::DataType>)> =
                 params.into_iter().collect();

@@ -85,7 +85,9 @@ fn check_flight_data(data: &FlightData, budget: &mut DecodeBudget) -> Result<(),
     if data.data_header.is_empty() {
         return Ok(());
     }
-    check_message(&data.data_header, &data.data_body, budget).map_err(engine_status)
+    check_message(&data.data_header, &data.data_body, budget)
+        .map(|_| ())
+        .map_err(engine_status)
 }
 
 /// Reads the record batches of a DoPut (ingest data or parameter bindings); each message is
