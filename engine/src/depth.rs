@@ -36,7 +36,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, DataType as SqlType, Expr as SqlExpr, ObjectName, Query, Select, SetExpr,
-    TableFactor, Visit, Visitor,
+    Statement, TableFactor, Visit, Visitor,
 };
 
 use crate::error::{EngineError, Result};
@@ -101,21 +101,32 @@ fn too_deep(max_depth: usize, what: &str) -> EngineError {
 /// Refuses a parsed statement whose syntax tree is deeper than `max_depth`. The walk stops at
 /// the limit, so its own recursion is bounded by it.
 pub fn check_statement(statement: &DFStatement, max_depth: usize) -> Result<()> {
+    match statement {
+        DFStatement::Statement(inner) => check_sql_statement(inner, max_depth),
+        DFStatement::Explain(explain) => check_statement(&explain.statement, max_depth),
+        DFStatement::CopyTo(copy) => match &copy.source {
+            datafusion::sql::parser::CopyToSource::Query(query) => {
+                probe(max_depth, |probe| query.visit(probe))
+            }
+            datafusion::sql::parser::CopyToSource::Relation(_) => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// [`check_statement`] for a statement sqlparser parsed directly (another dialect's).
+pub fn check_sql_statement(statement: &Statement, max_depth: usize) -> Result<()> {
+    probe(max_depth, |probe| statement.visit(probe))
+}
+
+fn probe(max_depth: usize, visit: impl FnOnce(&mut DepthProbe) -> ControlFlow<()>) -> Result<()> {
     let mut probe = DepthProbe {
         max_depth,
         depth: 0,
         cte_copies_over: None,
         entered: Vec::new(),
     };
-    let flow = match statement {
-        DFStatement::Statement(inner) => inner.visit(&mut probe),
-        DFStatement::Explain(explain) => return check_statement(&explain.statement, max_depth),
-        DFStatement::CopyTo(copy) => match &copy.source {
-            datafusion::sql::parser::CopyToSource::Query(query) => query.visit(&mut probe),
-            datafusion::sql::parser::CopyToSource::Relation(_) => ControlFlow::Continue(()),
-        },
-        _ => ControlFlow::Continue(()),
-    };
+    let flow = visit(&mut probe);
     if let Some(copies) = probe.cte_copies_over {
         return Err(EngineError::LimitExceeded(format!(
             "the common table expressions of this statement expand to {copies} or more copies \

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod ipc;
 pub mod limits;
 pub mod params;
+pub mod postgres;
 pub mod segments;
 mod session;
 pub mod statement;
@@ -33,7 +34,7 @@ use tokio::sync::Mutex;
 pub use error::{EngineError, Result};
 pub use ingest::IngestReport;
 pub use limits::StatementLimits;
-pub use statement::{Access, StatementOutcome, plan_query_schema};
+pub use statement::{Access, Classified, Dialect, StatementOutcome, plan_query_schema};
 pub use store::Store;
 pub use tables::TableKind;
 

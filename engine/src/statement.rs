@@ -50,6 +50,33 @@ enum Kind {
     Catalog(CatalogStatement),
 }
 
+/// A statement checked for one caller and classified; see [`Engine::classify_as`].
+pub struct Classified {
+    sql: String,
+    kind: Kind,
+    access: Access,
+    dialect: Dialect,
+}
+
+/// Whose SQL a statement is: it decides what its query session offers besides the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// Flight SQL clients and the CLI.
+    #[default]
+    Cohort,
+    /// PostgreSQL clients (already rewritten by [`crate::postgres::PostgresParser`]): their
+    /// queries also see `pg_catalog`.
+    Postgres,
+}
+
+impl Classified {
+    /// Whether the statement changes data or definitions (such statements run to completion,
+    /// never cut off by a statement timeout).
+    pub fn writes(&self) -> bool {
+        self.kind.writes()
+    }
+}
+
 /// Client SQL may read the store but not define tables over arbitrary files or change settings.
 fn query_options() -> SQLOptions {
     SQLOptions::new()
@@ -165,10 +192,50 @@ impl Engine {
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<StatementOutcome> {
-        let (sql, kind) = self.classify_for(access, sql)?;
+        self.execute_classified(self.classify_as(access, sql)?, params)
+            .await
+    }
+
+    /// Checks `sql` (size, depth, what `access` may run) and classifies it, once: an endpoint
+    /// admits the statement by what it is (a write is never cut off by a timeout), then runs it
+    /// with [`Engine::execute_classified`] without parsing it again.
+    pub fn classify_as(&self, access: Access, sql: &str) -> Result<Classified> {
+        self.classify_in(Dialect::Cohort, access, sql)
+    }
+
+    /// [`Engine::classify_as`] for a statement of `dialect`.
+    pub fn classify_in(&self, dialect: Dialect, access: Access, sql: &str) -> Result<Classified> {
+        self.config.limits.check_size(sql)?;
+        let sql = rewrite_question_marks(sql);
+        let kind = self.classify(&sql)?;
+        if access == Access::ReadOnly && kind.writes() {
+            return Err(EngineError::PermissionDenied(
+                "this statement changes data or definitions; it needs the admin role".into(),
+            ));
+        }
+        Ok(Classified {
+            sql,
+            kind,
+            access,
+            dialect,
+        })
+    }
+
+    /// Runs a statement [`Engine::classify_as`] accepted.
+    pub async fn execute_classified(
+        &self,
+        statement: Classified,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<StatementOutcome> {
+        let Classified {
+            sql, kind, dialect, ..
+        } = statement;
         match kind {
             Kind::Query(requests) => {
                 let ctx = self.session_for(&requests).await?;
+                if dialect == Dialect::Postgres {
+                    crate::postgres::install_catalog(&ctx)?;
+                }
                 Ok(StatementOutcome::Query(
                     plan_query(&ctx, &sql, params, &self.config.limits).await?,
                 ))
@@ -179,22 +246,10 @@ impl Engine {
                 columns,
                 source,
             } => {
-                let requests = match self.classify(&source)? {
-                    Kind::Query(requests) => requests,
-                    _ => TagRequests::default(),
-                };
-                let ctx = self.session_for(&requests).await?;
-                let df = plan_query(&ctx, &source, params, &self.config.limits).await?;
-                let batches = df.collect().await?;
-                let batches = name_insert_columns(&ctx, table, &columns, batches).await?;
-                let Some(first) = batches.first() else {
-                    return Ok(StatementOutcome::RowsAffected(0));
-                };
-                let schema = first.schema();
-                let report = self
-                    .ingest_batches(table, "INSERT", &schema, &batches)
+                let rows = self
+                    .insert_rows(table, &columns, &source, vec![params])
                     .await?;
-                Ok(StatementOutcome::RowsAffected(report.rows))
+                Ok(StatementOutcome::RowsAffected(rows))
             }
         }
     }
@@ -202,13 +257,14 @@ impl Engine {
     /// Runs a data-changing statement once per row of parameters and returns the rows written.
     /// An INSERT's rows from every parameter row are one commit (all land or none), as one
     /// multi-row INSERT would be; other statements run once per row.
-    pub async fn execute_each_as(
+    pub async fn execute_each_classified(
         &self,
-        access: Access,
-        sql: &str,
+        statement: Classified,
         rows: Vec<Vec<ScalarValue>>,
     ) -> Result<u64> {
-        let (sql, kind) = self.classify_for(access, sql)?;
+        let Classified {
+            sql, kind, access, ..
+        } = statement;
         let Kind::Insert {
             table,
             columns,
@@ -217,6 +273,7 @@ impl Engine {
         else {
             let mut total = 0;
             for values in rows {
+                // Only catalog statements get here; each row is its own statement.
                 if let StatementOutcome::RowsAffected(n) =
                     self.execute_as(access, &sql, Some(values)).await?
                 {
@@ -225,17 +282,29 @@ impl Engine {
             }
             return Ok(total);
         };
-        let requests = match self.classify(&source)? {
+        let rows = rows.into_iter().map(Some).collect();
+        self.insert_rows(table, &columns, &source, rows).await
+    }
+
+    /// Plans `source` once per parameter row and writes all the rows as one commit.
+    async fn insert_rows(
+        &self,
+        table: TableKind,
+        columns: &[String],
+        source: &str,
+        parameter_rows: Vec<Option<Vec<ScalarValue>>>,
+    ) -> Result<u64> {
+        let requests = match self.classify(source)? {
             Kind::Query(requests) => requests,
             _ => TagRequests::default(),
         };
         let ctx = self.session_for(&requests).await?;
         let mut batches = Vec::new();
-        for values in rows {
-            let df = plan_query(&ctx, &source, Some(values), &self.config.limits).await?;
+        for values in parameter_rows {
+            let df = plan_query(&ctx, source, values, &self.config.limits).await?;
             batches.extend(df.collect().await?);
         }
-        let batches = name_insert_columns(&ctx, table, &columns, batches).await?;
+        let batches = name_insert_columns(&ctx, table, columns, batches).await?;
         let Some(first) = batches.first() else {
             return Ok(0);
         };
@@ -257,28 +326,6 @@ impl Engine {
             .ingest_batches(table, "INSERT", &schema, &batches)
             .await?;
         Ok(report.rows)
-    }
-
-    /// `sql` with `?` placeholders rewritten, and its kind; refused if too large or if `access`
-    /// may not run it.
-    fn classify_for(&self, access: Access, sql: &str) -> Result<(String, Kind)> {
-        self.config.limits.check_size(sql)?;
-        let sql = rewrite_question_marks(sql);
-        let kind = self.classify(&sql)?;
-        if access == Access::ReadOnly && kind.writes() {
-            return Err(EngineError::PermissionDenied(
-                "this statement changes data or definitions; it needs the admin role".into(),
-            ));
-        }
-        Ok((sql, kind))
-    }
-
-    /// Whether `sql` changes data or definitions (such statements run to completion, never cut
-    /// off by a statement timeout). Refuses what [`Engine::execute_as`] would refuse before
-    /// planning: size, depth and unsupported statements.
-    pub fn statement_writes(&self, sql: &str) -> Result<bool> {
-        self.config.limits.check_size(sql)?;
-        Ok(self.classify(&rewrite_question_marks(sql))?.writes())
     }
 
     fn classify(&self, sql: &str) -> Result<Kind> {

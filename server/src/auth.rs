@@ -256,24 +256,55 @@ impl Authenticator {
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(denied)?;
             let (user, password) = decoded.split_once(':').ok_or_else(denied)?;
-            let (user, password) = (user.to_string(), password.to_string());
-            let this = Arc::clone(self);
-            let found = Arc::new(Mutex::new(None));
-            let slot = Arc::clone(&found);
-            let verified = self
-                .throttle
-                .check(peer, move || {
-                    let principal = this.password(&user, &password);
-                    let ok = principal.is_some();
-                    *slot.lock().expect("lock poisoned") = principal;
-                    ok
-                })
-                .await?;
-            let principal = found.lock().expect("lock poisoned").take();
-            principal.filter(|_| verified).ok_or_else(denied)
+            self.verify_password(user, password, peer)
+                .await?
+                .ok_or_else(denied)
         } else {
             Err(denied())
         }
+    }
+
+    /// Who logs in with `user` and `password` (the PostgreSQL endpoint's login): an API token
+    /// given as the password, whatever the user name, or a configured user's password. `None`
+    /// when neither matches; RESOURCE_EXHAUSTED while the peer or the server has had too many
+    /// failed logins.
+    pub async fn login(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<Principal>, Status> {
+        if !self.enabled {
+            return Ok(Some(Principal::anonymous()));
+        }
+        if let Some(principal) = self.api_token(password) {
+            return Ok(Some(principal));
+        }
+        self.verify_password(user, password, peer).await
+    }
+
+    /// Checks a user's password under the login throttle (Argon2 is slow by design).
+    async fn verify_password(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<Principal>, Status> {
+        let (user, password) = (user.to_string(), password.to_string());
+        let this = Arc::clone(self);
+        let found = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&found);
+        let verified = self
+            .throttle
+            .check(peer, move || {
+                let principal = this.password(&user, &password);
+                let ok = principal.is_some();
+                *slot.lock().expect("lock poisoned") = principal;
+                ok
+            })
+            .await?;
+        let principal = found.lock().expect("lock poisoned").take();
+        Ok(principal.filter(|_| verified))
     }
 
     fn password(&self, name: &str, password: &str) -> Option<Principal> {
@@ -290,21 +321,27 @@ impl Authenticator {
         })
     }
 
-    fn bearer(&self, token: &str) -> Option<Principal> {
+    /// The holder of API token `token`. Every configured token is compared, matching or not,
+    /// in constant time.
+    fn api_token(&self, token: &str) -> Option<Principal> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        // Every configured token is compared, matching or not, in constant time.
         let mut found: Option<&ApiToken> = None;
         for candidate in &self.tokens {
             if bool::from(candidate.digest.ct_eq(&digest)) {
                 found = Some(candidate);
             }
         }
-        if let Some(token) = found {
-            return Some(Principal {
-                name: token.name.clone(),
-                role: token.role,
-            });
+        found.map(|token| Principal {
+            name: token.name.clone(),
+            role: token.role,
+        })
+    }
+
+    fn bearer(&self, token: &str) -> Option<Principal> {
+        if let Some(principal) = self.api_token(token) {
+            return Some(principal);
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // A lookup, not a scan: expired sessions are dropped at handshakes.
         let sessions = self.sessions.lock().expect("lock poisoned");
         sessions

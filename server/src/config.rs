@@ -38,8 +38,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "COHORT_DATA", global = true, value_name = "URL")]
     pub data: Option<String>,
 
-    /// Memory all queries may use together (e.g. 4GiB, 512MiB); operators spill past it.
-    /// [default: unlimited]
+    /// Memory all queries may use together (e.g. 4GiB, 512MiB, or "unlimited"); operators spill
+    /// past it, what cannot spill fails. [default: 3/4 of the machine's or cgroup's memory]
     #[arg(long, env = "COHORT_MEMORY_LIMIT", global = true, value_name = "SIZE")]
     pub memory_limit: Option<String>,
 
@@ -364,12 +364,11 @@ impl Settings {
                 return Err("--tls-client-ca needs TLS: give --tls-cert and --tls-key".into());
             }
         }
-        let memory_limit = global
-            .memory_limit
-            .clone()
-            .or(file.memory_limit)
-            .map(|s| parse_size(&s))
-            .transpose()?;
+        let memory_limit = match global.memory_limit.clone().or(file.memory_limit) {
+            Some(text) if text.trim().eq_ignore_ascii_case("unlimited") => None,
+            Some(text) => Some(parse_size(&text)?),
+            None => crate::memory::default_memory_limit(),
+        };
         Ok(Self {
             engine: EngineConfig {
                 data: global
@@ -464,6 +463,26 @@ mod tests {
         assert_eq!(settings.engine.memory_limit, Some(1 << 30));
         assert_eq!(settings.listen.to_string(), "0.0.0.0:9000");
         assert!(settings.log.starts_with("info"));
+    }
+
+    #[test]
+    fn memory_limit_defaults_to_a_share_of_the_machine_and_can_be_lifted() {
+        let memory_limit = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            Settings::resolve(&cli.global, None)
+                .unwrap()
+                .engine
+                .memory_limit
+        };
+        let unlimited = ["cohort", "--memory-limit", "unlimited", "sql", "SELECT 1"];
+        assert_eq!(memory_limit(&unlimited), None);
+        let sized = ["cohort", "--memory-limit", "512MiB", "sql", "SELECT 1"];
+        assert_eq!(memory_limit(&sized), Some(512 << 20));
+        if std::env::var_os("COHORT_MEMORY_LIMIT").is_none() {
+            let default = memory_limit(&["cohort", "sql", "SELECT 1"]);
+            assert_eq!(default, crate::memory::default_memory_limit());
+            assert!(default.is_some());
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod detached;
 pub mod flight;
 pub mod limits;
 pub mod login_throttle;
+pub mod memory;
 pub mod output;
 pub mod remote;
 pub mod serve;

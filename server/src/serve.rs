@@ -111,6 +111,10 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         store = %cohort_engine::store::redact(engine.store().root()),
         tls = tls.is_some(),
         auth = authenticator.is_enabled(),
+        memory_limit = %engine
+            .config()
+            .memory_limit
+            .map_or_else(|| "unlimited".to_string(), |bytes| format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)),
         "Cohort Flight SQL server listening"
     );
     // Scripts and tests read the bound address (useful with port 0) from this line.

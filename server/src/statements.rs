@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::error::FlightError;
 use cohort_engine::depth::PlanningStack;
-use cohort_engine::{Engine, StatementOutcome};
+use cohort_engine::{Classified, Engine, StatementOutcome};
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -54,6 +54,14 @@ impl Statements {
         &self.governor
     }
 
+    /// Checks and classifies `sql` for `principal` before it takes a slot: a refused
+    /// statement never waits in the queue.
+    fn classify(&self, principal: &Principal, sql: &str) -> Result<Classified, Status> {
+        self.engine
+            .classify_as(principal.role.access(), sql)
+            .map_err(engine_status)
+    }
+
     /// Admits `sql` (timed unless it writes) and plans it, or runs it if it writes.
     async fn admit_and_plan(
         &self,
@@ -62,12 +70,12 @@ impl Statements {
         values: Option<Vec<ScalarValue>>,
         query_id: Option<&str>,
     ) -> Result<(crate::limits::Admitted, StatementOutcome), Status> {
-        let writes = self.engine.statement_writes(sql).map_err(engine_status)?;
-        let admitted = self.governor.admit(query_id, !writes).await?;
+        let statement = self.classify(principal, sql)?;
+        let admitted = self.governor.admit(query_id, !statement.writes()).await?;
         let outcome = admitted
             .run(async {
                 self.engine
-                    .execute_as(principal.role.access(), sql, values)
+                    .execute_classified(statement, values)
                     .await
                     .map_err(engine_status)
             })
@@ -155,7 +163,8 @@ impl Statements {
         sql: &str,
         rows: Vec<Vec<ScalarValue>>,
     ) -> Result<u64, Status> {
-        if !self.engine.statement_writes(sql).map_err(engine_status)? {
+        let statement = self.classify(principal, sql)?;
+        if !statement.writes() {
             let mut total = 0;
             for values in rows {
                 total += self.run_for_count(principal, sql, Some(values)).await?;
@@ -166,7 +175,7 @@ impl Statements {
         admitted
             .run(async {
                 self.engine
-                    .execute_each_as(principal.role.access(), sql, rows)
+                    .execute_each_classified(statement, rows)
                     .await
                     .map_err(engine_status)
             })

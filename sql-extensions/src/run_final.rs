@@ -17,8 +17,10 @@
 //!    group numbering builds a key index when the order first breaks.
 //!
 //! Like the hash aggregation it replaces, it produces nothing before all states are in. Unlike
-//! it, it cannot spill: unless the memory pool is unbounded (Cohort's default, no
-//! `memory_limit`), the original operators run instead.
+//! it, it cannot spill: the states are accounted in the memory pool as they arrive, and when
+//! the pool refuses them, they are dropped and the original operators (which spill) run from
+//! the partial aggregation again. Only a query whose states outgrow the pool pays for the
+//! second pass.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -32,7 +34,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, ScalarValue, internal_datafusion_err};
 use datafusion::error::Result;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::EmitTo;
 use datafusion::physical_expr::PhysicalExpr;
@@ -51,7 +53,7 @@ use crate::run_aggregate::{RunAggregateExec, fmt_aggregation, plain_single_key, 
 /// The final aggregation of run-aggregated partial states; see the module documentation.
 #[derive(Debug)]
 pub struct RunFinalExec {
-    /// The operators this replaces, run as they are under a memory limit:
+    /// The operators this replaces, run when the states do not fit the memory pool:
     /// `AggregateExec(FinalPartitioned) <- RepartitionExec <- RunAggregateExec`.
     aggregate: Arc<AggregateExec>,
     /// The partial states.
@@ -160,11 +162,6 @@ impl ExecutionPlan for RunFinalExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        // Only an unbounded pool can take all the states at once; a bounded (or unknown) one
-        // gets DataFusion's operators, which spill.
-        if !matches!(context.memory_pool().memory_limit(), MemoryLimit::Infinite) {
-            return self.aggregate.execute(partition, context);
-        }
         let execution = self.execution();
         let sources = Sources {
             input: Arc::clone(&self.input),
@@ -173,11 +170,19 @@ impl ExecutionPlan for RunFinalExec {
             context: Arc::clone(&context),
         };
         let mut merge = Merge::new(&self.aggregate, partition, &context, &self.metrics)?;
+        let fallback = Arc::clone(&self.aggregate);
         let schema = self.aggregate.schema();
         let batches = futures::stream::once(async move {
-            let rows = execution.share(partition, sources).await?;
-            let batches = merge.run(rows)?;
-            Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
+            match execution.share(partition, sources).await {
+                Ok(rows) => {
+                    let batches = merge.run(rows)?;
+                    Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+                }
+                // The states did not fit the memory pool (and are freed by now): DataFusion's
+                // operators, which spill, start over from the partial aggregation.
+                Err(e) if out_of_memory(&e) => Ok(fallback.execute(partition, context)?.boxed()),
+                Err(e) => Err(e),
+            }
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
@@ -186,6 +191,19 @@ impl ExecutionPlan for RunFinalExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// The context of the error that says the pool refused the partial states.
+const STATES_REFUSED: &str = "RunFinalExec: the partial states do not fit the memory pool";
+
+/// Whether `error` is this operator's own refused reservation (an input's out-of-memory error
+/// would only recur in the fallback).
+fn out_of_memory(error: &DataFusionError) -> bool {
+    let error = match error {
+        DataFusionError::Shared(inner) => inner.as_ref(),
+        other => other,
+    };
+    matches!(error, DataFusionError::Context(what, _) if what == STATES_REFUSED)
 }
 
 /// What the output partitions need to collect the partial states.
@@ -304,7 +322,8 @@ async fn collect(
         }
         collected
             .reservation
-            .try_grow(batch.get_array_memory_size())?;
+            .try_grow(batch.get_array_memory_size())
+            .map_err(|e| e.context(STATES_REFUSED))?;
         let keys: Vec<ArrayRef> = hash
             .iter()
             .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))

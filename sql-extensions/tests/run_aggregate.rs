@@ -214,8 +214,9 @@ async fn memory_pressure_hands_groups_on_instead_of_failing() {
     let (actual, emitted, merged) = answer(&limited, sql).await;
     assert!(has_operator(&plan_of(&limited, sql).await, "RunFinalExec"));
     assert_eq!(
-        merged, None,
-        "under a memory limit DataFusion's final aggregation runs"
+        merged.unwrap_or(0),
+        0,
+        "the states outgrow the pool: DataFusion's final aggregation runs instead"
     );
     let emitted = emitted.expect("run aggregation planned");
     let groups = {
@@ -229,6 +230,19 @@ async fn memory_pressure_hands_groups_on_instead_of_failing() {
         emitted > groups,
         "{emitted} rows for {groups} groups: never emitted early"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_pool_with_room_for_the_states_keeps_the_run_final_aggregation() {
+    let sql = "SELECT k, count(*), sum(v) FROM t GROUP BY k ORDER BY k";
+    let batch = data(5, 20_000, 2_000, &DataType::Int64, Order::Ascending);
+    let bounded = context(8192, 2, true, Some(256 << 20));
+    common::register_partitioned(&bounded, &batch, 2);
+    let (actual, _, merged) = answer(&bounded, sql).await;
+    assert!(merged.is_some_and(|rows| rows > 0), "{merged:?}");
+    let plain = context(8192, 2, false, None);
+    common::register_partitioned(&plain, &batch, 2);
+    assert_eq!(actual, answer(&plain, sql).await.0);
 }
 
 /// The run-numbered final aggregation keeps the hash partitioning it replaces: each output

@@ -15,7 +15,7 @@ use arrow_flight::{
 use cohort_e2e::TestServer;
 use cohort_e2e::flight::{channel, code, fetch, one_slot_server, query, rows};
 use cohort_proto::v1::StatementHandle;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -473,5 +473,46 @@ async fn functions_asked_for_huge_outputs_are_refused_before_allocating() {
         assert_eq!(code(&err), Code::ResourceExhausted, "{sql}: {err}");
         assert_alive(&mut client).await;
     }
+    assert!(server.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_sends_nothing_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = one_slot_server(
+        dir.path(),
+        "queue_timeout = \"20s\"\nstall_timeout = \"1s\"",
+        "0",
+    );
+    let channel = channel(&server).await;
+    let ingest = CommandStatementIngest {
+        table: "events".into(),
+        ..Default::default()
+    };
+    let descriptor = FlightDescriptor::new_cmd(ingest.as_any().encode_to_vec());
+    // The descriptor, then silence: the stream stays open and sends no batch.
+    let first = FlightData::new().with_descriptor(descriptor);
+    let silent = futures::stream::iter([first]).chain(futures::stream::pending());
+    let started = Instant::now();
+    let upload = tokio::spawn({
+        let channel = channel.clone();
+        async move {
+            match FlightServiceClient::new(channel).do_put(silent).await {
+                Err(status) => status,
+                Ok(response) => response.into_inner().message().await.unwrap_err(),
+            }
+        }
+    });
+    // With one slot, this runs only once the silent upload has given its slot up.
+    let mut other = FlightSqlServiceClient::new(channel);
+    assert_alive(&mut other).await;
+    let status = upload.await.unwrap();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    assert!(status.message().contains("stall_timeout"), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(server.stop());
 }

@@ -4,6 +4,7 @@
 //! checked before arrow decodes anything).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
@@ -16,6 +17,7 @@ use arrow_flight::sql::{Any, ProstMessageExt, TicketStatementQuery};
 use cohort_engine::ipc::{DecodeBudget, check_message, read_stream};
 use cohort_proto::v1::StatementHandle;
 use datafusion::common::ScalarValue;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Status};
@@ -90,14 +92,33 @@ fn check_flight_data(data: &FlightData, budget: &mut DecodeBudget) -> Result<(),
         .map_err(engine_status)
 }
 
+/// A DoPut's decoded record batches, accounted in the engine's memory pool while they are held.
+pub struct PutBatches {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    _reservation: MemoryReservation,
+}
+
+/// How a DoPut is read: what it carries (for messages), the most bytes it may decode to, the
+/// pool its batches are accounted in, and how long the client may send nothing.
+pub struct PutReading<'a> {
+    pub what: &'static str,
+    pub max_bytes: u64,
+    pub memory: &'a Arc<dyn MemoryPool>,
+    pub stall_timeout: Duration,
+}
+
 /// Reads the record batches of a DoPut (ingest data or parameter bindings); each message is
-/// checked before it is decoded, and all of them together may decode to `max_bytes` at most.
+/// checked before it is decoded, all of them together may decode to `max_bytes` at most, and
+/// the decoded batches are reserved in the memory pool that bounds queries, so concurrent
+/// uploads cannot together outgrow the server's memory limit. A client that sends nothing for
+/// `stall_timeout` (when non-zero) is refused, so an idle upload does not hold its slot.
 pub async fn read_put_batches(
     request: Request<PeekableFlightDataStream>,
-    what: &'static str,
-    max_bytes: u64,
-) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
-    let mut budget = DecodeBudget::new(what, max_bytes);
+    reading: PutReading<'_>,
+) -> Result<PutBatches, Status> {
+    let what = reading.what;
+    let mut budget = DecodeBudget::new(what, reading.max_bytes);
     let checked = request
         .into_inner()
         .map(move |data| {
@@ -110,19 +131,47 @@ pub async fn read_put_batches(
         .try_filter(|data| futures::future::ready(!data.data_header.is_empty()));
     let mut decoded =
         FlightRecordBatchStream::new_from_flight_data(checked.map_err(FlightError::from));
+    let reservation = MemoryConsumer::new(format!("DoPut {what}")).register(reading.memory);
     let mut batches = Vec::new();
-    while let Some(batch) = decoded.next().await {
-        batches.push(batch.map_err(|e| match e {
+    loop {
+        let next = if reading.stall_timeout.is_zero() {
+            decoded.next().await
+        } else {
+            tokio::time::timeout(reading.stall_timeout, decoded.next())
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "{what}: the client sent nothing for {} s (stall_timeout)",
+                        reading.stall_timeout.as_secs_f64()
+                    ))
+                })?
+        };
+        let Some(batch) = next else { break };
+        let batch = batch.map_err(|e| match e {
             FlightError::Tonic(status) => *status,
             other => decode_status("Arrow IPC data", other),
-        })?);
+        })?;
+        reservation
+            .try_grow(batch.get_array_memory_size())
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{what}: the server's memory limit is taken by other work ({} MiB of this \
+                     request held); retry later, send less at once, or raise memory_limit",
+                    reservation.size() >> 20
+                ))
+            })?;
+        batches.push(batch);
     }
     let schema = decoded
         .schema()
         .cloned()
         .or_else(|| batches.first().map(RecordBatch::schema))
         .unwrap_or_else(|| Arc::new(Schema::empty()));
-    Ok((schema, batches))
+    Ok(PutBatches {
+        schema,
+        batches,
+        _reservation: reservation,
+    })
 }
 
 /// A self-contained DoGet ticket that runs `sql` (a query) on any Cohort server.

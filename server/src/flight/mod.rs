@@ -8,14 +8,13 @@
 pub mod boundary;
 mod cancel;
 pub mod codec;
+mod held;
 pub mod metadata;
 mod prepared;
 mod query_log;
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -53,9 +52,10 @@ use crate::limits::Governor;
 use crate::statements::{Described, Ran, Statements};
 use crate::status::{arrow_status, datafusion_status, engine_status};
 use codec::{
-    MAX_PARAMETER_BYTES, decode_handle, decode_parameters, encode_parameters, parameter_values,
-    read_put_batches,
+    MAX_PARAMETER_BYTES, PutReading, decode_handle, decode_parameters, encode_parameters,
+    parameter_values, read_put_batches,
 };
+use held::HeldCounts;
 use prepared::PreparedStatements;
 use query_log::QueryLog;
 
@@ -63,15 +63,12 @@ pub use codec::statement_ticket;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
 
-/// Results of data-changing statements wait this long for their DoGet.
-const HELD_RESULT_TTL: Duration = Duration::from_secs(600);
-
 pub struct CohortFlightSqlService {
     engine: Arc<Engine>,
     authenticator: Arc<Authenticator>,
     statements: Statements,
     prepared: PreparedStatements,
-    held_results: Mutex<HashMap<String, (Instant, RecordBatch)>>,
+    held_results: HeldCounts,
     sql_info: SqlInfoData,
     xdbc_type_info: XdbcTypeInfoData,
 }
@@ -87,7 +84,7 @@ impl CohortFlightSqlService {
             engine,
             authenticator,
             prepared: PreparedStatements::default(),
-            held_results: Mutex::new(HashMap::new()),
+            held_results: HeldCounts::default(),
             sql_info: metadata::sql_info(),
             xdbc_type_info: metadata::xdbc_type_info(),
         }
@@ -113,10 +110,9 @@ impl CohortFlightSqlService {
                 (boundary::wire_schema(&schema), handle)
             }
             Described::RowsAffected(rows) => {
-                let batch = rows_affected_batch(rows);
-                let schema = batch.schema();
+                let schema = rows_affected_batch(rows).schema();
                 let id = uuid::Uuid::new_v4().to_string();
-                self.hold_result(id.clone(), batch);
+                self.held_results.hold(id.clone(), rows);
                 let handle = StatementHandle {
                     result_id: id,
                     ..Default::default()
@@ -130,10 +126,13 @@ impl CohortFlightSqlService {
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
-    fn hold_result(&self, id: String, batch: RecordBatch) {
-        let mut held = self.held_results.lock().expect("lock poisoned");
-        held.retain(|_, (at, _)| at.elapsed() < HELD_RESULT_TTL);
-        held.insert(id, (Instant::now(), batch));
+    fn put_reading(&self, what: &'static str, max_bytes: u64) -> PutReading<'_> {
+        PutReading {
+            what,
+            max_bytes,
+            memory: &self.engine.runtime().memory_pool,
+            stall_timeout: self.statements.governor().limits().stall_timeout,
+        }
     }
 
     /// Runs a statement for its row count (the update path), once per bound parameter row;
@@ -317,14 +316,11 @@ impl FlightSqlService for CohortFlightSqlService {
         let principal = Principal::of(&request)?;
         let handle = decode_handle("statement ticket", ticket.statement_handle.as_ref())?;
         if !handle.result_id.is_empty() {
-            let held = self
+            let rows = self
                 .held_results
-                .lock()
-                .expect("lock poisoned")
-                .remove(&handle.result_id);
-            let (_, batch) =
-                held.ok_or_else(|| Status::not_found("result already fetched or expired"))?;
-            return Ok(batch_stream(batch));
+                .take(&handle.result_id)
+                .ok_or_else(|| Status::not_found("result already fetched or expired"))?;
+            return Ok(batch_stream(rows_affected_batch(rows)));
         }
         let parameters = decode_parameters(&handle.parameters_ipc)?;
         let values = parameter_values(parameters.as_ref(), 0)?;
@@ -415,10 +411,10 @@ impl FlightSqlService for CohortFlightSqlService {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
         let principal = Principal::of(&request)?.clone();
-        let (schema, batches) =
-            read_put_batches(request, "parameters", MAX_PARAMETER_BYTES).await?;
-        let parameters =
-            arrow::compute::concat_batches(&schema, &batches).map_err(|e| arrow_status(&e))?;
+        let put =
+            read_put_batches(request, self.put_reading("parameters", MAX_PARAMETER_BYTES)).await?;
+        let parameters = arrow::compute::concat_batches(&put.schema, &put.batches)
+            .map_err(|e| arrow_status(&e))?;
         self.prepared.bind(&principal, &id, parameters)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
@@ -432,13 +428,16 @@ impl FlightSqlService for CohortFlightSqlService {
     ) -> Result<i64, Status> {
         let (id, _) = self.prepared(&query.prepared_statement_handle)?;
         let principal = Principal::of(&request)?.clone();
-        let (schema, batches) =
-            read_put_batches(request, "parameters", MAX_PARAMETER_BYTES).await?;
+        let put =
+            read_put_batches(request, self.put_reading("parameters", MAX_PARAMETER_BYTES)).await?;
         let (sql, stored) = self.prepared.get(&principal, &id)?;
-        let parameters = if batches.is_empty() {
+        let parameters = if put.batches.is_empty() {
             stored
         } else {
-            Some(arrow::compute::concat_batches(&schema, &batches).map_err(|e| arrow_status(&e))?)
+            Some(
+                arrow::compute::concat_batches(&put.schema, &put.batches)
+                    .map_err(|e| arrow_status(&e))?,
+            )
         };
         self.execute_update(&principal, &sql, parameters.as_ref())
             .await
@@ -471,18 +470,16 @@ impl FlightSqlService for CohortFlightSqlService {
             return Err(Status::unimplemented("temporary tables are not supported"));
         }
         check_exists_option(kind, command.table_definition_options.as_ref())?;
-        let (schema, batches) = read_put_batches(
-            request,
-            "bulk ingest",
-            self.statements.governor().limits().max_put_bytes,
-        )
-        .await?;
-        // Ingest is a write: a slot, no timeout.
+        // Ingest is a write: a slot (taken before the data is read, so uploads at once are as
+        // many as statements), no timeout.
         let admitted = self.statements.governor().admit(None, false).await?;
+        let max_bytes = self.statements.governor().limits().max_put_bytes;
         let report = admitted
             .run(async {
+                let put =
+                    read_put_batches(request, self.put_reading("bulk ingest", max_bytes)).await?;
                 self.engine
-                    .ingest_batches(kind, "bulk ingest", &schema, &batches)
+                    .ingest_batches(kind, "bulk ingest", &put.schema, &put.batches)
                     .await
                     .map_err(engine_status)
             })

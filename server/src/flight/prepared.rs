@@ -3,7 +3,8 @@
 //! handle is "not found", never someone else's statement. A principal holds at most
 //! [`MAX_PER_PRINCIPAL`] at once (RESOURCE_EXHAUSTED past it) and a statement unused for
 //! [`IDLE_EXPIRY`] is dropped, so clients that never close theirs cannot grow server memory.
-//! Bound parameters are bounded in size when they are decoded (see `codec`).
+//! Bound parameters are bounded in size when they are decoded (see `codec`), and together per
+//! principal ([`MAX_BOUND_BYTES_PER_PRINCIPAL`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +17,9 @@ use crate::auth::Principal;
 
 /// Prepared statements one principal may hold open.
 pub const MAX_PER_PRINCIPAL: usize = 256;
+
+/// Bytes of bound parameters one principal's prepared statements may hold together.
+pub const MAX_BOUND_BYTES_PER_PRINCIPAL: usize = 256 << 20;
 
 /// A prepared statement not used for this long is closed by the server.
 pub const IDLE_EXPIRY: Duration = Duration::from_secs(3600);
@@ -88,6 +92,23 @@ impl PreparedStatements {
         parameters: RecordBatch,
     ) -> Result<(), Status> {
         let mut statements = self.statements.lock().expect("lock poisoned");
+        let held: usize = statements
+            .iter()
+            .filter(|(other, p)| p.owner == principal.name && other.as_str() != id)
+            .filter_map(|(_, p)| p.parameters.as_ref())
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        let size = parameters.get_array_memory_size();
+        if held + size > MAX_BOUND_BYTES_PER_PRINCIPAL {
+            return Err(Status::resource_exhausted(format!(
+                "'{}' holds {} MiB of bound parameters in other prepared statements; these {} MiB \
+                 would pass {} MiB: close statements no longer used",
+                principal.name,
+                held >> 20,
+                size >> 20,
+                MAX_BOUND_BYTES_PER_PRINCIPAL >> 20
+            )));
+        }
         let entry = statements
             .get_mut(id)
             .filter(|p| p.owner == principal.name)
@@ -141,5 +162,29 @@ mod tests {
         store.create(&rita, "SELECT 4".into()).unwrap();
         store.close(&ada, &id).unwrap();
         store.create(&ada, "SELECT 5".into()).unwrap();
+    }
+
+    #[test]
+    fn bound_parameters_are_capped_per_principal() {
+        use arrow::array::Int64Array;
+        let store = PreparedStatements::default();
+        let (ada, rita) = (principal("ada"), principal("rita"));
+        // 100 MiB of parameters per binding: two fit, a third does not.
+        let batch = RecordBatch::try_from_iter([(
+            "p",
+            std::sync::Arc::new(Int64Array::from(vec![1i64; 100 << 17])) as _,
+        )])
+        .unwrap();
+        let ids: Vec<String> = (0..3)
+            .map(|_| store.create(&ada, "SELECT $1".into()).unwrap())
+            .collect();
+        store.bind(&ada, &ids[0], batch.clone()).unwrap();
+        store.bind(&ada, &ids[1], batch.clone()).unwrap();
+        let status = store.bind(&ada, &ids[2], batch.clone()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+        // Binding again replaces a statement's own parameters; others have their own budget.
+        store.bind(&ada, &ids[1], batch.clone()).unwrap();
+        let other = store.create(&rita, "SELECT $1".into()).unwrap();
+        store.bind(&rita, &other, batch).unwrap();
     }
 }
