@@ -68,7 +68,7 @@ class Server:
     def __init__(self, binary, data, memory_limit, extra):
         env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
         self.process = subprocess.Popen(
-            [binary, "serve", "--data", data, "--listen", "127.0.0.1:0", "--log", "warn",
+            [binary, "serve", "--data", data, "--listen", "127.0.0.1:0", "--pg-listen", "off", "--log", "warn",
              "--memory-limit", memory_limit, *extra],
             env=env, stdout=subprocess.PIPE, text=True,
         )

@@ -93,6 +93,8 @@ pub struct Engine {
     segment_versions_published: std::sync::Mutex<HashMap<String, i64>>,
     /// Ends of segment runs whose record could not be written; written with the next record.
     unrecorded_runs: std::sync::Mutex<Vec<segments::RunRow>>,
+    /// `pg_catalog` for PostgreSQL clients' sessions, built at their first statement.
+    pg_catalog: std::sync::Mutex<Option<Arc<postgres::PgCatalog>>>,
 }
 
 impl Engine {
@@ -117,7 +119,18 @@ impl Engine {
             segment_versions_committed: tokio::sync::broadcast::channel(64).0,
             segment_versions_published: Default::default(),
             unrecorded_runs: Default::default(),
+            pg_catalog: Default::default(),
         })
+    }
+
+    fn pg_catalog(&self) -> Result<Arc<postgres::PgCatalog>> {
+        let mut catalog = self.pg_catalog.lock().expect("pg_catalog lock");
+        if let Some(catalog) = catalog.as_ref() {
+            return Ok(Arc::clone(catalog));
+        }
+        let built = Arc::new(postgres::PgCatalog::new()?);
+        *catalog = Some(Arc::clone(&built));
+        Ok(built)
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -234,7 +234,7 @@ impl Engine {
             Kind::Query(requests) => {
                 let ctx = self.session_for(&requests).await?;
                 if dialect == Dialect::Postgres {
-                    crate::postgres::install_catalog(&ctx)?;
+                    self.pg_catalog()?.install(&ctx)?;
                 }
                 Ok(StatementOutcome::Query(
                     plan_query(&ctx, &sql, params, &self.config.limits).await?,

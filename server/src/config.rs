@@ -16,6 +16,10 @@ use crate::limits::QueryLimits;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
+/// Where the PostgreSQL endpoint listens unless told otherwise (PostgreSQL's port + 1, so a
+/// local PostgreSQL keeps 5432).
+pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:5433";
+
 /// Cohort: a segmentation query engine over events and profiles in object storage.
 #[derive(Debug, Parser)]
 #[command(name = "cohort", version, about, propagate_version = true)]
@@ -103,6 +107,10 @@ pub struct ServeArgs {
     /// Address to listen on. [default: 127.0.0.1:50051]
     #[arg(long, env = "COHORT_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
+
+    /// Address of the PostgreSQL wire endpoint, or "off". [default: 127.0.0.1:5433]
+    #[arg(long, env = "COHORT_PG_LISTEN", value_name = "HOST:PORT|off")]
+    pub pg_listen: Option<String>,
 
     /// Fill an empty store with the demo data set before serving.
     #[arg(long, env = "COHORT_DEMO")]
@@ -213,6 +221,7 @@ pub struct FileConfig {
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
     pub listen: Option<SocketAddr>,
+    pub pg_listen: Option<String>,
     pub log: Option<String>,
     #[serde(default)]
     pub auth: AuthConfig,
@@ -267,6 +276,8 @@ impl FileConfig {
 pub struct Settings {
     pub engine: EngineConfig,
     pub listen: SocketAddr,
+    /// The PostgreSQL endpoint's address; `None` when it is off.
+    pub pg_listen: Option<SocketAddr>,
     pub log: String,
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
@@ -364,6 +375,15 @@ impl Settings {
                 return Err("--tls-client-ca needs TLS: give --tls-cert and --tls-key".into());
             }
         }
+        let pg_listen = match serve.and_then(|s| s.pg_listen.clone()).or(file.pg_listen) {
+            Some(text) if text.trim().eq_ignore_ascii_case("off") => None,
+            Some(text) => Some(text.trim().parse().map_err(|_| {
+                format!(
+                    "invalid pg_listen '{text}': expected HOST:PORT (e.g. 127.0.0.1:5433) or off"
+                )
+            })?),
+            None => Some(DEFAULT_PG_LISTEN.parse().expect("valid default address")),
+        };
         let memory_limit = match global.memory_limit.clone().or(file.memory_limit) {
             Some(text) if text.trim().eq_ignore_ascii_case("unlimited") => None,
             Some(text) => Some(parse_size(&text)?),
@@ -382,6 +402,7 @@ impl Settings {
                 limits: statement_limits,
                 object_store_layer: None,
             },
+            pg_listen,
             listen: listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod login_throttle;
 pub mod memory;
 pub mod output;
+pub mod postgres;
 pub mod remote;
 pub mod serve;
 pub mod statements;

@@ -58,6 +58,15 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address: SocketAddr = listener.local_addr()?;
+    let pg_listener = match settings.pg_listen {
+        Some(pg_address) => Some(TcpListener::bind(pg_address).await.with_context(|| {
+            format!(
+                "cannot listen on {pg_address} for the PostgreSQL endpoint: pass \
+                 --pg-listen HOST:PORT for another address, or --pg-listen off"
+            )
+        })?),
+        None => None,
+    };
 
     let governor = Governor::new(settings.limits.clone());
     let flight = FlightServiceServer::new(CohortFlightSqlService::new(
@@ -68,8 +77,10 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(CohortAdminService::new(Arc::clone(&engine)));
-    let activation =
-        ActivationServiceServer::new(CohortActivationService::new(Arc::clone(&engine), governor));
+    let activation = ActivationServiceServer::new(CohortActivationService::new(
+        Arc::clone(&engine),
+        Arc::clone(&governor),
+    ));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<FlightServiceServer<CohortFlightSqlService>>()
@@ -119,6 +130,31 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     );
     // Scripts and tests read the bound address (useful with port 0) from this line.
     println!("cohort listening on {scheme}://{address}");
+    if let Some(pg_listener) = pg_listener {
+        let pg_address = pg_listener.local_addr()?;
+        let pg_tls = settings
+            .tls
+            .as_ref()
+            .map(crate::postgres::tls_acceptor)
+            .transpose()?;
+        let handlers = Arc::new(crate::postgres::Handlers::new(
+            Arc::clone(&engine),
+            Arc::clone(&authenticator),
+            Arc::clone(&governor),
+            pg_tls.is_some(),
+        ));
+        tracing::info!(address = %pg_address, tls = pg_tls.is_some(), "Cohort PostgreSQL endpoint listening");
+        println!(
+            "cohort postgres listening on postgres://{pg_address}/{}",
+            crate::postgres::DATABASE
+        );
+        tokio::spawn(crate::postgres::serve(
+            pg_listener,
+            pg_tls,
+            handlers,
+            shutdown.clone(),
+        ));
+    }
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -159,9 +195,20 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
 }
 
 /// Refuses to expose the store to the network without authentication, or credentials to the
-/// network without TLS, unless told to.
+/// network without TLS, unless told to; for the Flight SQL and the PostgreSQL addresses alike.
 fn check_exposure(settings: &Settings, auth_enabled: bool) -> anyhow::Result<()> {
-    if settings.listen.ip().is_loopback() {
+    for address in std::iter::once(settings.listen).chain(settings.pg_listen) {
+        check_address_exposure(settings, address, auth_enabled)?;
+    }
+    Ok(())
+}
+
+fn check_address_exposure(
+    settings: &Settings,
+    address: SocketAddr,
+    auth_enabled: bool,
+) -> anyhow::Result<()> {
+    if address.ip().is_loopback() {
         return Ok(());
     }
     let tls = settings.tls.is_some();
@@ -171,12 +218,12 @@ fn check_exposure(settings: &Settings, auth_enabled: bool) -> anyhow::Result<()>
     if settings.insecure {
         if auth_enabled {
             tracing::warn!(
-                address = %settings.listen,
+                address = %address,
                 "serving without TLS on a non-loopback address (--insecure): passwords and tokens travel in the clear unless a TLS proxy sits in front"
             );
         } else {
             tracing::warn!(
-                address = %settings.listen,
+                address = %address,
                 "serving without authentication on a non-loopback address (--insecure): anyone who can reach it can read and change all data"
             );
         }
@@ -184,16 +231,14 @@ fn check_exposure(settings: &Settings, auth_enabled: bool) -> anyhow::Result<()>
     }
     if auth_enabled {
         anyhow::bail!(
-            "refusing to listen on {} without TLS: passwords and tokens would travel in the clear; \
+            "refusing to listen on {address} without TLS: passwords and tokens would travel in the clear; \
              give --tls-cert and --tls-key (see the README's SECURITY section), listen on 127.0.0.1, \
-             or pass --insecure (e.g. behind a TLS-terminating proxy)",
-            settings.listen
+             or pass --insecure (e.g. behind a TLS-terminating proxy)"
         )
     }
     anyhow::bail!(
-        "refusing to listen on {} without authentication: configure [auth] users or tokens \
-         (see the README's SECURITY section), listen on 127.0.0.1, or pass --insecure",
-        settings.listen
+        "refusing to listen on {address} without authentication: configure [auth] users or tokens \
+         (see the README's SECURITY section), listen on 127.0.0.1, or pass --insecure"
     )
 }
 

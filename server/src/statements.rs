@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow_flight::error::FlightError;
 use cohort_engine::depth::PlanningStack;
-use cohort_engine::{Classified, Engine, StatementOutcome};
+use cohort_engine::{Classified, Dialect, Engine, StatementOutcome};
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -43,11 +43,42 @@ pub enum Described {
 pub struct Statements {
     engine: Arc<Engine>,
     governor: Arc<Governor>,
+    dialect: Dialect,
+}
+
+/// Most parameters one statement may have (PostgreSQL's own limit).
+pub const MAX_PARAMETERS: usize = 65_535;
+
+/// What a statement returns, known before it runs.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// A data-changing statement: a row count.
+    Write,
+    /// A query: its columns and its parameters' types (by position, `None` where the plan
+    /// does not tell).
+    Rows {
+        schema: SchemaRef,
+        parameters: Vec<Option<DataType>>,
+    },
 }
 
 impl Statements {
+    /// The statements of Flight SQL clients.
     pub fn new(engine: Arc<Engine>, governor: Arc<Governor>) -> Self {
-        Self { engine, governor }
+        Self::in_dialect(engine, governor, Dialect::Cohort)
+    }
+
+    /// The statements of clients of `dialect` (PostgreSQL clients' queries see `pg_catalog`).
+    pub fn in_dialect(engine: Arc<Engine>, governor: Arc<Governor>, dialect: Dialect) -> Self {
+        Self {
+            engine,
+            governor,
+            dialect,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     pub fn governor(&self) -> &Arc<Governor> {
@@ -58,7 +89,7 @@ impl Statements {
     /// statement never waits in the queue.
     fn classify(&self, principal: &Principal, sql: &str) -> Result<Classified, Status> {
         self.engine
-            .classify_as(principal.role.access(), sql)
+            .classify_in(self.dialect, principal.role.access(), sql)
             .map_err(engine_status)
     }
 
@@ -96,6 +127,52 @@ impl Statements {
             StatementOutcome::Query(df) => {
                 Described::Query(Arc::new(df.schema().as_arrow().clone()))
             }
+        })
+    }
+
+    /// What `sql` returns, without running it: a query is planned (under a slot), a write is
+    /// only classified.
+    pub async fn shape(&self, principal: &Principal, sql: &str) -> Result<Shape, Status> {
+        let statement = self.classify(principal, sql)?;
+        if statement.writes() {
+            return Ok(Shape::Write);
+        }
+        let admitted = self.governor.admit(None, true).await?;
+        let outcome = admitted
+            .run(async {
+                self.engine
+                    .execute_classified(statement, None)
+                    .await
+                    .map_err(engine_status)
+            })
+            .await?;
+        let StatementOutcome::Query(df) = outcome else {
+            return Ok(Shape::Write);
+        };
+        let types = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| datafusion_status(&e))?;
+        let mut parameters: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .filter_map(|(name, ty)| Some((name.strip_prefix('$')?.parse().ok()?, ty)))
+            .collect();
+        parameters.sort_by_key(|(position, _)| *position);
+        let count = parameters.last().map_or(0, |(position, _)| *position);
+        if count > MAX_PARAMETERS {
+            return Err(Status::invalid_argument(format!(
+                "the statement refers to parameter ${count}; at most {MAX_PARAMETERS} are allowed"
+            )));
+        }
+        let mut ordered = vec![None; count];
+        for (position, ty) in parameters {
+            if let Some(slot) = position.checked_sub(1).and_then(|i| ordered.get_mut(i)) {
+                *slot = ty;
+            }
+        }
+        Ok(Shape::Rows {
+            schema: Arc::new(df.schema().as_arrow().clone()),
+            parameters: ordered,
         })
     }
 

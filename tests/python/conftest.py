@@ -104,19 +104,26 @@ def store(request, tmp_path):
 class Server:
     def __init__(self, store: Store, *extra: str):
         self.process = subprocess.Popen(
-            [cohort_bin(), "serve", "--data", store.url, "--listen", "127.0.0.1:0", "--log", "warn", *extra],
+            [cohort_bin(), "serve", "--data", store.url, "--listen", "127.0.0.1:0",
+             *([] if "--pg-listen" in extra else ["--pg-listen", "127.0.0.1:0"]), "--log", "warn", *extra],
             env=store.env,
             stdout=subprocess.PIPE,
             text=True,
         )
         deadline = time.time() + 120
         self.address = None
+        # "host:port" of the PostgreSQL endpoint, None when started with --pg-listen off.
+        self.pg_address = None
+        expect_pg = "off" not in extra
         while time.time() < deadline:
             line = self.process.stdout.readline()
             if not line:
                 raise AssertionError(f"server exited early with {self.process.wait()}")
             if line.startswith(("cohort listening on grpc://", "cohort listening on grpc+tls://")):
                 self.address = line.strip().removeprefix("cohort listening on ")
+            if line.startswith("cohort postgres listening on postgres://"):
+                self.pg_address = line.strip().removeprefix("cohort postgres listening on postgres://").split("/")[0]
+            if self.address and (self.pg_address or not expect_pg):
                 break
         assert self.address, "server did not report its address"
 

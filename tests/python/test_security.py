@@ -22,17 +22,23 @@ def auth_cli(*args, stdin=None):
     return result.stdout, result.stderr
 
 
-@pytest.fixture
-def secured(tmp_path):
-    """A demo store served with an admin user, a reader user and a reader API token, all made
-    with the `cohort auth` commands."""
+def auth_config(directory):
+    """A config file with an admin user `ada`, a reader user `rita` and a reader API token, all
+    made with the `cohort auth` commands; returns its path and the token."""
     admin, _ = auth_cli("hash-password", "--user", "ada", "--role", "admin", stdin=ADMIN_PASSWORD + "\n")
     reader, _ = auth_cli("hash-password", "--user", "rita", stdin=READER_PASSWORD)
     token_entry, token_message = auth_cli("new-token", "--name", "dashboards", "--role", "reader")
     token = token_message.strip().rsplit(" ", 1)[-1]
     assert token.startswith("cohort_") and token not in token_entry
-    config = tmp_path / "cohort.toml"
+    config = directory / "cohort.toml"
     config.write_text("\n".join([admin, reader, token_entry]))
+    return config, token
+
+
+@pytest.fixture
+def secured(tmp_path):
+    """A demo store served with the users and token of `auth_config`."""
+    config, token = auth_config(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
     store = Store(str(tmp_path / "store"), env)
     store.run("demo", "--users", "200", "--events", "4000")

@@ -60,16 +60,30 @@ pub fn first_csv_row(store: &Path, sql: &str) -> String {
 pub struct TestServer {
     child: Option<Child>,
     pub address: String,
+    /// The PostgreSQL endpoint's `HOST:PORT`, unless started with `--pg-listen off`.
+    pub pg_address: Option<String>,
 }
 
 impl TestServer {
-    /// Starts a server on `data` listening on a free loopback port.
+    /// Starts a server on `data` listening on free loopback ports (Flight SQL and, unless
+    /// `extra_args` says otherwise, PostgreSQL).
     pub fn start(data: &Path, extra_args: &[&str]) -> Self {
-        let mut child = Command::new(cohort_bin())
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        let pg_listen = extra_args
+            .iter()
+            .position(|arg| *arg == "--pg-listen")
+            .and_then(|at| extra_args.get(at + 1))
+            .copied();
+        let mut command = Command::new(cohort_bin());
+        command.arg("serve").arg("--data").arg(data).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+        ]);
+        if pg_listen.is_none() {
+            command.args(["--pg-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -95,11 +109,29 @@ impl TestServer {
                 _ => panic!("server exited before listening: {:?}", child.wait()),
             }
         };
+        let pg_address = if pg_listen == Some("off") {
+            None
+        } else {
+            loop {
+                match lines.next() {
+                    Some(Ok(line)) => {
+                        if let Some(url) =
+                            line.strip_prefix("cohort postgres listening on postgres://")
+                        {
+                            let address = url.trim().split('/').next().unwrap_or_default();
+                            break Some(address.to_string());
+                        }
+                    }
+                    _ => panic!("server exited before listening: {:?}", child.wait()),
+                }
+            }
+        };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self {
             child: Some(child),
             address,
+            pg_address,
         }
     }
 

@@ -156,10 +156,16 @@ async fn every_service_needs_credentials_and_roles_limit_what_callers_do() {
 fn serve_outcome(args: &[&str]) -> Option<(bool, String)> {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
+    let pg_listen: &[&str] = if args.contains(&"--pg-listen") {
+        &[]
+    } else {
+        &["--pg-listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(cohort_bin())
         .arg("serve")
         .arg("--data")
         .arg(dir.path())
+        .args(pg_listen)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -190,6 +196,13 @@ fn a_network_address_needs_auth_or_an_explicit_insecure_flag() {
     assert!(
         serve_outcome(&["--listen", "0.0.0.0:0", "--insecure"]).is_none(),
         "--insecure must start"
+    );
+    // The PostgreSQL endpoint follows the same rule.
+    let (ok, stderr) = serve_outcome(&["--listen", "127.0.0.1:0", "--pg-listen", "0.0.0.0:0"])
+        .expect("must refuse to start");
+    assert!(
+        !ok && stderr.contains("refusing to listen on 0.0.0.0"),
+        "{stderr}"
     );
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = auth_config(dir.path(), "");

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use cohort_benches::{FUNNEL_SQL, peak_rss_mb, retention_sql};
 use cohort_engine::demo::{DemoOptions, generate};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
@@ -44,6 +46,10 @@ enum Command {
         threads: usize,
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// Bound the memory pool (MiB, fair spill pool) as `cohort serve` does by default;
+        /// unbounded when absent.
+        #[arg(long)]
+        memory_limit_mib: Option<usize>,
         /// Run this SQL instead of the named query (e.g. `EXPLAIN ANALYZE ...` to see where the
         /// time goes) and print its result.
         #[arg(long)]
@@ -76,10 +82,17 @@ fn main() -> anyhow::Result<()> {
             writer.close()?;
             println!("{} events written to {}", batch.num_rows(), out.display());
         }
-        Command::Run { data, query, threads, repeat, sql: custom } => runtime.block_on(async {
+        Command::Run { data, query, threads, repeat, memory_limit_mib, sql: custom } => runtime.block_on(async {
             // DATAFUSION_* variables tune a run, as for any DataFusion session.
             let config = SessionConfig::from_env()?.with_target_partitions(threads);
-            let builder = SessionStateBuilder::new().with_config(config).with_default_features();
+            let mut runtime_env = RuntimeEnvBuilder::new();
+            if let Some(mib) = memory_limit_mib {
+                runtime_env = runtime_env.with_memory_pool(Arc::new(FairSpillPool::new(mib << 20)));
+            }
+            let builder = SessionStateBuilder::new()
+                .with_config(config)
+                .with_runtime_env(runtime_env.build_arc()?)
+                .with_default_features();
             let state = cohort_sql_extensions::session_state(builder)?;
             let ctx = SessionContext::new_with_state(state);
             ctx.register_parquet("events", data.to_string_lossy().as_ref(), ParquetReadOptions::default())
