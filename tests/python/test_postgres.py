@@ -243,3 +243,65 @@ def test_logins_and_roles_as_on_flight_sql(secured_pg):
         admin.execute("CREATE TAG big_spenders AS SELECT user_id FROM profiles WHERE ltv > 100")
         shown = admin.execute("SHOW TAGS").fetchall()
         assert any(row[0] == "big_spenders" for row in shown)
+
+
+def write_certificates(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cohort test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def test_tls_carries_passwords_and_plain_connections_are_refused(tmp_path, demo_store):
+    paths = write_certificates(tmp_path)
+    config, _ = auth_config(tmp_path)
+    server = Server(demo_store, "--config", str(config), "--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"]))
+    try:
+        host, port = server.pg_address.rsplit(":", 1)
+        secure = psycopg.conninfo.make_conninfo(
+            host=host, port=port, dbname="cohort", user="rita", password=READER_PASSWORD,
+            sslmode="verify-full", sslrootcert=str(paths["ca"]), connect_timeout=10,
+        )
+        with psycopg.connect(secure, autocommit=True) as conn:
+            assert conn.info.pgconn.ssl_in_use
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (4000,)
+        plain = psycopg.conninfo.make_conninfo(
+            host=host, port=port, dbname="cohort", user="rita", password=READER_PASSWORD,
+            sslmode="disable", connect_timeout=10,
+        )
+        with pytest.raises(psycopg.OperationalError, match="TLS only"):
+            psycopg.connect(plain)
+    finally:
+        server.stop()
