@@ -114,6 +114,29 @@ def test_errors_carry_sqlstates_and_the_connection_stays_usable(pg):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_psycopg2_simple_protocol_as_superset_uses_it(pg):
+    import psycopg2
+    import psycopg2.errors
+
+    host, port = pg.pg_address.rsplit(":", 1)
+    conn = psycopg2.connect(host=host, port=port, dbname="cohort", user="cohort", connect_timeout=10)
+    try:
+        with conn.cursor() as cur:  # psycopg2 opens a transaction first, as Superset's engine does
+            for sql in SAME_ANSWERS:
+                cur.execute(sql)
+                assert [tuple(row) for row in cur.fetchall()] == flight_rows(pg, sql), sql
+            cur.execute("SELECT count(*) FROM events WHERE event = %s AND user_id < %s", ("purchase", 100))
+            expected = flight_rows(pg, "SELECT count(*) FROM events WHERE event = 'purchase' AND user_id < 100")
+            assert cur.fetchone() == expected[0]
+            assert [d.name for d in cur.description] == ["count(*)"]
+        conn.rollback()
+        with conn.cursor() as cur, pytest.raises(psycopg2.errors.UndefinedTable):
+            cur.execute("SELECT * FROM no_such_table")
+        conn.rollback()
+    finally:
+        conn.close()
+
+
 def test_another_database_is_refused(pg):
     with pytest.raises(psycopg.OperationalError, match='database "analytics" does not exist'):
         psycopg.connect(dsn(pg, database="analytics"))
@@ -131,6 +154,12 @@ def test_session_statements_drivers_send(pg):
         with pytest.raises(errors.UndefinedObject):
             conn.execute("SHOW no_such_setting")
         conn.rollback()
+    # Connection pools ping with empty or comment-only statements, on both protocols.
+    with psycopg.connect(dsn(pg), autocommit=True) as conn:
+        for ping in ["", ";", "-- ping", "/* ping */"]:
+            assert conn.execute(ping).pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY, ping
+            cursor = conn.cursor().execute(ping, prepare=False)
+            assert cursor.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY, ping
 
 
 def test_psql_describes_tables(pg):
