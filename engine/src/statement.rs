@@ -8,6 +8,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Statement, TableObject};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -394,16 +395,8 @@ pub async fn plan_query_schema(
             let ctx = engine.session_for(&requests).await?;
             let df = plan_query(&ctx, &sql, None, &engine.config.limits).await?;
             let plan = df.logical_plan();
-            let params = plan.get_parameter_types()?;
-            let mut ordered: Vec<(String, Option<arrow::datatypes::DataType>)> =
-                params.into_iter().collect();
-            ordered.sort_by_key(|(name, _)| {
-                name.trim_start_matches('$')
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX)
-            });
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-            Ok((schema, ordered.into_iter().map(|(_, t)| t).collect()))
+            Ok((schema, parameter_types(plan)?))
         }
         Kind::Insert { .. } => Ok((rows_affected_batch(0).schema(), Vec::new())),
         Kind::Catalog(CatalogStatement::Show { .. }) => {
@@ -412,6 +405,33 @@ pub async fn plan_query_schema(
         }
         Kind::Catalog(_) => Ok((rows_affected_batch(0).schema(), Vec::new())),
     }
+}
+
+/// Most parameters one statement may have (PostgreSQL's own limit).
+pub const MAX_PARAMETERS: usize = 65_535;
+
+/// The types of a plan's `$n` parameters by position (`$1` first; `None` where the planner
+/// could not infer one, or for a position the statement skips).
+pub fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<arrow::datatypes::DataType>>> {
+    let mut numbered: Vec<(usize, Option<arrow::datatypes::DataType>)> = plan
+        .get_parameter_types()?
+        .into_iter()
+        .filter_map(|(name, ty)| Some((name.strip_prefix('$')?.parse().ok()?, ty)))
+        .collect();
+    numbered.sort_by_key(|(position, _)| *position);
+    let count = numbered.last().map_or(0, |(position, _)| *position);
+    if count > MAX_PARAMETERS {
+        return Err(EngineError::LimitExceeded(format!(
+            "the statement refers to parameter ${count}; at most {MAX_PARAMETERS} are allowed"
+        )));
+    }
+    let mut ordered = vec![None; count];
+    for (position, ty) in numbered {
+        if let Some(slot) = position.checked_sub(1).and_then(|i| ordered.get_mut(i)) {
+            *slot = ty;
+        }
+    }
+    Ok(ordered)
 }
 
 /// Plans a query; bound values are cast to the types the planner inferred for their
@@ -520,6 +540,29 @@ mod tests {
 
     fn classify(sql: &str) -> Result<Kind> {
         super::classify(sql, &StatementLimits::default())
+    }
+
+    #[tokio::test]
+    async fn parameter_types_are_positional() {
+        use arrow::datatypes::DataType;
+        let ctx = SessionContext::new();
+        let plan = |sql: &str| {
+            let ctx = ctx.clone();
+            let sql = sql.to_string();
+            async move { ctx.sql(&sql).await.unwrap().logical_plan().clone() }
+        };
+        let types = parameter_types(&plan("SELECT $2 + 1.5 AS a, $1 = 'x' AS b").await).unwrap();
+        assert_eq!(types, vec![Some(DataType::Utf8), Some(DataType::Float64)]);
+        // A skipped position stays in its place, untyped.
+        let gapped = parameter_types(&plan("SELECT $3 = 'x' AS c, $1 + 1 AS d").await).unwrap();
+        assert_eq!(gapped.len(), 3);
+        assert_eq!(gapped[1], None);
+        assert_eq!(gapped[2], Some(DataType::Utf8));
+        let huge = plan("SELECT $70000 = 'x' AS e").await;
+        assert!(matches!(
+            parameter_types(&huge),
+            Err(EngineError::LimitExceeded(_))
+        ));
     }
 
     #[test]

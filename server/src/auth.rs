@@ -321,13 +321,17 @@ impl Authenticator {
         })
     }
 
-    /// The holder of API token `token`. Every configured token is compared, matching or not,
-    /// in constant time.
+    /// The holder of API token `token`.
     fn api_token(&self, token: &str) -> Option<Principal> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.api_token_with_digest(&Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The holder of the API token whose SHA-256 is `digest`. Every configured token is
+    /// compared, matching or not, in constant time.
+    fn api_token_with_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
         let mut found: Option<&ApiToken> = None;
         for candidate in &self.tokens {
-            if bool::from(candidate.digest.ct_eq(&digest)) {
+            if bool::from(candidate.digest.ct_eq(digest)) {
                 found = Some(candidate);
             }
         }
@@ -338,10 +342,10 @@ impl Authenticator {
     }
 
     fn bearer(&self, token: &str) -> Option<Principal> {
-        if let Some(principal) = self.api_token(token) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.api_token_with_digest(&digest) {
             return Some(principal);
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // A lookup, not a scan: expired sessions are dropped at handshakes.
         let sessions = self.sessions.lock().expect("lock poisoned");
         sessions

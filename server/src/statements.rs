@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow_flight::error::FlightError;
 use cohort_engine::depth::PlanningStack;
+use cohort_engine::statement::parameter_types;
 use cohort_engine::{Classified, Dialect, Engine, StatementOutcome};
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
@@ -45,9 +46,6 @@ pub struct Statements {
     governor: Arc<Governor>,
     dialect: Dialect,
 }
-
-/// Most parameters one statement may have (PostgreSQL's own limit).
-pub const MAX_PARAMETERS: usize = 65_535;
 
 /// What a statement returns, known before it runs.
 #[derive(Debug, Clone)]
@@ -93,15 +91,14 @@ impl Statements {
             .map_err(engine_status)
     }
 
-    /// Admits `sql` (timed unless it writes) and plans it, or runs it if it writes.
+    /// Admits a classified statement (timed unless it writes) and plans it, or runs it if it
+    /// writes.
     async fn admit_and_plan(
         &self,
-        principal: &Principal,
-        sql: &str,
+        statement: Classified,
         values: Option<Vec<ScalarValue>>,
         query_id: Option<&str>,
     ) -> Result<(crate::limits::Admitted, StatementOutcome), Status> {
-        let statement = self.classify(principal, sql)?;
         let admitted = self.governor.admit(query_id, !statement.writes()).await?;
         let outcome = admitted
             .run(async {
@@ -121,7 +118,8 @@ impl Statements {
         sql: &str,
         values: Option<Vec<ScalarValue>>,
     ) -> Result<Described, Status> {
-        let (_admitted, outcome) = self.admit_and_plan(principal, sql, values, None).await?;
+        let statement = self.classify(principal, sql)?;
+        let (_admitted, outcome) = self.admit_and_plan(statement, values, None).await?;
         Ok(match outcome {
             StatementOutcome::RowsAffected(rows) => Described::RowsAffected(rows),
             StatementOutcome::Query(df) => {
@@ -137,42 +135,13 @@ impl Statements {
         if statement.writes() {
             return Ok(Shape::Write);
         }
-        let admitted = self.governor.admit(None, true).await?;
-        let outcome = admitted
-            .run(async {
-                self.engine
-                    .execute_classified(statement, None)
-                    .await
-                    .map_err(engine_status)
-            })
-            .await?;
+        let (_admitted, outcome) = self.admit_and_plan(statement, None, None).await?;
         let StatementOutcome::Query(df) = outcome else {
             return Ok(Shape::Write);
         };
-        let types = df
-            .logical_plan()
-            .get_parameter_types()
-            .map_err(|e| datafusion_status(&e))?;
-        let mut parameters: Vec<(usize, Option<DataType>)> = types
-            .into_iter()
-            .filter_map(|(name, ty)| Some((name.strip_prefix('$')?.parse().ok()?, ty)))
-            .collect();
-        parameters.sort_by_key(|(position, _)| *position);
-        let count = parameters.last().map_or(0, |(position, _)| *position);
-        if count > MAX_PARAMETERS {
-            return Err(Status::invalid_argument(format!(
-                "the statement refers to parameter ${count}; at most {MAX_PARAMETERS} are allowed"
-            )));
-        }
-        let mut ordered = vec![None; count];
-        for (position, ty) in parameters {
-            if let Some(slot) = position.checked_sub(1).and_then(|i| ordered.get_mut(i)) {
-                *slot = ty;
-            }
-        }
         Ok(Shape::Rows {
             schema: Arc::new(df.schema().as_arrow().clone()),
-            parameters: ordered,
+            parameters: parameter_types(df.logical_plan()).map_err(engine_status)?,
         })
     }
 
@@ -185,9 +154,8 @@ impl Statements {
         values: Option<Vec<ScalarValue>>,
         query_id: Option<&str>,
     ) -> Result<Ran, Status> {
-        let (admitted, outcome) = self
-            .admit_and_plan(principal, sql, values, query_id)
-            .await?;
+        let statement = self.classify(principal, sql)?;
+        let (admitted, outcome) = self.admit_and_plan(statement, values, query_id).await?;
         let df = match outcome {
             StatementOutcome::RowsAffected(rows) => return Ok(Ran::RowsAffected(rows)),
             StatementOutcome::Query(df) => df,

@@ -92,40 +92,27 @@ impl TestServer {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(120);
-        let address = loop {
+        let expect_pg = pg_listen != Some("off");
+        let (mut address, mut pg_address) = (None, None);
+        while address.is_none() || (expect_pg && pg_address.is_none()) {
             assert!(
                 Instant::now() < deadline,
-                "server did not report its address"
+                "server did not report its addresses"
             );
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(address) = line
-                        .strip_prefix("cohort listening on grpc://")
-                        .or_else(|| line.strip_prefix("cohort listening on grpc+tls://"))
-                    {
-                        break address.trim().to_string();
-                    }
-                }
-                _ => panic!("server exited before listening: {:?}", child.wait()),
+            let Some(Ok(line)) = lines.next() else {
+                panic!("server exited before listening: {:?}", child.wait());
+            };
+            if let Some(flight) = line
+                .strip_prefix("cohort listening on grpc://")
+                .or_else(|| line.strip_prefix("cohort listening on grpc+tls://"))
+            {
+                address = Some(flight.trim().to_string());
+            } else if let Some(url) = line.strip_prefix("cohort postgres listening on postgres://")
+            {
+                pg_address = url.trim().split('/').next().map(str::to_string);
             }
-        };
-        let pg_address = if pg_listen == Some("off") {
-            None
-        } else {
-            loop {
-                match lines.next() {
-                    Some(Ok(line)) => {
-                        if let Some(url) =
-                            line.strip_prefix("cohort postgres listening on postgres://")
-                        {
-                            let address = url.trim().split('/').next().unwrap_or_default();
-                            break Some(address.to_string());
-                        }
-                    }
-                    _ => panic!("server exited before listening: {:?}", child.wait()),
-                }
-            }
-        };
+        }
+        let address = address.expect("the loop ends once the address is known");
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self {

@@ -87,8 +87,7 @@ impl Queries {
                 Ok(Some(_)) | Err(_)
             )
         {
-            let sql = sql.trim().trim_end_matches(';').trim_end();
-            return Ok(vec![Parsed::Engine(sql.to_string())]);
+            return Ok(as_written(sql));
         }
         match self.parser.parse(sql, &self.limits) {
             Ok(statements) => Ok(statements
@@ -99,10 +98,7 @@ impl Queries {
                 })
                 .collect()),
             // Not PostgreSQL: the engine parses it in its own dialect or says what is wrong.
-            Err(EngineError::InvalidStatement(_)) => {
-                let sql = sql.trim().trim_end_matches(';').trim_end();
-                Ok(vec![Parsed::Engine(sql.to_string())])
-            }
+            Err(EngineError::InvalidStatement(_)) => Ok(as_written(sql)),
             Err(e) => Err(status_error(&engine_status(e))),
         }
     }
@@ -206,6 +202,12 @@ impl Queries {
             }
         })
     }
+}
+
+/// `sql` as one statement for the engine, without its closing semicolon.
+fn as_written(sql: &str) -> Vec<Parsed> {
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    vec![Parsed::Engine(sql.to_string())]
 }
 
 fn principal_of<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Principal>> {
