@@ -18,9 +18,10 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, GroupByExpr, Ident, ObjectName, SelectItem, SetExpr, Statement,
-    Value as SqlValue, VisitMut, VisitorMut,
+    Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LambdaFunction,
+    LambdaFunctionParameter, LambdaSyntax, ObjectName, OneOrManyWithParens, OrderBy, OrderByKind,
+    Query, SelectItem, SetExpr, Statement, TableFactor, Value as SqlValue, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -68,11 +69,151 @@ impl PostgresParser {
                 .parse(sql)
                 .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
             for statement in &mut statements {
+                let _ = statement.visit(&mut ArraySubqueries);
                 let _ = statement.visit(&mut AggregateScalarSubqueries);
             }
             Ok(statements)
         })
     }
+}
+
+/// Rewrites PostgreSQL's array constructor from a subquery, `ARRAY(SELECT e FROM ... ORDER BY
+/// o)`, to the scalar subquery `(SELECT array_agg(e ORDER BY o) FROM ...)`, which DataFusion
+/// plans (psql's `\d+` builds its table options this way). One difference remains: over no rows
+/// PostgreSQL gives an empty array, `array_agg` gives NULL. A subquery that groups, limits or
+/// selects several columns is left alone and fails to plan as before.
+struct ArraySubqueries;
+
+impl VisitorMut for ArraySubqueries {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        let SqlExpr::Function(function) = expr else {
+            return ControlFlow::Continue(());
+        };
+        if !function.name.to_string().eq_ignore_ascii_case("array") {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::Subquery(query) = &mut function.args else {
+            return ControlFlow::Continue(());
+        };
+        let simple = query.limit_clause.is_none()
+            && query.with.is_none()
+            && matches!(query.body.as_ref(), SetExpr::Select(select)
+                if select.projection.len() == 1
+                    && select.distinct.is_none()
+                    && select.having.is_none()
+                    && matches!(&select.group_by, GroupByExpr::Expressions(keys, _) if keys.is_empty())
+                    && matches!(select.projection[0],
+                        SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }));
+        if !simple {
+            return ControlFlow::Continue(());
+        }
+        if let Some(mapped) = map_over_unnest(query) {
+            *expr = mapped;
+            return ControlFlow::Continue(());
+        }
+        let mut query = query.clone();
+        let order_by = query.order_by.take();
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            unreachable!("checked above")
+        };
+        let item = match &mut select.projection[0] {
+            SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. } => item,
+            _ => unreachable!("checked above"),
+        };
+        let element = std::mem::replace(item, SqlExpr::value(SqlValue::Null));
+        let mut clauses = Vec::new();
+        if let Some(OrderBy {
+            kind: OrderByKind::Expressions(keys),
+            ..
+        }) = order_by
+        {
+            clauses.push(FunctionArgumentClause::OrderBy(keys));
+        }
+        select.projection[0] = SelectItem::UnnamedExpr(aggregate("array_agg", element, clauses));
+        *expr = SqlExpr::Subquery(query);
+        ControlFlow::Continue(())
+    }
+}
+
+/// `ARRAY(SELECT e FROM unnest(a) x)` maps `e` over the elements of `a`: as
+/// `array_transform(a, x -> e)` it needs no subquery, which matters when `a` is a column of
+/// the outer query (psql's `\d+` unnests the toast table's options), a correlation DataFusion
+/// cannot plan inside a table function.
+fn map_over_unnest(query: &Query) -> Option<SqlExpr> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if query.order_by.is_some() || select.selection.is_some() || select.from.len() != 1 {
+        return None;
+    }
+    let from = &select.from[0];
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let (array, alias) = match &from.relation {
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } if name
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .is_some_and(|ident| ident.value.eq_ignore_ascii_case("unnest"))
+            && args.args.len() == 1 =>
+        {
+            let FunctionArg::Unnamed(FunctionArgExpr::Expr(array)) = &args.args[0] else {
+                return None;
+            };
+            (array.clone(), alias.as_ref()?)
+        }
+        TableFactor::UNNEST {
+            array_exprs,
+            alias: Some(alias),
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } if array_exprs.len() == 1 => (array_exprs[0].clone(), alias),
+        _ => return None,
+    };
+    // `unnest(a) x` names the element `x`; `unnest(a) AS t(x)` names it `x` too.
+    let element = match alias.columns.as_slice() {
+        [] => alias.name.clone(),
+        [column] => column.name.clone(),
+        _ => return None,
+    };
+    let body = match &select.projection[0] {
+        SelectItem::UnnamedExpr(body) | SelectItem::ExprWithAlias { expr: body, .. } => body,
+        _ => return None,
+    };
+    let lambda = SqlExpr::Lambda(LambdaFunction {
+        params: OneOrManyWithParens::One(LambdaFunctionParameter {
+            name: element,
+            data_type: None,
+        }),
+        body: Box::new(body.clone()),
+        syntax: LambdaSyntax::Arrow,
+    });
+    Some(SqlExpr::Function(Function {
+        name: ObjectName::from(vec![Ident::new("array_transform")]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(array)),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(lambda)),
+            ],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    }))
 }
 
 /// Rewrites a scalar subquery that selects one plain expression, `(SELECT e FROM ... WHERE
@@ -123,21 +264,21 @@ impl VisitorMut for AggregateScalarSubqueries {
             if AGGREGATES.iter().any(|name| f.name.to_string().eq_ignore_ascii_case(name)));
         if !aggregated {
             let inner = std::mem::replace(item, SqlExpr::value(SqlValue::Null));
-            *item = first_value(inner);
+            *item = aggregate("first_value", inner, Vec::new());
         }
         ControlFlow::Continue(())
     }
 }
 
-fn first_value(argument: SqlExpr) -> SqlExpr {
+fn aggregate(name: &str, argument: SqlExpr, clauses: Vec<FunctionArgumentClause>) -> SqlExpr {
     SqlExpr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("first_value")]),
+        name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
             args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))],
-            clauses: vec![],
+            clauses,
         }),
         filter: None,
         null_treatment: None,
@@ -535,6 +676,30 @@ mod tests {
         assert!(sql.contains("first_value(t.typcollation)"), "{sql}");
         assert!(sql.contains("(SELECT count(*) FROM"), "{sql}");
         assert!(!sql.contains("first_value(count"), "{sql}");
+    }
+
+    #[test]
+    fn array_subqueries_become_aggregated_subqueries() {
+        // psql's `\d+`: table options joined with the toast table's.
+        let sql = rewritten(
+            "SELECT array_to_string(c.reloptions || array(select 'toast.' || x \
+             from pg_catalog.unnest(tc.reloptions) x), ', ') FROM pg_class c, pg_class tc",
+        );
+        assert!(
+            sql.contains("array_transform(tc.reloptions, x -> 'toast.' || x)"),
+            "{sql}"
+        );
+        let sql =
+            rewritten("SELECT ARRAY(SELECT upper(n) FROM unnest(c.options) AS t(n) WHERE n <> '')");
+        assert!(sql.contains("(SELECT array_agg(upper(n)) FROM"), "{sql}");
+        let sql = rewritten("SELECT ARRAY(SELECT relname FROM pg_class ORDER BY oid DESC)");
+        assert!(
+            sql.contains("(SELECT array_agg(relname ORDER BY oid DESC) FROM pg_catalog.pg_class)"),
+            "{sql}"
+        );
+        // Several columns: not an array PostgreSQL would build either; left for the planner.
+        let sql = rewritten("SELECT ARRAY(SELECT relname, oid FROM pg_class)");
+        assert!(sql.contains("ARRAY(SELECT relname, oid"), "{sql}");
     }
 
     #[test]

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionContext};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Statement, TableObject};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -287,6 +288,76 @@ impl Engine {
         self.insert_rows(table, &columns, &source, rows).await
     }
 
+    /// The types of a data-changing statement's `$n` parameters, for a driver's describe: an
+    /// INSERT's from its source query, where a bare `$n` in a VALUES row takes the type of the
+    /// column it fills; the tag and segment statements take none.
+    pub async fn write_parameter_types(
+        &self,
+        statement: &Classified,
+    ) -> Result<Vec<Option<arrow::datatypes::DataType>>> {
+        match &statement.kind {
+            Kind::Insert {
+                table,
+                columns,
+                source,
+            } => self.insert_parameter_types(*table, columns, source).await,
+            Kind::Query(_) | Kind::Catalog(_) => Ok(Vec::new()),
+        }
+    }
+
+    async fn insert_parameter_types(
+        &self,
+        table: TableKind,
+        columns: &[String],
+        source: &str,
+    ) -> Result<Vec<Option<arrow::datatypes::DataType>>> {
+        let requests = match self.classify(source)? {
+            Kind::Query(requests) => requests,
+            _ => TagRequests::default(),
+        };
+        let ctx = self.session_for(&requests).await?;
+        let df = plan_query(&ctx, source, None, &self.config.limits).await?;
+        let mut types = parameter_types(df.logical_plan())?;
+        // A table not written yet has no columns to take types from.
+        let Ok(provider) = ctx.table_provider(table.name()).await else {
+            return Ok(types);
+        };
+        let schema = provider.schema();
+        let targets: Vec<&arrow::datatypes::Field> = if columns.is_empty() {
+            schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() != crate::tables::EVENT_DATE)
+                .map(AsRef::as_ref)
+                .collect()
+        } else {
+            columns
+                .iter()
+                .filter_map(|name| schema.field_with_name(name).ok())
+                .collect()
+        };
+        df.logical_plan().apply(|node| {
+            if let LogicalPlan::Values(values) = node {
+                for row in &values.values {
+                    for (value, target) in row.iter().zip(&targets) {
+                        let position = match value {
+                            Expr::Placeholder(placeholder) => placeholder_position(&placeholder.id),
+                            _ => None,
+                        };
+                        let slot = position
+                            .and_then(|n| n.checked_sub(1))
+                            .and_then(|i| types.get_mut(i));
+                        if let Some(slot) = slot {
+                            *slot = Some(target.data_type().clone());
+                        }
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(types)
+    }
+
     /// Plans `source` once per parameter row and writes all the rows as one commit.
     async fn insert_rows(
         &self,
@@ -398,7 +469,16 @@ pub async fn plan_query_schema(
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
             Ok((schema, parameter_types(plan)?))
         }
-        Kind::Insert { .. } => Ok((rows_affected_batch(0).schema(), Vec::new())),
+        Kind::Insert {
+            table,
+            columns,
+            source,
+        } => Ok((
+            rows_affected_batch(0).schema(),
+            engine
+                .insert_parameter_types(table, &columns, &source)
+                .await?,
+        )),
         Kind::Catalog(CatalogStatement::Show { .. }) => {
             let schema = engine.execute_collect(&sql).await?.0;
             Ok((schema, Vec::new()))
@@ -411,12 +491,13 @@ pub async fn plan_query_schema(
 pub const MAX_PARAMETERS: usize = 65_535;
 
 /// The types of a plan's `$n` parameters by position (`$1` first; `None` where the planner
-/// could not infer one, or for a position the statement skips).
+/// could not infer one, or for a position the statement skips). A parameter the planner left
+/// untyped but the statement casts, `$1::bytea`, takes the cast's type, as in PostgreSQL.
 pub fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<arrow::datatypes::DataType>>> {
     let mut numbered: Vec<(usize, Option<arrow::datatypes::DataType>)> = plan
         .get_parameter_types()?
         .into_iter()
-        .filter_map(|(name, ty)| Some((name.strip_prefix('$')?.parse().ok()?, ty)))
+        .filter_map(|(name, ty)| Some((placeholder_position(&name)?, ty)))
         .collect();
     numbered.sort_by_key(|(position, _)| *position);
     let count = numbered.last().map_or(0, |(position, _)| *position);
@@ -431,7 +512,34 @@ pub fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<arrow::datatypes
             *slot = ty;
         }
     }
+    if ordered.iter().any(Option::is_none) {
+        plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|expr| {
+                    let (Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field })) =
+                        expr
+                    else {
+                        return Ok(TreeNodeRecursion::Continue);
+                    };
+                    if let Expr::Placeholder(placeholder) = expr.as_ref() {
+                        let slot = placeholder_position(&placeholder.id)
+                            .and_then(|n| n.checked_sub(1))
+                            .and_then(|i| ordered.get_mut(i));
+                        if let Some(slot @ None) = slot {
+                            *slot = Some(field.data_type().clone());
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+    }
     Ok(ordered)
+}
+
+/// `$3` is position 3.
+fn placeholder_position(id: &str) -> Option<usize> {
+    id.strip_prefix('$')?.parse().ok()
 }
 
 /// Plans a query; bound values are cast to the types the planner inferred for their

@@ -50,8 +50,8 @@ pub struct Statements {
 /// What a statement returns, known before it runs.
 #[derive(Debug, Clone)]
 pub enum Shape {
-    /// A data-changing statement: a row count.
-    Write,
+    /// A data-changing statement: a row count, and its parameters' types.
+    Write { parameters: Vec<Option<DataType>> },
     /// A query: its columns and its parameters' types (by position, `None` where the plan
     /// does not tell).
     Rows {
@@ -128,16 +128,28 @@ impl Statements {
         })
     }
 
-    /// What `sql` returns, without running it: a query is planned (under a slot), a write is
-    /// only classified.
+    /// What `sql` returns, without running it: a query is planned (under a slot), a write's
+    /// source query too (for its parameters' types).
     pub async fn shape(&self, principal: &Principal, sql: &str) -> Result<Shape, Status> {
         let statement = self.classify(principal, sql)?;
         if statement.writes() {
-            return Ok(Shape::Write);
+            // Planned under a slot like a query's describe; nothing is written.
+            let admitted = self.governor.admit(None, true).await?;
+            let parameters = admitted
+                .run(async {
+                    self.engine
+                        .write_parameter_types(&statement)
+                        .await
+                        .map_err(engine_status)
+                })
+                .await?;
+            return Ok(Shape::Write { parameters });
         }
         let (_admitted, outcome) = self.admit_and_plan(statement, None, None).await?;
         let StatementOutcome::Query(df) = outcome else {
-            return Ok(Shape::Write);
+            return Ok(Shape::Write {
+                parameters: Vec::new(),
+            });
         };
         Ok(Shape::Rows {
             schema: Arc::new(df.schema().as_arrow().clone()),

@@ -284,3 +284,39 @@ pub mod auth {
         (path, token)
     }
 }
+
+/// A throwaway certificate authority with a server certificate for `localhost` and a client
+/// certificate, for the TLS suites.
+pub mod tls {
+    pub struct Pki {
+        pub ca: String,
+        pub server_cert: String,
+        pub server_key: String,
+        pub client_cert: String,
+        pub client_key: String,
+    }
+
+    pub fn pki() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into()]);
+        let (client_cert, client_key) = leaf(vec!["cohort-client".into()]);
+        Pki {
+            ca: ca.pem(),
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
+    }
+}

@@ -11,6 +11,7 @@ use arrow_flight::sql::{CommandStatementIngest, TableDefinitionOptions};
 use arrow_flight::{Action, CancelFlightInfoRequest};
 use cohort_e2e::auth::{ADMIN_PASSWORD, READER_PASSWORD, auth_config};
 use cohort_e2e::flight::{channel, code, fetch, first_integer, one_slot_server, query, rows};
+use cohort_e2e::tls::{Pki, pki};
 use cohort_e2e::{TestServer, cohort_bin};
 use cohort_proto::v1::ListSegmentsRequest;
 use cohort_proto::v1::activation_service_client::ActivationServiceClient;
@@ -375,38 +376,6 @@ async fn cancel_flight_info_and_disconnects_stop_queries() {
         started.elapsed()
     );
     assert!(server.stop());
-}
-
-struct Pki {
-    ca: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(vec!["localhost".into()]);
-    let (client_cert, client_key) = leaf(vec!["cohort-client".into()]);
-    Pki {
-        ca: ca.pem(),
-        server_cert,
-        server_key,
-        client_cert,
-        client_key,
-    }
 }
 
 async fn tls_channel(address: &str, pki: &Pki, with_client_cert: bool) -> Result<Channel, String> {

@@ -236,7 +236,7 @@ fn command_tag(sql: &str, rows: u64) -> Tag {
 fn settings_of<C: ClientInfo>(client: &C) -> Arc<Mutex<Settings>> {
     client
         .session_extensions()
-        .get_or_insert_with(|| Mutex::new(Settings::default()))
+        .get_or_insert_with(|| Mutex::new(Settings::with_startup(client.metadata())))
 }
 
 fn show_field(name: &str, format: &Format) -> FieldInfo {
@@ -263,13 +263,21 @@ fn session_response<C: ClientInfo>(
             }
             Response::Execution(Tag::new(session.tag()))
         }
+        SessionStatement::Reset { name: None } => {
+            settings.reset_all();
+            Response::Execution(Tag::new(session.tag()))
+        }
+        SessionStatement::Reset { name: Some(name) } => {
+            if !settings.knows(name) {
+                return Err(unrecognized_parameter(name));
+            }
+            settings.reset(name);
+            Response::Execution(Tag::new(session.tag()))
+        }
         SessionStatement::Show { name } => {
-            let value = settings.show(name).ok_or_else(|| {
-                error(
-                    sqlstate::UNDEFINED_OBJECT,
-                    format!("unrecognized configuration parameter \"{name}\""),
-                )
-            })?;
+            let value = settings
+                .show(name)
+                .ok_or_else(|| unrecognized_parameter(name))?;
             let fields = Arc::new(vec![show_field(name, format)]);
             let mut row = DataRowEncoder::new(Arc::clone(&fields));
             row.encode_field(&Some(value))?;
@@ -283,7 +291,7 @@ fn session_response<C: ClientInfo>(
             Response::TransactionEnd(Tag::new(session.tag()))
         }
         SessionStatement::Discard => {
-            settings.reset();
+            settings.reset_all();
             Response::Execution(Tag::new(session.tag()))
         }
         SessionStatement::Deallocate
@@ -291,6 +299,13 @@ fn session_response<C: ClientInfo>(
         | SessionStatement::Release
         | SessionStatement::RollbackTo => Response::Execution(Tag::new(session.tag())),
     })
+}
+
+fn unrecognized_parameter(name: &str) -> PgWireError {
+    error(
+        sqlstate::UNDEFINED_OBJECT,
+        format!("unrecognized configuration parameter \"{name}\""),
+    )
 }
 
 /// The handlers pgwire calls, over the shared [`Queries`].
@@ -417,11 +432,10 @@ impl QueryParser for Queries {
     fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
         match statement {
             Prepared::Engine { shape, .. } => match shape.as_ref() {
-                Shape::Rows { parameters, .. } => parameters
+                Shape::Rows { parameters, .. } | Shape::Write { parameters } => parameters
                     .iter()
                     .map(|ty| ty.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
                     .collect(),
-                Shape::Write => Ok(Vec::new()),
             },
             Prepared::Session(_) => Ok(Vec::new()),
         }
@@ -438,7 +452,7 @@ impl QueryParser for Queries {
                 Shape::Rows { schema, .. } => {
                     arrow_schema_to_pg_fields(&PgColumns::of(schema).schema, format, None)
                 }
-                Shape::Write => Ok(Vec::new()),
+                Shape::Write { .. } => Ok(Vec::new()),
             },
             Prepared::Session(SessionStatement::Show { name }) => {
                 Ok(vec![show_field(name, format)])
@@ -475,10 +489,9 @@ impl ExtendedQueryHandler for QueryHandler {
             }
             Prepared::Engine { sql, shape } => {
                 let inferred: Vec<Option<&arrow::datatypes::DataType>> = match shape.as_ref() {
-                    Shape::Rows { parameters, .. } => {
+                    Shape::Rows { parameters, .. } | Shape::Write { parameters } => {
                         parameters.iter().map(Option::as_ref).collect()
                     }
-                    Shape::Write => Vec::new(),
                 };
                 let values = match deserialize_parameters(portal, &inferred)? {
                     ParamValues::List(values) => values.into_iter().map(|v| v.value).collect(),

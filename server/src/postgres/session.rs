@@ -1,5 +1,5 @@
-//! The session statements PostgreSQL drivers send around their queries (`SET`, `SHOW`,
-//! `BEGIN`, `COMMIT`, `ROLLBACK`, `DISCARD`, `DEALLOCATE`), answered by the endpoint itself:
+//! The session statements PostgreSQL drivers send around their queries (`SET`, `RESET`,
+//! `SHOW`, `BEGIN`, `COMMIT`, `ROLLBACK`, `DISCARD`, `DEALLOCATE`), answered by the endpoint itself:
 //! none of them reaches the engine, whose statement filter refuses settings changes.
 //!
 //! Cohort has no multi-statement transactions: every statement commits on its own (a write is
@@ -8,11 +8,12 @@
 //! work. `ROLLBACK` ends the transaction but cannot undo a write that already committed (the
 //! README says so); failing it would break the drivers' cleanup instead.
 //! `SET` values are kept per connection and reported by `SHOW`; they do not change how Cohort
-//! computes (timestamps are UTC).
+//! computes (timestamps are UTC). `RESET` goes back to the value the client gave at startup
+//! (`application_name`, `DateStyle`, ...), else to the server's default, as in PostgreSQL.
 
 use std::collections::HashMap;
 
-use datafusion::sql::sqlparser::ast::{Expr, Set, Statement, Value, ValueWithSpan};
+use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value, ValueWithSpan};
 
 /// What a session statement does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,10 @@ pub enum SessionStatement {
     Set {
         name: String,
         value: Option<String>,
+    },
+    /// `RESET name`, or `RESET ALL` when `name` is `None`.
+    Reset {
+        name: Option<String>,
     },
     /// `SHOW name`.
     Show {
@@ -72,6 +77,14 @@ impl SessionStatement {
                     value: None,
                 },
             },
+            Statement::Reset(reset) => SessionStatement::Reset {
+                name: match &reset.reset {
+                    Reset::ALL => None,
+                    Reset::ConfigurationParameter(name) => {
+                        Some(name.to_string().to_ascii_lowercase())
+                    }
+                },
+            },
             Statement::ShowVariable { variable } => SessionStatement::Show {
                 name: variable
                     .iter()
@@ -99,6 +112,7 @@ impl SessionStatement {
     pub fn tag(&self) -> &'static str {
         match self {
             SessionStatement::Set { .. } => "SET",
+            SessionStatement::Reset { .. } => "RESET",
             SessionStatement::Show { .. } => "SHOW",
             SessionStatement::Begin => "BEGIN",
             SessionStatement::Commit => "COMMIT",
@@ -151,19 +165,49 @@ fn default_setting(name: &str) -> Option<&'static str> {
     })
 }
 
+/// Startup packet fields that are not settings.
+const STARTUP_FIELDS: [&str; 4] = ["user", "database", "options", "replication"];
+
 /// One connection's settings: the startup parameters and what it `SET` since.
 #[derive(Debug, Default)]
 pub struct Settings {
+    startup: HashMap<String, String>,
     values: HashMap<String, String>,
 }
 
 impl Settings {
+    /// Settings whose session defaults are the parameters of the client's startup packet.
+    pub fn with_startup<'a>(
+        parameters: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Self {
+        let startup = parameters
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+            .filter(|(name, _)| !STARTUP_FIELDS.contains(&name.as_str()))
+            .collect();
+        Self {
+            startup,
+            values: HashMap::new(),
+        }
+    }
+
     pub fn set(&mut self, name: &str, value: String) {
         self.values.insert(name.to_ascii_lowercase(), value);
     }
 
-    pub fn reset(&mut self) {
+    /// `RESET name`.
+    pub fn reset(&mut self, name: &str) {
+        self.values.remove(&name.to_ascii_lowercase());
+    }
+
+    /// `RESET ALL`, `DISCARD ALL`.
+    pub fn reset_all(&mut self) {
         self.values.clear();
+    }
+
+    /// Whether `name` is a parameter `SET` and `RESET` may name.
+    pub fn knows(&self, name: &str) -> bool {
+        self.show(name).is_some() || name.contains('.')
     }
 
     /// The value `SHOW name` reports, or `None` for a parameter PostgreSQL would not know.
@@ -171,6 +215,7 @@ impl Settings {
         let name = name.to_ascii_lowercase();
         self.values
             .get(&name)
+            .or_else(|| self.startup.get(&name))
             .cloned()
             .or_else(|| default_setting(&name).map(str::to_string))
     }
@@ -249,7 +294,40 @@ mod tests {
         assert_eq!(settings.show("no_such_setting"), None);
         settings.set("DateStyle", "ISO, DMY".into());
         assert_eq!(settings.show("datestyle").as_deref(), Some("ISO, DMY"));
-        settings.reset();
+        settings.reset_all();
         assert_eq!(settings.show("datestyle").as_deref(), Some("ISO, MDY"));
+    }
+
+    #[test]
+    fn reset_returns_to_the_startup_value_then_the_default() {
+        let startup: HashMap<String, String> = [
+            ("user".to_string(), "analyst".to_string()),
+            ("application_name".to_string(), "psql".to_string()),
+        ]
+        .into();
+        let mut settings = Settings::with_startup(&startup);
+        assert_eq!(settings.show("user"), None, "not a setting");
+        assert_eq!(settings.show("application_name").as_deref(), Some("psql"));
+        settings.set("application_name", "superset".into());
+        settings.set("timezone", "Europe/Paris".into());
+        assert_eq!(
+            settings.show("application_name").as_deref(),
+            Some("superset")
+        );
+        settings.reset("APPLICATION_NAME");
+        assert_eq!(settings.show("application_name").as_deref(), Some("psql"));
+        assert_eq!(settings.show("timezone").as_deref(), Some("Europe/Paris"));
+        settings.reset_all();
+        assert_eq!(settings.show("timezone").as_deref(), Some("UTC"));
+        assert_eq!(
+            session("RESET ALL"),
+            Some(SessionStatement::Reset { name: None })
+        );
+        assert_eq!(
+            session("RESET TimeZone"),
+            Some(SessionStatement::Reset {
+                name: Some("timezone".into())
+            })
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! password with any user name), under the same failed-login throttle.
 //!
 //! The password arrives in cleartext (PostgreSQL's `password` method): users' passwords are
-//! stored as Argon2 hashes, from which no SCRAM verifier can be derived. It is therefore only
-//! accepted over TLS when TLS is configured, and `cohort serve` refuses to listen beyond
-//! loopback with `[auth]` but without TLS, as for Flight SQL.
+//! stored as Argon2 hashes, from which no SCRAM verifier can be derived. When TLS is
+//! configured every connection must use it (as on the Flight SQL port, which speaks only TLS
+//! then), and `cohort serve` refuses to listen beyond loopback with `[auth]` but without TLS.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub struct Startup {
     connections: Connections,
     parameters: DefaultServerParameterProvider,
     keys: RandomPidSecretKeyGenerator,
-    /// Whether passwords must arrive over TLS (TLS is configured).
+    /// Whether connections must use TLS (TLS is configured).
     require_tls: bool,
 }
 
@@ -107,14 +107,14 @@ impl StartupHandler for Startup {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 check_database(client)?;
-                if !self.authenticator.is_enabled() {
-                    return self.accept(client, Principal::anonymous()).await;
-                }
                 if self.require_tls && !client.is_secure() {
                     return Err(fatal(
                         sqlstate::INVALID_AUTHORIZATION,
-                        "this server takes passwords over TLS only: connect with sslmode=require",
+                        "this server takes connections over TLS only: connect with sslmode=require",
                     ));
+                }
+                if !self.authenticator.is_enabled() {
+                    return self.accept(client, Principal::anonymous()).await;
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
                 client
