@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
 use cohort_engine::EngineError;
 use cohort_engine::limits::StatementLimits;
@@ -37,7 +37,7 @@ use pgwire::types::format::FormatOptions;
 use super::connections::Registered;
 use super::errors::{error, sqlstate, status_error};
 use super::session::{SessionStatement, Settings};
-use super::types::PgColumns;
+use super::types::{PgColumns, encode_rows};
 use crate::auth::Principal;
 use crate::detached::detach;
 use crate::statements::{Ran, Shape, Statements, flight_status};
@@ -165,7 +165,7 @@ impl Queries {
                 });
             match batch {
                 Ok(batch) => {
-                    futures::stream::iter(encode_recordbatch(Arc::clone(&encoded), batch)).boxed()
+                    futures::stream::iter(encode_rows(Arc::clone(&encoded), batch)).boxed()
                 }
                 Err(e) => futures::stream::once(async { Err(e) }).boxed(),
             }

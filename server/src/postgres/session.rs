@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 
+pub use cohort_engine::postgres::SERVER_VERSION;
+use cohort_engine::postgres::default_setting;
 use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value, ValueWithSpan};
 
 /// What a session statement does.
@@ -136,33 +138,6 @@ fn setting_text(value: &Expr) -> String {
         Expr::Identifier(ident) => ident.value.clone(),
         other => other.to_string(),
     }
-}
-
-/// Settings every connection starts with, as `SHOW` reports them.
-pub const SERVER_VERSION: &str = "15.0";
-
-fn default_setting(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "server_version" => SERVER_VERSION,
-        "server_version_num" => "150000",
-        "server_encoding" | "client_encoding" => "UTF8",
-        "standard_conforming_strings" | "integer_datetimes" => "on",
-        "transaction isolation level"
-        | "transaction_isolation"
-        | "default_transaction_isolation" => "read committed",
-        "transaction_read_only" | "default_transaction_read_only" | "in_hot_standby" => "off",
-        "datestyle" => "ISO, MDY",
-        "intervalstyle" => "postgres",
-        "timezone" => "UTC",
-        "search_path" => "public",
-        "max_identifier_length" => "63",
-        "lc_collate" | "lc_ctype" => "C",
-        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0",
-        "extra_float_digits" => "1",
-        "application_name" => "",
-        "bytea_output" => "hex",
-        _ => return None,
-    })
 }
 
 /// Startup packet fields that are not settings.
