@@ -101,6 +101,12 @@ CSV_QUERIES = [
     "SELECT date_trunc('day', ts) AS day, count(DISTINCT user_id) AS users FROM events GROUP BY 1 ORDER BY 1 LIMIT 10",
     "SELECT plan, round(avg(ltv)::numeric, 2) AS avg_ltv, max(age) AS oldest FROM profiles GROUP BY plan ORDER BY plan",
     "SELECT count(*) FILTER (WHERE revenue IS NULL) AS no_revenue, sum(revenue) > 0 AS earned FROM events",
+    # IN over a subquery in a SELECT list, with its three-valued answers (match, no rows, a NULL)
+    "SELECT plan, plan IN (SELECT plan FROM profiles WHERE country = 'DE') AS in_de,"
+    " plan IN (SELECT plan FROM profiles WHERE false) AS in_none,"
+    " plan NOT IN (SELECT CASE WHEN plan = 'free' THEN NULL ELSE plan END FROM profiles) AS not_in_with_null,"
+    " CASE WHEN plan IN (SELECT 'pro') THEN 0 ELSE 1 END AS pro_first"
+    " FROM (SELECT DISTINCT plan FROM profiles) AS plans ORDER BY pro_first, plan",
 ]
 
 

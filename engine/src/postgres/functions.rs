@@ -19,8 +19,9 @@ pub(super) const LIKE_PATTERN: &str = "cohort_like_pattern";
 /// `cohort_prefix_elements(array, prefix)`: `prefix || e` for every element `e`.
 pub(super) const PREFIX_ELEMENTS: &str = "cohort_prefix_elements";
 
-/// `pg_encoding_to_char(encoding)`: PostgreSQL's name of the encoding (`UTF8`, as psql's `\l`
-/// shows it), NULL for a number that names none. The catalog's databases are all UTF8 (6).
+/// `cohort_pg_data_type(arrow_type)`: see the information_schema.columns rewrite.
+pub(super) const PG_DATA_TYPE: &str = "cohort_pg_data_type";
+
 /// The PostgreSQL version Cohort answers as (`server_version`).
 pub const SERVER_VERSION: &str = "15.0";
 
@@ -185,6 +186,8 @@ impl ScalarUDFImpl for NoDescription {
     }
 }
 
+/// `pg_encoding_to_char(encoding)`: PostgreSQL's name of the encoding (`UTF8`, as psql's `\l`
+/// shows it), NULL for a number that names none. The catalog's databases are all UTF8 (6).
 pub(super) fn encoding_name_udf() -> ScalarUDF {
     create_udf(
         "pg_encoding_to_char",
@@ -205,6 +208,61 @@ pub(super) fn encoding_name_udf() -> ScalarUDF {
             Ok(ColumnarValue::Array(Arc::new(names.finish())))
         }),
     )
+}
+
+/// `cohort_pg_data_type(arrow_type)`: the name `information_schema.columns.data_type` gives in
+/// PostgreSQL (`bigint`, `timestamp with time zone`, `ARRAY`) for the Arrow type DataFusion's
+/// information schema prints (`Int64`, `Timestamp(µs, "UTC")`), through the same mapping the
+/// wire protocol uses for result columns, so a tool sees one type for a column either way.
+pub(super) fn pg_data_type_udf() -> ScalarUDF {
+    create_udf(
+        PG_DATA_TYPE,
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrow_types = ColumnarValue::values_to_arrays(args)?;
+            let arrow_types = datafusion::common::cast::as_string_array(&arrow_types[0])?;
+            let mut names = StringBuilder::new();
+            for arrow_type in arrow_types.iter() {
+                match arrow_type {
+                    Some(text) => names.append_value(pg_data_type(text)),
+                    None => names.append_null(),
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(names.finish())))
+        }),
+    )
+}
+
+/// PostgreSQL's information-schema name for the Arrow type printed as `arrow_type`; a text
+/// that is no Arrow type is given back as it is.
+pub(super) fn pg_data_type(arrow_type: &str) -> String {
+    let Ok(parsed) = arrow_type.parse::<DataType>() else {
+        return arrow_type.to_string();
+    };
+    let Ok(pg_type) = arrow_pg::datatypes::into_pg_type(&parsed) else {
+        return "USER-DEFINED".to_string();
+    };
+    let name = pg_type.name();
+    match name {
+        "bool" => "boolean",
+        "int2" => "smallint",
+        "int4" => "integer",
+        "int8" => "bigint",
+        "float4" => "real",
+        "float8" => "double precision",
+        "time" => "time without time zone",
+        "timestamp" => "timestamp without time zone",
+        "timestamptz" => "timestamp with time zone",
+        "varchar" => "character varying",
+        "bpchar" => "character",
+        "text" | "bytea" | "date" | "interval" | "numeric" | "json" | "jsonb" | "uuid"
+        | "record" | "unknown" => name,
+        array if array.starts_with('_') => "ARRAY",
+        _ => "USER-DEFINED",
+    }
+    .to_string()
 }
 
 pub(super) fn version_udf() -> ScalarUDF {

@@ -156,6 +156,7 @@ impl PgCatalog {
             always_visible_udf("pg_collation_is_visible"),
             always_visible_udf("pg_type_is_visible"),
             json_build_object_udf(),
+            pg_data_type_udf(),
         ];
         Ok(Self {
             schema,
@@ -252,6 +253,83 @@ mod tests {
         assert!(sql.contains("first_value(t.typcollation)"), "{sql}");
         assert!(sql.contains("(SELECT count(*) FROM"), "{sql}");
         assert!(!sql.contains("first_value(count"), "{sql}");
+    }
+
+    #[test]
+    fn subqueries_in_order_by_become_hidden_columns() {
+        let sql = rewritten(
+            "SELECT relname AS name FROM pg_class ORDER BY CASE WHEN relnamespace IN \
+             (SELECT oid FROM pg_namespace) THEN 0 ELSE 1 END, name LIMIT 5",
+        );
+        assert!(
+            sql.starts_with(
+                "SELECT * EXCLUDE (__cohort_order_1) FROM (SELECT relname AS name, CASE"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("AS __cohort_sorted ORDER BY __cohort_order_1, name LIMIT 5"),
+            "{sql}"
+        );
+        // A key on a column that is not in the output cannot be moved outside.
+        let sql = rewritten(
+            "SELECT relname FROM pg_class ORDER BY relnamespace IN (SELECT oid FROM pg_namespace), oid",
+        );
+        assert!(!sql.contains("EXCLUDE"), "{sql}");
+    }
+
+    #[test]
+    fn in_subqueries_in_select_lists_become_scalar_subqueries() {
+        let sql = rewritten(
+            "SELECT CASE WHEN nspname IN (SELECT 'public') THEN 0 ELSE 1 END, \
+             nspname NOT IN (SELECT 'x') FROM pg_namespace WHERE oid IN (SELECT 1)",
+        );
+        assert!(
+            sql.contains("WHEN array_has((SELECT array_agg(value) FROM (SELECT 'public')"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("NOT (CASE WHEN (SELECT count(*) FROM (SELECT 'x')"),
+            "{sql}"
+        );
+        // A filter plans as written.
+        assert!(sql.ends_with("WHERE oid IN (SELECT 1)"), "{sql}");
+    }
+
+    #[test]
+    fn information_schema_columns_name_postgresql_types() {
+        let sql = rewritten(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'e'",
+        );
+        assert!(
+            sql.contains("cohort_pg_data_type(data_type) AS data_type"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(") AS columns WHERE table_name = 'e'"),
+            "{sql}"
+        );
+        let sql = rewritten("SELECT c.data_type FROM information_schema.columns AS c");
+        assert!(
+            sql.ends_with("FROM information_schema.columns) AS c"),
+            "{sql}"
+        );
+        for (arrow, pg) in [
+            ("Int64", "bigint"),
+            ("Int32", "integer"),
+            ("Utf8", "text"),
+            ("Utf8View", "text"),
+            ("Float64", "double precision"),
+            ("Boolean", "boolean"),
+            ("Date32", "date"),
+            (r#"Timestamp(µs, "UTC")"#, "timestamp with time zone"),
+            ("Timestamp(µs)", "timestamp without time zone"),
+            ("List(Utf8)", "ARRAY"),
+            ("Decimal128(10, 2)", "numeric"),
+            ("not a type", "not a type"),
+        ] {
+            assert_eq!(pg_data_type(arrow), pg, "{arrow}");
+        }
     }
 
     #[test]

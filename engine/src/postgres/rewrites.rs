@@ -7,14 +7,15 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DataType, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident,
-    ObjectName, OrderBy, OrderByKind, Query, SelectItem, SetExpr, Statement, TableAliasColumnDef,
-    TableFactor, Value as SqlValue, ValueWithSpan, VisitMut, VisitorMut,
+    ObjectName, OrderBy, OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias,
+    TableAliasColumnDef, TableFactor, UnaryOperator, Value as SqlValue, ValueWithSpan, VisitMut,
+    VisitorMut, visit_expressions, visit_expressions_mut,
 };
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::functions::{LIKE_PATTERN, PREFIX_ELEMENTS};
+use super::functions::{LIKE_PATTERN, PG_DATA_TYPE, PREFIX_ELEMENTS};
 
 /// The rewrite applied before `datafusion-pg-catalog`'s, whose token blacklist replaces some
 /// client queries by empty answers (Grafana's search-path lookup, which this makes
@@ -63,12 +64,7 @@ impl VisitorMut for FunctionsInFrom {
         else {
             return ControlFlow::Continue(());
         };
-        let Some(function) = name
-            .0
-            .last()
-            .and_then(|part| part.as_ident())
-            .map(|ident| ident.value.to_ascii_lowercase())
-        else {
+        let Some(function) = unqualified(name) else {
             return ControlFlow::Continue(());
         };
         if !alias.columns.is_empty() {
@@ -114,6 +110,9 @@ pub(super) fn rewrite(statement: &mut Statement) {
     let _ = statement.visit(&mut RegprocNames);
     let _ = statement.visit(&mut GenerateSubscripts);
     let _ = statement.visit(&mut UserKeyword);
+    let _ = statement.visit(&mut SubqueriesInOrderBy);
+    let _ = statement.visit(&mut InSubqueriesInProjections);
+    let _ = statement.visit(&mut InformationSchemaColumns);
     let _ = statement.visit(&mut FunctionsInFrom {
         scalar: false,
         changed: false,
@@ -281,13 +280,7 @@ fn map_over_unnest(query: &Query) -> Option<SqlExpr> {
             args: Some(args),
             alias,
             ..
-        } if name
-            .0
-            .last()
-            .and_then(|part| part.as_ident())
-            .is_some_and(|ident| ident.value.eq_ignore_ascii_case("unnest"))
-            && args.args.len() == 1 =>
-        {
+        } if unqualified(name).as_deref() == Some("unnest") && args.args.len() == 1 => {
             let FunctionArg::Unnamed(FunctionArgExpr::Expr(array)) = &args.args[0] else {
                 return None;
             };
@@ -378,8 +371,18 @@ impl VisitorMut for AggregateScalarSubqueries {
             SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. } => item,
             _ => return ControlFlow::Continue(()),
         };
-        let aggregated = matches!(item, SqlExpr::Function(f)
-            if AGGREGATES.iter().any(|name| f.name.to_string().eq_ignore_ascii_case(name)));
+        // `count(*) - count(x)` is aggregated too.
+        let aggregated = visit_expressions(item, |e| match e {
+            SqlExpr::Function(f)
+                if AGGREGATES
+                    .iter()
+                    .any(|name| f.name.to_string().eq_ignore_ascii_case(name)) =>
+            {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break();
         if !aggregated {
             let inner = std::mem::replace(item, SqlExpr::value(SqlValue::Null));
             *item = aggregate("first_value", inner, Vec::new());
@@ -389,20 +392,15 @@ impl VisitorMut for AggregateScalarSubqueries {
 }
 
 fn aggregate(name: &str, argument: SqlExpr, clauses: Vec<FunctionArgumentClause>) -> SqlExpr {
-    SqlExpr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))],
-            clauses,
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
+    let mut call = function(name, vec![argument]);
+    if let SqlExpr::Function(Function {
+        args: FunctionArguments::List(list),
+        ..
+    }) = &mut call
+    {
+        list.clauses = clauses;
+    }
+    call
 }
 
 /// `generate_subscripts(a, dim)` (SQLAlchemy numbers the columns of a key with it beside
@@ -418,12 +416,7 @@ impl VisitorMut for GenerateSubscripts {
         let SqlExpr::Function(call) = expr else {
             return ControlFlow::Continue(());
         };
-        let named = call
-            .name
-            .0
-            .last()
-            .and_then(|part| part.as_ident())
-            .is_some_and(|ident| ident.value.eq_ignore_ascii_case("generate_subscripts"));
+        let named = unqualified(&call.name).as_deref() == Some("generate_subscripts");
         let FunctionArguments::List(list) = &call.args else {
             return ControlFlow::Continue(());
         };
@@ -469,6 +462,259 @@ impl VisitorMut for UserKeyword {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// DataFusion plans a subquery in a projection but not in ORDER BY (Grafana sorts the tables
+/// on the search path first with `ORDER BY CASE WHEN schema IN (SELECT ...) ...`). Such a key
+/// is computed as a hidden column: `SELECT * EXCLUDE (__cohort_order_1) FROM (SELECT ...,
+/// key AS __cohort_order_1 FROM ...) AS __cohort_sorted ORDER BY __cohort_order_1, ...`.
+/// Only when the other keys name output columns (by position or alias), so that they mean
+/// the same outside, and the select is not DISTINCT (a hidden column would change that).
+struct SubqueriesInOrderBy;
+
+const HIDDEN_ORDER: &str = "__cohort_order_";
+
+impl VisitorMut for SubqueriesInOrderBy {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let Some(OrderBy {
+            kind: OrderByKind::Expressions(keys),
+            ..
+        }) = &query.order_by
+        else {
+            return ControlFlow::Continue(());
+        };
+        let has_subquery = |expr: &SqlExpr| {
+            visit_expressions(expr, |e| match e {
+                SqlExpr::Subquery(_) | SqlExpr::InSubquery { .. } | SqlExpr::Exists { .. } => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            })
+            .is_break()
+        };
+        if !keys.iter().any(|key| has_subquery(&key.expr)) {
+            return ControlFlow::Continue(());
+        }
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return ControlFlow::Continue(());
+        };
+        let mut aliases = Vec::new();
+        for item in &select.projection {
+            match item {
+                SelectItem::ExprWithAlias { alias, .. } => aliases.push(alias.value.clone()),
+                SelectItem::UnnamedExpr(_) => {}
+                _ => return ControlFlow::Continue(()),
+            }
+        }
+        let names_output = |expr: &SqlExpr| match expr {
+            SqlExpr::Value(ValueWithSpan {
+                value: SqlValue::Number(..),
+                ..
+            }) => true,
+            SqlExpr::Identifier(ident) => aliases.iter().any(|alias| {
+                alias == &ident.value
+                    || (ident.quote_style.is_none() && alias.eq_ignore_ascii_case(&ident.value))
+            }),
+            _ => false,
+        };
+        if select.distinct.is_some()
+            || !keys
+                .iter()
+                .all(|key| has_subquery(&key.expr) || names_output(&key.expr))
+        {
+            return ControlFlow::Continue(());
+        }
+        let mut inner = query.clone();
+        inner.order_by = None;
+        inner.limit_clause = None;
+        inner.fetch = None;
+        let mut outer_keys = Vec::new();
+        let mut hidden = Vec::new();
+        let SetExpr::Select(inner_select) = inner.body.as_mut() else {
+            unreachable!("checked above")
+        };
+        for key in keys {
+            let mut key = key.clone();
+            if has_subquery(&key.expr) {
+                let name = Ident::new(format!("{HIDDEN_ORDER}{}", hidden.len() + 1));
+                inner_select.projection.push(SelectItem::ExprWithAlias {
+                    expr: std::mem::replace(&mut key.expr, SqlExpr::Identifier(name.clone())),
+                    alias: name.clone(),
+                });
+                hidden.push(name.value);
+            }
+            outer_keys.push(key);
+        }
+        // PostgreSQL's dialect has no `* EXCLUDE`; the engine plans it (and re-parses in the
+        // generic dialect).
+        let outer = format!(
+            "SELECT * EXCLUDE ({}) FROM (SELECT 1) AS __cohort_sorted",
+            hidden.join(", ")
+        );
+        let Ok(mut parsed) = Parser::parse_sql(&GenericDialect {}, &outer) else {
+            return ControlFlow::Continue(());
+        };
+        let Some(Statement::Query(mut outer)) = parsed.pop() else {
+            return ControlFlow::Continue(());
+        };
+        let SetExpr::Select(outer_select) = outer.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let Some(TableFactor::Derived { subquery, .. }) =
+            outer_select.from.first_mut().map(|from| &mut from.relation)
+        else {
+            return ControlFlow::Continue(());
+        };
+        **subquery = inner;
+        outer.order_by = Some(OrderBy {
+            kind: OrderByKind::Expressions(outer_keys),
+            interpolate: None,
+        });
+        outer.limit_clause = query.limit_clause.take();
+        outer.fetch = query.fetch.take();
+        *query = *outer;
+        ControlFlow::Continue(())
+    }
+}
+
+/// DataFusion plans `x IN (SELECT ...)` in a filter but not in a SELECT list (Grafana's table
+/// list computes `schema IN (<search path>)` in a CASE), where scalar subqueries do plan. So
+/// there it becomes scalar subqueries with IN's three-valued answer: false over no rows, true
+/// on a match, NULL when `x` is NULL or the subquery gave a NULL, else false.
+struct InSubqueriesInProjections;
+
+impl VisitorMut for InSubqueriesInProjections {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        for item in &mut select.projection {
+            let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+            else {
+                continue;
+            };
+            let _ = visit_expressions_mut(expr, |e| {
+                if let SqlExpr::InSubquery {
+                    expr: needle,
+                    subquery,
+                    negated,
+                } = e
+                    && let Some(membership) = membership_by_scalar_subqueries(needle, subquery)
+                {
+                    *e = if *negated {
+                        SqlExpr::UnaryOp {
+                            op: UnaryOperator::Not,
+                            expr: Box::new(SqlExpr::Nested(Box::new(membership))),
+                        }
+                    } else {
+                        membership
+                    };
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn membership_by_scalar_subqueries(needle: &SqlExpr, subquery: &Query) -> Option<SqlExpr> {
+    let values = format!("({subquery}) AS __cohort_in(value)");
+    let sql = format!(
+        "SELECT CASE \
+         WHEN (SELECT count(*) FROM {values}) = 0 THEN false \
+         WHEN array_has((SELECT array_agg(value) FROM {values}), {needle}) THEN true \
+         WHEN ({needle}) IS NULL OR (SELECT count(*) - count(value) FROM {values}) > 0 THEN NULL \
+         ELSE false END"
+    );
+    let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?;
+    let Some(Statement::Query(query)) = parsed.pop() else {
+        return None;
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return None;
+    };
+    match select.projection.into_iter().next()? {
+        SelectItem::UnnamedExpr(expr) => Some(expr),
+        _ => None,
+    }
+}
+
+/// `information_schema.columns` as PostgreSQL's: `data_type` named as PostgreSQL names it
+/// (`bigint`, not `Int64`: Grafana and DBeaver choose time and number columns by it) and the
+/// cardinal numbers as integers. The table becomes a derived table of DataFusion's, under the
+/// alias the client gave or `columns`.
+struct InformationSchemaColumns;
+
+impl VisitorMut for InformationSchemaColumns {
+    type Break = ();
+
+    // After the children: the derived table's own reference to the table is not revisited.
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name,
+            args: None,
+            alias,
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|part| part.as_ident())
+            .map(|ident| ident.value.to_ascii_lowercase())
+            .collect();
+        let [.., schema, table] = parts.as_slice() else {
+            return ControlFlow::Continue(());
+        };
+        if schema != "information_schema" || table != "columns" || parts.len() != name.0.len() {
+            return ControlFlow::Continue(());
+        }
+        let select = format!(
+            "SELECT table_catalog, table_schema, table_name, column_name, \
+             CAST(ordinal_position AS INT) AS ordinal_position, column_default, is_nullable, \
+             {PG_DATA_TYPE}(data_type) AS data_type, \
+             CAST(character_maximum_length AS INT) AS character_maximum_length, \
+             CAST(character_octet_length AS INT) AS character_octet_length, \
+             CAST(numeric_precision AS INT) AS numeric_precision, \
+             CAST(numeric_precision_radix AS INT) AS numeric_precision_radix, \
+             CAST(numeric_scale AS INT) AS numeric_scale, \
+             CAST(datetime_precision AS INT) AS datetime_precision, interval_type \
+             FROM {name}"
+        );
+        let Ok(mut parsed) = Parser::parse_sql(&PostgreSqlDialect {}, &select) else {
+            return ControlFlow::Continue(());
+        };
+        let Some(Statement::Query(subquery)) = parsed.pop() else {
+            return ControlFlow::Continue(());
+        };
+        let alias = alias.take().unwrap_or_else(|| TableAlias {
+            explicit: true,
+            name: Ident::new("columns"),
+            at: None,
+            columns: vec![],
+        });
+        *factor = TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            sample: None,
+        };
+        ControlFlow::Continue(())
+    }
+}
+
+/// The last part of `name`, lower-cased (`pg_catalog.unnest` is `unnest`).
+fn unqualified(name: &ObjectName) -> Option<String> {
+    name.0
+        .last()
+        .and_then(|part| part.as_ident())
+        .map(|ident| ident.value.to_ascii_lowercase())
 }
 
 /// A call of the function `name` with `args`.

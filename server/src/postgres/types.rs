@@ -90,20 +90,29 @@ pub fn encode_rows(
     fields: Arc<Vec<FieldInfo>>,
     batch: RecordBatch,
 ) -> impl Iterator<Item = PgWireResult<DataRow>> {
-    let postgres_timestamps: Vec<bool> = batch
+    // Per column: None when arrow-pg encodes it, else the time zone of a timestamp column
+    // written as PostgreSQL does (parsed once per batch, not per cell).
+    let postgres_timestamps: Vec<Option<Result<Option<Tz>, String>>> = batch
         .schema()
         .fields()
         .iter()
         .zip(fields.iter())
         .map(|(arrow_field, pg_field)| {
-            matches!(arrow_field.data_type(), DataType::Timestamp(..))
-                && pg_field.format() == FieldFormat::Text
+            let DataType::Timestamp(_, zone) = arrow_field.data_type() else {
+                return None;
+            };
+            let iso = pg_field.format() == FieldFormat::Text
                 && pg_field
                     .format_options()
                     .date_style
                     .trim_start()
                     .to_ascii_uppercase()
-                    .starts_with("ISO")
+                    .starts_with("ISO");
+            iso.then(|| {
+                zone.as_deref()
+                    .map(|zone| zone.parse::<Tz>().map_err(|e| e.to_string()))
+                    .transpose()
+            })
         })
         .collect();
     let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
@@ -111,16 +120,20 @@ pub fn encode_rows(
     (0..batch.num_rows()).map(move |row| {
         for (column, array) in batch.columns().iter().enumerate() {
             let pg_field = &fields[column];
-            if postgres_timestamps[column] && array.is_valid(row) {
-                let text = timestamp_text(array.as_ref(), row)?;
-                encoder.encode_field_with_type_and_format(
-                    &text,
-                    pg_field.datatype(),
-                    FieldFormat::Text,
-                    pg_field.format_options(),
-                )?;
-            } else {
-                encode_value(&mut encoder, array, row, schema.field(column), pg_field)?;
+            match &postgres_timestamps[column] {
+                Some(zone) if array.is_valid(row) => {
+                    let zone = zone
+                        .as_ref()
+                        .map_err(|e| PgWireError::ApiError(e.clone().into()))?;
+                    let text = timestamp_text(array.as_ref(), row, zone.as_ref())?;
+                    encoder.encode_field_with_type_and_format(
+                        &text,
+                        pg_field.datatype(),
+                        FieldFormat::Text,
+                        pg_field.format_options(),
+                    )?;
+                }
+                _ => encode_value(&mut encoder, array, row, schema.field(column), pg_field)?,
             }
         }
         Ok(encoder.take_row())
@@ -128,9 +141,9 @@ pub fn encode_rows(
 }
 
 /// One timestamp as PostgreSQL's ISO DateStyle writes it, at microsecond precision, in the
-/// column's time zone (with an offset) or without one for a timestamp without time zone.
-fn timestamp_text(array: &dyn Array, row: usize) -> PgWireResult<String> {
-    let DataType::Timestamp(unit, zone) = array.data_type() else {
+/// column's time zone `zone` (with an offset) or without one for a timestamp without time zone.
+fn timestamp_text(array: &dyn Array, row: usize, zone: Option<&Tz>) -> PgWireResult<String> {
+    let DataType::Timestamp(unit, _) = array.data_type() else {
         unreachable!("only timestamp columns are formatted here")
     };
     let value = match unit {
@@ -153,9 +166,6 @@ fn timestamp_text(array: &dyn Array, row: usize) -> PgWireResult<String> {
     Ok(match zone {
         None => postgres_timestamp(&utc, None),
         Some(zone) => {
-            let zone: Tz = zone
-                .parse()
-                .map_err(|e: ArrowError| PgWireError::ApiError(Box::new(e)))?;
             let local: DateTime<FixedOffset> = zone.from_utc_datetime(&utc).fixed_offset();
             postgres_timestamp(&local.naive_local(), Some(*local.offset()))
         }
@@ -221,7 +231,7 @@ mod tests {
         ]);
         let utc = instants.clone().with_timezone("UTC");
         let text: Vec<String> = (0..3)
-            .map(|row| timestamp_text(&utc, row).unwrap())
+            .map(|row| timestamp_text(&utc, row, Some(&"UTC".parse().unwrap())).unwrap())
             .collect();
         assert_eq!(
             text,
@@ -233,16 +243,16 @@ mod tests {
         );
         let india = instants.clone().with_timezone("+05:30");
         assert_eq!(
-            timestamp_text(&india, 0).unwrap(),
+            timestamp_text(&india, 0, Some(&"+05:30".parse().unwrap())).unwrap(),
             "2026-01-01 05:30:00+05:30"
         );
         let new_york = instants.clone().with_timezone("America/New_York");
         assert_eq!(
-            timestamp_text(&new_york, 0).unwrap(),
+            timestamp_text(&new_york, 0, Some(&"America/New_York".parse().unwrap())).unwrap(),
             "2025-12-31 19:00:00-05"
         );
         assert_eq!(
-            timestamp_text(&instants, 1).unwrap(),
+            timestamp_text(&instants, 1, None).unwrap(),
             "2026-01-01 00:00:06.43973"
         );
     }
