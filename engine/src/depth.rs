@@ -462,7 +462,7 @@ mod tests {
     fn check(sql: &str, max_depth: usize) -> Result<()> {
         on_planning_stack(|| {
             let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-                .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
+                .map_err(crate::error::statement_error)?;
             check_statement(&statements.pop_front().expect("one statement"), max_depth)
         })
     }

@@ -2,6 +2,7 @@
 //! so the server can map each to the right gRPC status in one place.
 
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use deltalake::DeltaTableError;
 
 /// Errors returned by the Cohort engine.
@@ -60,14 +61,14 @@ pub enum EngineError {
     TableNotFound(String),
 
     /// A query failed while planning or running.
-    #[error(transparent)]
+    #[error("{}", datafusion_message(.0))]
     DataFusion(#[from] DataFusionError),
 
     /// The Delta Lake layer failed (storage, commit, log).
     #[error("storage: {0}")]
     Delta(#[from] DeltaTableError),
 
-    #[error(transparent)]
+    #[error("{}", arrow_message(.0))]
     Arrow(#[from] arrow::error::ArrowError),
 
     #[error(transparent)]
@@ -109,6 +110,18 @@ impl EngineError {
     }
 }
 
+/// A statement that does not parse, said as `syntax error: ...` on every endpoint.
+pub(crate) fn syntax_error(error: impl std::fmt::Display) -> EngineError {
+    let text = error.to_string();
+    let text = text.strip_prefix("sql parser error: ").unwrap_or(&text);
+    EngineError::InvalidStatement(one_line(&format!("syntax error: {text}")))
+}
+
+/// A parse failure reported by DataFusion's parser (its `SQL` error).
+pub(crate) fn statement_error(error: DataFusionError) -> EngineError {
+    EngineError::InvalidStatement(datafusion_message(&error))
+}
+
 /// DataFusion reports planning and SQL errors with distinct variants; those are the caller's.
 pub fn is_user_datafusion_error(error: &DataFusionError) -> bool {
     match error.find_root() {
@@ -126,4 +139,59 @@ pub fn is_user_datafusion_error(error: &DataFusionError) -> bool {
         DataFusionError::Execution(_) => true,
         _ => false,
     }
+}
+
+/// What went wrong, in one line and the words of the root cause: DataFusion's wrapping
+/// (`Error during planning: `, `Schema error: `, `SQL error: ParserError("...")`, contexts and
+/// shared copies of one error) is what every client would otherwise show first.
+pub fn datafusion_message(error: &DataFusionError) -> String {
+    let text = match error.find_root() {
+        DataFusionError::SQL(parser, _) => match parser.as_ref() {
+            ParserError::ParserError(m) | ParserError::TokenizerError(m) => {
+                format!("syntax error: {m}")
+            }
+            ParserError::RecursionLimitExceeded => {
+                "syntax error: the statement nests too deeply".to_string()
+            }
+        },
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::Configuration(m) => m.clone(),
+        DataFusionError::NotImplemented(m) => format!("not supported: {m}"),
+        DataFusionError::ResourcesExhausted(m) => format!("resources exhausted: {m}"),
+        DataFusionError::SchemaError(e, _) => e.to_string(),
+        DataFusionError::ArrowError(e, _) => arrow_message(e),
+        DataFusionError::External(e) => match e.downcast_ref::<EngineError>() {
+            Some(engine) => engine.to_string(),
+            None => e.to_string(),
+        },
+        other => other.strip_backtrace(),
+    };
+    one_line(&text)
+}
+
+/// An Arrow error without its category prefix (`Cast error: `, `Parser error: `, ...).
+pub fn arrow_message(error: &arrow::error::ArrowError) -> String {
+    use arrow::error::ArrowError as A;
+    let text = match error {
+        A::CastError(m)
+        | A::ParseError(m)
+        | A::InvalidArgumentError(m)
+        | A::ComputeError(m)
+        | A::ArithmeticOverflow(m)
+        | A::CsvError(m)
+        | A::JsonError(m)
+        | A::SchemaError(m)
+        | A::IpcError(m)
+        | A::NotYetImplemented(m) => m.clone(),
+        A::DivideByZero => "division by zero".to_string(),
+        A::ExternalError(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    one_line(&text)
+}
+
+/// `text` on one line: a log line, a status message and a terminal line each hold one error.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

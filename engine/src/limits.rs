@@ -56,7 +56,7 @@ impl StatementLimits {
         self.check_size(sql)?;
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize()
-            .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
+            .map_err(crate::error::syntax_error)?;
         let mut depth = 0usize;
         let mut operators = 0usize;
         for token in &tokens {

@@ -108,7 +108,7 @@ fn classify_parsed(sql: &str, limits: &StatementLimits) -> Result<Kind> {
         return Ok(Kind::Catalog(statement));
     }
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-        .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
+        .map_err(crate::error::statement_error)?;
     for statement in &statements {
         crate::depth::check_statement(statement, limits.max_depth)?;
     }

@@ -93,6 +93,34 @@ pub async fn run() -> anyhow::Result<()> {
     }
 }
 
+/// The line `cohort` prints for a failed command: each context once, then the root cause in
+/// its own words. Engine and DataFusion errors already summarise their chain (which repeats
+/// the message at every level), so the walk stops at them; transport errors (TLS, DNS) say
+/// only "transport error" at the top and the reason further down, so their chain is kept.
+pub fn report(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let (text, summarises_chain) = if let Some(engine) =
+            cause.downcast_ref::<cohort_engine::EngineError>()
+        {
+            (engine.to_string(), true)
+        } else if let Some(datafusion) = cause.downcast_ref::<datafusion::error::DataFusionError>()
+        {
+            (cohort_engine::error::datafusion_message(datafusion), true)
+        } else {
+            (cause.to_string(), false)
+        };
+        let text = cohort_engine::error::one_line(&text);
+        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        if summarises_chain {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
 fn init_logging(filter: &str) -> anyhow::Result<()> {
     // The storage libraries log every Delta log read at info; unless the filter names them,
     // only their errors are shown.

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cohort_server::cli::run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", cohort_server::cli::report(&error));
             ExitCode::FAILURE
         }
     }

@@ -5,10 +5,17 @@ use std::io::Read;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use arrow_flight::HandshakeRequest;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use futures::TryStreamExt;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
 
 use crate::config::{AuthCommand, SqlArgs};
 
@@ -36,46 +43,98 @@ pub async fn run_sql(url: &str, args: &SqlArgs) -> anyhow::Result<(SchemaRef, Ve
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
-    let mut client = FlightSqlServiceClient::new(channel);
+        // The reason (refused, certificate not trusted, ...) is in the error's sources.
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {url}")))?;
+    let mut client = FlightSqlServiceClient::new(channel.clone());
     if let Some(token) = &args.token {
         client.set_token(token.clone());
     } else if let Some(user) = &args.user {
         let password = std::env::var("COHORT_PASSWORD").map_err(|_| {
             anyhow::anyhow!("--user needs the password in the COHORT_PASSWORD environment variable")
         })?;
-        client
-            .handshake(user, &password)
-            .await
-            .map_err(flight_error)?;
+        client.set_token(handshake(channel, user, &password).await?);
     }
     let info = client
         .execute(args.sql.clone(), None)
         .await
-        .map_err(flight_error)?;
-    let schema = Arc::new(info.clone().try_decode_schema().map_err(flight_error)?);
+        .map_err(|e| flight_error(&e))?;
+    let schema = Arc::new(info.clone().try_decode_schema().map_err(arrow_error)?);
     let mut batches = Vec::new();
     for endpoint in info.endpoint {
         let ticket = endpoint
             .ticket
             .ok_or_else(|| anyhow::anyhow!("server returned an endpoint without a ticket"))?;
-        let stream = client.do_get(ticket).await.map_err(flight_error)?;
+        let stream = client.do_get(ticket).await.map_err(|e| flight_error(&e))?;
         batches.extend(
             stream
                 .try_collect::<Vec<_>>()
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                .map_err(|e| flight_error(&e))?,
         );
     }
     Ok((schema, batches))
 }
 
-/// Shows the server's message, not the transport's wrapping of it.
-fn flight_error(error: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{}",
-        error.to_string().trim_start_matches("External error: ")
-    )
+/// Basic authentication for a bearer token. arrow-flight's own handshake turns a refusal into
+/// the text "Can't handshake", losing the status; this keeps it.
+async fn handshake(channel: Channel, user: &str, password: &str) -> anyhow::Result<String> {
+    let mut request = tonic::Request::new(futures::stream::iter([HandshakeRequest::default()]));
+    let basic = format!(
+        "Basic {}",
+        BASE64_STANDARD.encode(format!("{user}:{password}"))
+    );
+    request.metadata_mut().insert(
+        "authorization",
+        basic
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the user name cannot be sent in a header"))?,
+    );
+    let response = FlightServiceClient::new(channel)
+        .handshake(request)
+        .await
+        .map_err(|status| match status.code() {
+            Code::Unauthenticated => anyhow::anyhow!(
+                "authentication failed: the server did not accept user '{user}' with that password"
+            ),
+            _ => status_error(&status),
+        })?;
+    response
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("the server's handshake returned no bearer token"))
+}
+
+/// The server's message: its status travels inside arrow-flight's error types, whose text
+/// adds `Tonic error: code: '...', message: "..."` around it.
+fn flight_error(error: &FlightError) -> anyhow::Error {
+    match error {
+        FlightError::Tonic(status) => status_error(status),
+        FlightError::Arrow(arrow) => anyhow::anyhow!(cohort_engine::error::arrow_message(arrow)),
+        FlightError::ExternalError(inner) => match inner.downcast_ref::<Status>() {
+            Some(status) => status_error(status),
+            None => anyhow::anyhow!("{inner}"),
+        },
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+fn arrow_error(error: ArrowError) -> anyhow::Error {
+    anyhow::anyhow!(cohort_engine::error::arrow_message(&error))
+}
+
+fn status_error(status: &Status) -> anyhow::Error {
+    let message = cohort_engine::error::one_line(status.message());
+    match status.code() {
+        Code::Unauthenticated => anyhow::anyhow!(
+            "authentication failed: the server needs a valid --token, or --user with COHORT_PASSWORD"
+        ),
+        Code::Unavailable => anyhow::anyhow!("the server is unavailable: {message}"),
+        code if message.is_empty() => anyhow::anyhow!("{}", code.description()),
+        _ => anyhow::anyhow!(message),
+    }
 }
 
 /// `cohort auth ...`: prints config entries; the secrets themselves are never stored.

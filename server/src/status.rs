@@ -31,7 +31,7 @@ pub fn engine_status(error: EngineError) -> Status {
 
 pub fn datafusion_status(error: &DataFusionError) -> Status {
     let root = error.find_root();
-    let message = root.to_string();
+    let message = cohort_engine::error::datafusion_message(error);
     let status = match root {
         DataFusionError::Plan(m) if m.contains("not found") => Status::not_found(message),
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
@@ -57,8 +57,10 @@ pub fn arrow_status(error: &ArrowError) -> Status {
         | ArrowError::InvalidArgumentError(_)
         | ArrowError::DivideByZero
         | ArrowError::SchemaError(_)
-        | ArrowError::IpcError(_) => Status::invalid_argument(error.to_string()),
-        _ => Status::internal(error.to_string()),
+        | ArrowError::IpcError(_) => {
+            Status::invalid_argument(cohort_engine::error::arrow_message(error))
+        }
+        _ => Status::internal(cohort_engine::error::arrow_message(error)),
     };
     log(&status);
     status

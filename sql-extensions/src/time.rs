@@ -77,7 +77,11 @@ pub fn window_in_units(function: &str, window: &ScalarValue, ts_type: &DataType)
         }
     };
     if units <= 0 {
-        return plan_err!("{function}: the window must be positive, got {window}");
+        let given = match nanos {
+            Some(nanos) => format!("an INTERVAL of {} seconds", nanos as f64 / 1e9),
+            None => window.to_string(),
+        };
+        return plan_err!("{function}: the window must be positive, got {given}");
     }
     Ok(i64::try_from(units).unwrap_or(i64::MAX))
 }

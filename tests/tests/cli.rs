@@ -186,3 +186,112 @@ async fn serve_demo_fills_an_empty_store_once() {
         "a store with data is left as it is"
     );
 }
+
+/// The same failure reads the same locally and through a server: the root cause in its own
+/// words, on one line, without the layers it passed through (`Tonic error: code: ...`,
+/// `SQL error: ParserError(...)`, a message repeated once per wrapper).
+#[test]
+fn errors_say_the_root_cause_the_same_way_locally_and_remotely() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store_text = store.to_string_lossy().into_owned();
+    let (ok, _, err) = run_cli(&[
+        "demo",
+        "--data",
+        &store_text,
+        "--users",
+        "50",
+        "--events",
+        "500",
+    ]);
+    assert!(ok, "{err}");
+    let (config, token) = cohort_e2e::auth::auth_config(dir.path(), "");
+    let server = TestServer::start(&store, &["--config", config.to_str().unwrap()]);
+    let url = server.url();
+    let run = |args: &[&str], password: Option<&str>| {
+        let mut command = Command::new(cohort_bin());
+        command.args(args).env_remove("COHORT_PASSWORD");
+        if let Some(password) = password {
+            command.env("COHORT_PASSWORD", password);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{args:?} should fail");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    for (sql, expected) in [
+        (
+            "SELEC 1",
+            "error: syntax error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1\n",
+        ),
+        (
+            "SELECT * FROM nowhere",
+            "error: table 'cohort.public.nowhere' not found\n",
+        ),
+        (
+            "SELECT window_funnel(INTERVAL '-1 hour', ts, event = 'a') FROM events",
+            "error: window_funnel: the window must be positive, got an INTERVAL of -3600 seconds\n",
+        ),
+        (
+            "SELECT CAST('x' AS INT)",
+            "error: Cannot cast string 'x' to value of Int32 type\n",
+        ),
+    ] {
+        let local = run(&["sql", "--data", &store_text, sql], None);
+        assert_eq!(local, expected, "{sql}");
+        let remote = run(&["sql", "--connect", &url, "--token", &token, sql], None);
+        assert_eq!(remote, expected, "{sql}");
+    }
+    let unknown_column = run(
+        &["sql", "--data", &store_text, "SELECT nocol FROM events"],
+        None,
+    );
+    assert!(
+        unknown_column.starts_with("error: No field named nocol. Valid fields are events.user_id,"),
+        "{unknown_column}"
+    );
+    assert_eq!(unknown_column.lines().count(), 1, "{unknown_column}");
+    assert_eq!(
+        run(
+            &["sql", "--connect", &url, "--user", "ada", "SELECT 1"],
+            Some("wrong password")
+        ),
+        "error: authentication failed: the server did not accept user 'ada' with that password\n"
+    );
+    assert_eq!(
+        run(
+            &[
+                "sql",
+                "--connect",
+                &url,
+                "--token",
+                "not-a-token",
+                "SELECT 1"
+            ],
+            None
+        ),
+        "error: authentication failed: the server needs a valid --token, or --user with COHORT_PASSWORD\n"
+    );
+    let refused = run(
+        &["sql", "--connect", "grpc://127.0.0.1:1", "SELECT 1"],
+        None,
+    );
+    assert!(
+        refused.starts_with(
+            "error: cannot connect to grpc://127.0.0.1:1: transport error: tcp connect error:"
+        ),
+        "{refused}"
+    );
+    let reader = run(
+        &[
+            "sql",
+            "--connect",
+            &url,
+            "--user",
+            "rita",
+            "CREATE TAG t AS SELECT user_id FROM profiles",
+        ],
+        Some(cohort_e2e::auth::READER_PASSWORD),
+    );
+    assert!(reader.starts_with("error: permission denied: "), "{reader}");
+    server.stop();
+}

@@ -52,7 +52,7 @@ impl PostgresParser {
         limits.check(sql)?;
         on_planning_stack(|| {
             let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-                .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
+                .map_err(crate::error::syntax_error)?;
             let mut changed = false;
             for statement in &mut parsed {
                 check_sql_statement(statement, limits.max_depth)?;
@@ -71,7 +71,7 @@ impl PostgresParser {
             let mut statements = self
                 .compatibility
                 .parse(rewritten.as_deref().unwrap_or(sql))
-                .map_err(|e| EngineError::InvalidStatement(e.to_string()))?;
+                .map_err(crate::error::syntax_error)?;
             for statement in &mut statements {
                 rewrites::rewrite(statement);
             }

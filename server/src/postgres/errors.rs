@@ -94,7 +94,7 @@ fn invalid_argument_sqlstate(message: &str) -> &'static str {
         sqlstate::STATEMENT_TOO_COMPLEX
     } else if lower.contains("max_sql_bytes") || lower.contains("bytes long") {
         sqlstate::PROGRAM_LIMIT_EXCEEDED
-    } else if lower.contains("parsererror") || lower.contains("sql parser error") {
+    } else if lower.starts_with("syntax error") || lower.contains("sql parser error") {
         sqlstate::SYNTAX_ERROR
     } else if mentions_table(message) && lower.contains("not found") {
         sqlstate::UNDEFINED_TABLE
