@@ -295,3 +295,52 @@ fn errors_say_the_root_cause_the_same_way_locally_and_remotely() {
     assert!(reader.starts_with("error: permission denied: "), "{reader}");
     server.stop();
 }
+
+/// Every input format reports a bad value as `FILE: [column 'x', ]row N: reason`, rows
+/// counted from 1 after a CSV header, and nothing is written.
+#[test]
+fn ingest_errors_name_the_file_column_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "date.csv",
+            "user_id,event,ts\n1,a,2026-05-01T10:00:00Z\n2,b,2026-13-45T10:00:00Z\n",
+            "error: date.csv: column 'ts', row 2: cannot convert '2026-13-45T10:00:00Z' to a timestamp\n",
+        ),
+        (
+            "wide.csv",
+            "user_id,event,ts\n1,a,2026-05-01T10:00:00Z\n2,b,2026-05-01T10:00:00Z,x\n",
+            "error: wide.csv: row 2: 4 fields where the header has 3\n",
+        ),
+        (
+            "day.csv",
+            "user_id,event,ts,day\n1,a,2026-05-01T10:00:00Z,2026-05-01\n2,b,2026-05-01T10:00:00Z,\n3,c,2026-05-01T10:00:00Z,2026-13-45\n",
+            "error: day.csv: column 'day', row 3: cannot convert '2026-13-45' to Date32\n",
+        ),
+        (
+            "broken.ndjson",
+            "{\"user_id\":1,\"event\":\"a\",\"ts\":\"2026-05-01T10:00:00Z\"}\n{\"user_id\":2,\"event\":\"b\",\"ts\":\"2026-05-01T10:00:00Z\"\n",
+            "error: broken.ndjson: row 2: not valid JSON: EOF while parsing an object (column 52)\n",
+        ),
+        (
+            "array.json",
+            "[{\"user_id\":1,\"event\":\"a\",\"ts\":\"2026-05-01T10:00:00Z\"}]\n",
+            "error: array.json: holds a JSON array; Cohort reads newline-delimited JSON, one object per line (convert with: jq -c '.[]' FILE)\n",
+        ),
+    ];
+    for (name, text, expected) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let output = Command::new(cohort_bin())
+            .current_dir(dir.path())
+            .args(["ingest", "--data", "store", "--table", "events", name])
+            .env_remove("COHORT_DATA")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name}");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), expected, "{name}");
+    }
+    assert!(
+        !dir.path().join("store/events/_delta_log").exists(),
+        "a failed ingest wrote a version"
+    );
+}

@@ -250,7 +250,7 @@ pub fn storage_type(input: &DataType) -> Option<DataType> {
 }
 
 /// Converts a column to the target field's type, naming the first value that does not convert.
-fn convert_column(
+pub(super) fn convert_column(
     source: &str,
     target: &Field,
     column: &ArrayRef,

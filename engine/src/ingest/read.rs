@@ -1,14 +1,16 @@
 //! Decoding input files into Arrow batches. The format comes from the file extension.
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::normalize::convert_column;
 use crate::error::{EngineError, Result};
 
 const BATCH_SIZE: usize = 8192;
@@ -50,22 +52,25 @@ pub struct InputFile {
 
 pub fn read_file(path: &Path) -> Result<InputFile> {
     let name = path.display().to_string();
-    let read_error = |message: String| EngineError::Read {
-        path: name.clone(),
-        message,
-    };
     let format = FileFormat::from_path(path)?;
-    let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
+    let file = File::open(path).map_err(|e| read_error(&name, e.to_string()))?;
     let (schema, batches) = match format {
-        FileFormat::Parquet => read_parquet(file).map_err(|e| read_error(e.to_string()))?,
-        FileFormat::Csv => read_csv(file).map_err(|e| read_error(e.to_string()))?,
-        FileFormat::NdJson => read_ndjson(file).map_err(|e| read_error(e.to_string()))?,
+        FileFormat::Parquet => read_parquet(file).map_err(|e| read_error(&name, e.to_string()))?,
+        FileFormat::Csv => read_csv(&name, file)?,
+        FileFormat::NdJson => read_ndjson(&name, file)?,
     };
     Ok(InputFile {
         name,
         schema,
         batches,
     })
+}
+
+fn read_error(name: &str, message: impl Into<String>) -> EngineError {
+    EngineError::Read {
+        path: name.to_string(),
+        message: message.into(),
+    }
 }
 
 type Decoded = std::result::Result<(SchemaRef, Vec<RecordBatch>), Box<dyn std::error::Error>>;
@@ -79,29 +84,149 @@ fn read_parquet(file: File) -> Decoded {
     Ok((schema, batches))
 }
 
-/// CSV columns are inferred over the whole file, so a column with one odd value becomes text and
-/// validation can then name the row that does not parse.
-fn read_csv(mut file: File) -> Decoded {
+/// CSV columns are inferred over the whole file, so a column with one odd value becomes text.
+/// The file is then read as text and each column converted to its inferred type by the same
+/// conversion that checks every input, so a value that does not parse (a date that looks like
+/// one but is not) is named by column and 1-based data row, like any other bad value.
+fn read_csv(name: &str, mut file: File) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let io = |e: std::io::Error| read_error(name, e.to_string());
     let format = arrow::csv::reader::Format::default().with_header(true);
-    let (schema, _) = format.infer_schema(BufReader::new(&mut file), None)?;
-    file.seek(SeekFrom::Start(0))?;
-    let schema = Arc::new(schema);
-    let reader = arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
+    let (inferred, _) = format
+        .infer_schema(BufReader::new(&mut file), None)
+        .map_err(|e| read_error(name, csv_message(&e)))?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let text = Arc::new(Schema::new(
+        inferred
+            .fields()
+            .iter()
+            .map(|field| Field::new(field.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let reader = arrow::csv::ReaderBuilder::new(Arc::clone(&text))
         .with_format(format)
         .with_batch_size(BATCH_SIZE)
-        .build(BufReader::new(file))?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        .build(BufReader::new(file))
+        .map_err(|e| read_error(name, csv_message(&e)))?;
+    let schema = Arc::new(inferred);
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch.map_err(|e| read_error(name, csv_message(&e)))?;
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, column)| convert_column(name, field, column, rows))
+            .collect::<Result<Vec<_>>>()?;
+        rows += batch.num_rows();
+        batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+    }
     Ok((schema, batches))
 }
 
-fn read_ndjson(mut file: File) -> Decoded {
-    let (schema, _) =
-        arrow::json::reader::infer_json_schema_from_seekable(BufReader::new(&mut file), None)?;
+/// arrow-csv's message for a row with the wrong number of fields (`Expected 3 records, found
+/// 4 records at line 3`) in Cohort's words; any other without its category prefix.
+fn csv_message(error: &ArrowError) -> String {
+    let message = crate::error::arrow_message(error);
+    let Some(rest) = message.split("Expected ").nth(1) else {
+        return message;
+    };
+    let numbers: Vec<usize> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse().ok())
+        .collect();
+    match numbers.as_slice() {
+        // The line counts the header; rows count data from 1.
+        [expected, found, line] if rest.contains("records at line") && *line > 1 => format!(
+            "row {}: {found} fields where the header has {expected}",
+            line - 1
+        ),
+        _ => message,
+    }
+}
+
+fn read_ndjson(name: &str, mut file: File) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let io = |e: std::io::Error| read_error(name, e.to_string());
+    if first_byte(&mut file).map_err(io)? == Some(b'[') {
+        return Err(read_error(
+            name,
+            "holds a JSON array; Cohort reads newline-delimited JSON, one object per line \
+             (convert with: jq -c '.[]' FILE)",
+        ));
+    }
+    let decoded = (|| -> Decoded {
+        let (schema, _) =
+            arrow::json::reader::infer_json_schema_from_seekable(BufReader::new(&mut file), None)?;
+        file.seek(SeekFrom::Start(0))?;
+        let schema = Arc::new(schema);
+        let reader = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+            .with_batch_size(BATCH_SIZE)
+            .build(BufReader::new(&mut file))?;
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok((schema, batches))
+    })();
+    decoded.map_err(|error| {
+        // The JSON decoder counts lines within the record it parses, so its `line 1` is not
+        // the file's: find the line that does not parse.
+        match first_invalid_line(&mut file) {
+            Ok(Some((line, reason))) => read_error(name, format!("row {line}: {reason}")),
+            _ => read_error(
+                name,
+                match error.downcast_ref::<ArrowError>() {
+                    Some(arrow) => crate::error::arrow_message(arrow),
+                    None => error.to_string(),
+                },
+            ),
+        }
+    })
+}
+
+fn first_byte(file: &mut File) -> std::io::Result<Option<u8>> {
+    let mut reader = BufReader::new(&mut *file);
+    let found = loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            break None;
+        }
+        if let Some(byte) = buffer.iter().find(|b| !b.is_ascii_whitespace()) {
+            break Some(*byte);
+        }
+        let length = buffer.len();
+        reader.consume(length);
+    };
+    drop(reader);
     file.seek(SeekFrom::Start(0))?;
-    let schema = Arc::new(schema);
-    let reader = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
-        .with_batch_size(BATCH_SIZE)
-        .build(BufReader::new(file))?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((schema, batches))
+    Ok(found)
+}
+
+/// The first line (1-based, blank lines counted as the decoder skips them) that is not one
+/// JSON object, and why, with the column of the fault.
+fn first_invalid_line(file: &mut File) -> std::io::Result<Option<(usize, String)>> {
+    file.seek(SeekFrom::Start(0))?;
+    for (index, line) in BufReader::new(&mut *file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reason = match serde_json::from_str::<serde_json::Value>(&line) {
+            Err(e) => format!(
+                "not valid JSON: {} (column {})",
+                json_reason(&e),
+                e.column()
+            ),
+            Ok(serde_json::Value::Object(_)) => continue,
+            Ok(_) => "not a JSON object".to_string(),
+        };
+        return Ok(Some((index + 1, reason)));
+    }
+    Ok(None)
+}
+
+/// serde_json's message without its ` at line L column C` suffix.
+fn json_reason(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
 }
