@@ -56,10 +56,14 @@ pub async fn run() -> anyhow::Result<()> {
                 })
                 .await?;
             bar.finish();
-            println!(
-                "{} rows written to {} (version {})",
-                report.rows, report.table, report.version
-            );
+            match report.version {
+                Some(version) => println!(
+                    "{} written to {} (version {version})",
+                    rows_text(report.rows),
+                    report.table
+                ),
+                None => println!("no rows in the input: nothing written to {}", report.table),
+            }
             Ok(())
         }
         Command::Sql(args) => {
@@ -75,7 +79,14 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Auth(command) => crate::remote::auth_command(command),
         Command::Demo(args) => {
+            let data = settings.engine.data.clone();
             let engine = Engine::open(settings.engine).await?;
+            if !args.force && !engine.store().is_empty().await? {
+                anyhow::bail!(
+                    "the store at {data} already holds data, and the demo would add a second \
+                     copy; pass --force to add it anyway, or --data DIR for a new store"
+                );
+            }
             let bar = Bar::new("events generated");
             let options = DemoOptions {
                 users: args.users,
@@ -90,6 +101,15 @@ pub async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// `1 row`, `2 rows`.
+fn rows_text(rows: u64) -> String {
+    if rows == 1 {
+        "1 row".to_string()
+    } else {
+        format!("{rows} rows")
     }
 }
 

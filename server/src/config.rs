@@ -106,7 +106,7 @@ pub enum AuthCommand {
 pub struct ServeArgs {
     /// Address to listen on. [default: 127.0.0.1:50051]
     #[arg(long, env = "COHORT_LISTEN", value_name = "HOST:PORT")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
 
     /// Address of the PostgreSQL wire endpoint, or "off". [default: 127.0.0.1:5433]
     #[arg(long, env = "COHORT_PG_LISTEN", value_name = "HOST:PORT|off")]
@@ -194,16 +194,28 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of users.
-    #[arg(long, env = "COHORT_DEMO_USERS", default_value_t = 10_000)]
+    #[arg(long, env = "COHORT_DEMO_USERS", default_value_t = 10_000, value_parser = parse_count)]
     pub users: usize,
 
     /// Number of events.
-    #[arg(long, env = "COHORT_DEMO_EVENTS", default_value_t = 300_000)]
+    #[arg(long, env = "COHORT_DEMO_EVENTS", default_value_t = 300_000, value_parser = parse_count)]
     pub events: usize,
+
+    /// Add the demo data to a store that already holds data (a second run adds a second copy).
+    #[arg(long)]
+    pub force: bool,
 
     /// Random seed: the same seed writes the same data.
     #[arg(long, env = "COHORT_DEMO_SEED", default_value_t = 42)]
     pub seed: u64,
+}
+
+fn parse_count(value: &str) -> Result<usize, String> {
+    match value.trim().replace('_', "").parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number".into()),
+    }
 }
 
 fn parse_table(value: &str) -> Result<TableKind, String> {
@@ -220,7 +232,7 @@ pub struct FileConfig {
     pub memory_limit: Option<String>,
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     pub pg_listen: Option<String>,
     pub log: Option<String>,
     #[serde(default)]
@@ -290,13 +302,36 @@ fn duration(name: &str, text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid {name} '{text}': {e} (e.g. 30s, 5m, 1h)"))
 }
 
+/// `HOST:PORT` with HOST an address or a name (`localhost:50051`), resolved now: the first
+/// address the name has is the one listened on.
+fn socket_address(name: &str, text: &str, example: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let invalid = |why: String| format!("invalid {name} '{text}': {why} (e.g. {example})");
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err(invalid("expected HOST:PORT".into()));
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| invalid(format!("cannot resolve the host: {e}")))?
+        .next()
+        .ok_or_else(|| invalid("the host has no address".into()))
+}
+
 impl Settings {
     pub fn resolve(global: &GlobalArgs, serve: Option<&ServeArgs>) -> Result<Self, String> {
         let file = match &global.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let listen = serve.and_then(|s| s.listen);
+        let listen = match serve.and_then(|s| s.listen.clone()).or(file.listen.clone()) {
+            Some(text) => socket_address("listen", &text, "127.0.0.1:50051")?,
+            None => DEFAULT_LISTEN.parse().expect("valid default address"),
+        };
         let defaults = StatementLimits::default();
         let statement_limits = StatementLimits {
             max_sql_bytes: match &file.limits.max_sql_bytes {
@@ -377,11 +412,7 @@ impl Settings {
         }
         let pg_listen = match serve.and_then(|s| s.pg_listen.clone()).or(file.pg_listen) {
             Some(text) if text.trim().eq_ignore_ascii_case("off") => None,
-            Some(text) => Some(text.trim().parse().map_err(|_| {
-                format!(
-                    "invalid pg_listen '{text}': expected HOST:PORT (e.g. 127.0.0.1:5433) or off"
-                )
-            })?),
+            Some(text) => Some(socket_address("pg_listen", &text, "127.0.0.1:5433 or off")?),
             None => Some(DEFAULT_PG_LISTEN.parse().expect("valid default address")),
         };
         let memory_limit = match global.memory_limit.clone().or(file.memory_limit) {
@@ -403,9 +434,7 @@ impl Settings {
                 object_store_layer: None,
             },
             pg_listen,
-            listen: listen
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
+            listen,
             log: global
                 .log
                 .clone()

@@ -36,6 +36,21 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
     let authenticator = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
     check_exposure(&settings, authenticator.is_enabled())?;
     let tls = settings.tls.as_ref().map(tls_config).transpose()?;
+    // Bound before the store is opened: an address in use fails before anything is created.
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address: SocketAddr = listener.local_addr()?;
+    let pg_listener = match settings.pg_listen {
+        Some(pg_address) => Some(TcpListener::bind(pg_address).await.with_context(|| {
+            format!(
+                "cannot listen on {pg_address} for the PostgreSQL endpoint: pass \
+                 --pg-listen HOST:PORT for another address, or --pg-listen off"
+            )
+        })?),
+        None => None,
+    };
+
     let engine = Arc::new(Engine::open(settings.engine.clone()).await?);
     if demo {
         if engine.store().is_empty().await? {
@@ -53,20 +68,6 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
 
     // Runs that were going when the process last stopped will never finish.
     engine.fail_interrupted_runs().await?;
-
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let address: SocketAddr = listener.local_addr()?;
-    let pg_listener = match settings.pg_listen {
-        Some(pg_address) => Some(TcpListener::bind(pg_address).await.with_context(|| {
-            format!(
-                "cannot listen on {pg_address} for the PostgreSQL endpoint: pass \
-                 --pg-listen HOST:PORT for another address, or --pg-listen off"
-            )
-        })?),
-        None => None,
-    };
 
     let governor = Governor::new(settings.limits.clone());
     let flight = FlightServiceServer::new(CohortFlightSqlService::new(

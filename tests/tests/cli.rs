@@ -344,3 +344,121 @@ fn ingest_errors_name_the_file_column_and_row() {
         "a failed ingest wrote a version"
     );
 }
+
+#[test]
+fn demo_refuses_a_second_copy_and_bad_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    let demo = ["demo", "--data", &store, "--users", "20", "--events", "100"];
+    let (ok, out, err) = run_cli(&demo);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "demo data written: 100 events, 20 profiles");
+    let (ok, _, err) = run_cli(&demo);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        format!(
+            "error: the store at {store} already holds data, and the demo would add a second copy; pass --force to add it anyway, or --data DIR for a new store\n"
+        )
+    );
+    assert_eq!(
+        first_csv_row(
+            dir.path().join("store").as_path(),
+            "SELECT count(*) FROM events"
+        ),
+        "100"
+    );
+    let (ok, _, err) = run_cli(&[demo.as_slice(), &["--force"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(
+        first_csv_row(
+            dir.path().join("store").as_path(),
+            "SELECT count(*) FROM events"
+        ),
+        "200"
+    );
+    let (ok, _, err) = run_cli(&["demo", "--data", &store, "--users", "0"]);
+    assert!(!ok);
+    assert!(
+        err.starts_with("error: invalid value '0' for '--users <USERS>': must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ingest_of_one_row_and_of_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, "user_id,event,ts\n1,a,2026-05-01T10:00:00Z\n").unwrap();
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "user_id,event,ts\n").unwrap();
+    let ingest = |file: &std::path::Path| {
+        run_cli(&[
+            "ingest",
+            "--data",
+            &store,
+            "--table",
+            "events",
+            file.to_str().unwrap(),
+        ])
+    };
+    let (ok, out, err) = ingest(&one);
+    assert!(ok, "{err}");
+    assert_eq!(out, "1 row written to events (version 0)\n");
+    let (ok, out, err) = ingest(&empty);
+    assert!(ok, "{err}");
+    assert_eq!(out, "no rows in the input: nothing written to events\n");
+    // No empty version was committed: the next ingest is version 1.
+    let (ok, out, err) = ingest(&one);
+    assert!(ok, "{err}");
+    assert_eq!(out, "1 row written to events (version 1)\n");
+}
+
+#[test]
+fn serve_resolves_host_names_and_creates_nothing_when_it_cannot_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    // Taken: serve must fail before it opens (and so creates) the store.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let store = dir.path().join("never");
+    let (ok, _, err) = run_cli(&[
+        "serve",
+        "--data",
+        store.to_str().unwrap(),
+        "--listen",
+        &format!("localhost:{port}"),
+        "--pg-listen",
+        "off",
+    ]);
+    assert!(!ok);
+    assert!(err.starts_with("error: cannot listen on "), "{err}");
+    assert!(err.contains(&format!(":{port}")), "{err}");
+    assert!(
+        !store.exists(),
+        "a serve that could not bind created {}",
+        store.display()
+    );
+    let (ok, _, err) = run_cli(&[
+        "serve",
+        "--data",
+        store.to_str().unwrap(),
+        "--listen",
+        "localhost",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.starts_with(
+            "error: invalid listen 'localhost': expected HOST:PORT (e.g. 127.0.0.1:50051)"
+        ),
+        "{err}"
+    );
+    // A host name that resolves is served on.
+    let server = TestServer::start(&store, &["--pg-listen", "localhost:0"]);
+    let pg = server.pg_address.clone().expect("pg endpoint");
+    assert!(
+        pg.starts_with("127.0.0.1:") || pg.starts_with("[::1]:"),
+        "{pg}"
+    );
+    server.stop();
+}

@@ -34,8 +34,9 @@ pub struct IngestReport {
     pub table: TableKind,
     /// Rows accepted (for profiles: after collapsing repeated user ids to their last row).
     pub rows: u64,
-    /// The Delta table version the commit created.
-    pub version: u64,
+    /// The Delta table version the commit created; None when there were no rows to write
+    /// (an empty input commits nothing).
+    pub version: Option<u64>,
 }
 
 /// Progress of a multi-file ingest, for a progress bar.
@@ -116,6 +117,13 @@ impl Engine {
     ) -> Result<IngestReport> {
         let batch = concat_batches(&normalized.schema, &normalized.batches)?;
         drop(normalized.batches);
+        if batch.num_rows() == 0 {
+            return Ok(IngestReport {
+                table: kind,
+                rows: 0,
+                version: None,
+            });
+        }
         let existing = self.store.latest(kind).await?;
         let (rows, table) = match kind {
             TableKind::Events => {
@@ -141,7 +149,7 @@ impl Engine {
         Ok(IngestReport {
             table: kind,
             rows: rows as u64,
-            version,
+            version: Some(version),
         })
     }
 }
