@@ -168,7 +168,11 @@ impl Dictionary {
                 }
             }
         }
-        tracing::debug!(users = keys.len(), version = ?table.version(), "user keys loaded");
+        tracing::debug!(
+            users = keys.len(),
+            version = table.version().unwrap_or_default(),
+            "user keys loaded"
+        );
         *self = Dictionary {
             version: table.version(),
             keys,

@@ -60,7 +60,8 @@ pub struct GlobalArgs {
     )]
     pub target_partitions: Option<usize>,
 
-    /// Log filter, e.g. info, debug, cohort_server=debug. [default: info]
+    /// Log filter, e.g. info, debug, cohort_server=debug. [default: info for serve, warn for
+    /// the one-shot commands]
     #[arg(long, env = "COHORT_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
 }
@@ -186,8 +187,11 @@ pub struct SqlArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    /// An aligned table for reading; cells over 100 characters are cut
     Table,
+    /// CSV with a header row; lists and structs as their text
     Csv,
+    /// Newline-delimited JSON: one object per row
     Json,
 }
 

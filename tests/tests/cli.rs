@@ -41,6 +41,31 @@ fn output_formats() {
         out.starts_with("(0 rows; columns: user_id, event, ts, event_date, user_key)"),
         "{out}"
     );
+    // Lists print as their text in CSV; an empty result still has its header.
+    let csv = |sql: &str| {
+        let (ok, out, err) = run_cli(&["sql", "--data", &store, "--format", "csv", sql]);
+        assert!(ok, "{sql}: {err}");
+        out
+    };
+    assert_eq!(
+        csv("SELECT 1 AS a, make_array(1, 2) AS l"),
+        "a,l\n1,\"[1, 2]\"\n"
+    );
+    assert_eq!(csv("SELECT user_id, event FROM events"), "user_id,event\n");
+    // A wide cell is cut in the table, kept whole in CSV.
+    let wide = "SELECT repeat('x', 500) AS w";
+    let (ok, out, _) = run_cli(&["sql", "--data", &store, wide]);
+    assert!(ok);
+    assert!(
+        out.contains(&format!("{}… (500 chars)", "x".repeat(100))),
+        "{out}"
+    );
+    assert_eq!(csv(wide), format!("w\n{}\n", "x".repeat(500)));
+    // EXPLAIN prints each plan on its own lines, indented under its kind.
+    let (ok, out, _) = run_cli(&["sql", "--data", &store, "EXPLAIN SELECT 1"]);
+    assert!(ok);
+    assert!(out.starts_with("logical_plan:\n  "), "{out}");
+    assert!(out.contains("\nphysical_plan:\n  "), "{out}");
 }
 
 #[test]

@@ -418,7 +418,12 @@ impl Engine {
                 batch,
             )
             .await?;
-        tracing::info!(tags = names.len(), bitmaps = rows, version = ?table.version(), "tags refreshed");
+        tracing::info!(
+            tags = names.len(),
+            bitmaps = rows,
+            version = table.version().unwrap_or_default(),
+            "tags refreshed"
+        );
         Ok(rows as u64)
     }
 
