@@ -84,44 +84,54 @@ fn read_parquet(file: File) -> Decoded {
     Ok((schema, batches))
 }
 
-/// CSV columns are inferred over the whole file, so a column with one odd value becomes text.
-/// The file is then read as text and each column converted to its inferred type by the same
-/// conversion that checks every input, so a value that does not parse (a date that looks like
-/// one but is not) is named by column and 1-based data row, like any other bad value.
+/// CSV columns are inferred over the whole file, so a column with one odd value becomes text,
+/// and the file is decoded straight into the inferred types. A value that still fails to parse
+/// (a date that looks like one but is not) makes a second, slower pass that reads the file as
+/// text and converts it by the same checked conversion every input goes through, so the error
+/// names the column and 1-based data row like any other bad value.
 fn read_csv(name: &str, mut file: File) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let io = |e: std::io::Error| read_error(name, e.to_string());
     let format = arrow::csv::reader::Format::default().with_header(true);
     let (inferred, _) = format
         .infer_schema(BufReader::new(&mut file), None)
         .map_err(|e| read_error(name, csv_message(&e)))?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let schema = Arc::new(inferred);
+    let decoded = decode_csv(name, &mut file, &format, Arc::clone(&schema));
+    let error = match decoded {
+        Ok(batches) => return Ok((schema, batches)),
+        Err(error) => error,
+    };
     let text = Arc::new(Schema::new(
-        inferred
+        schema
             .fields()
             .iter()
             .map(|field| Field::new(field.name(), DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ));
-    let reader = arrow::csv::ReaderBuilder::new(Arc::clone(&text))
-        .with_format(format)
+    let mut rows = 0;
+    for batch in decode_csv(name, &mut file, &format, text)? {
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            convert_column(name, field, column, rows)?;
+        }
+        rows += batch.num_rows();
+    }
+    Err(error)
+}
+
+/// The whole of `file` decoded as `schema`.
+fn decode_csv(
+    name: &str,
+    file: &mut File,
+    format: &arrow::csv::reader::Format,
+    schema: SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| read_error(name, e.to_string()))?;
+    arrow::csv::ReaderBuilder::new(schema)
+        .with_format(format.clone())
         .with_batch_size(BATCH_SIZE)
         .build(BufReader::new(file))
-        .map_err(|e| read_error(name, csv_message(&e)))?;
-    let schema = Arc::new(inferred);
-    let mut batches = Vec::new();
-    let mut rows = 0;
-    for batch in reader {
-        let batch = batch.map_err(|e| read_error(name, csv_message(&e)))?;
-        let columns = schema
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .map(|(field, column)| convert_column(name, field, column, rows))
-            .collect::<Result<Vec<_>>>()?;
-        rows += batch.num_rows();
-        batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
-    }
-    Ok((schema, batches))
+        .and_then(|reader| reader.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| read_error(name, csv_message(&e)))
 }
 
 /// arrow-csv's message for a row with the wrong number of fields (`Expected 3 records, found
