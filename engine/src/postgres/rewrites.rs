@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{
     VisitorMut, visit_expressions, visit_expressions_mut,
 };
 
-use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
+use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::functions::{LIKE_PATTERN, PG_DATA_TYPE, PREFIX_ELEMENTS};
@@ -85,10 +85,7 @@ impl VisitorMut for FunctionsInFrom {
         } else if self.scalar && SCALAR_FUNCTIONS_IN_FROM.contains(&function.as_str()) {
             let arguments: Vec<String> = args.args.iter().map(ToString::to_string).collect();
             let select = format!("SELECT {name}({}) AS {}", arguments.join(", "), alias.name);
-            let Ok(mut parsed) = Parser::parse_sql(&PostgreSqlDialect {}, &select) else {
-                return ControlFlow::Continue(());
-            };
-            let Some(Statement::Query(subquery)) = parsed.pop() else {
+            let Some(subquery) = parse_query(&PostgreSqlDialect {}, &select) else {
                 return ControlFlow::Continue(());
             };
             *factor = TableFactor::Derived {
@@ -553,10 +550,7 @@ impl VisitorMut for SubqueriesInOrderBy {
             "SELECT * EXCLUDE ({}) FROM (SELECT 1) AS __cohort_sorted",
             hidden.join(", ")
         );
-        let Ok(mut parsed) = Parser::parse_sql(&GenericDialect {}, &outer) else {
-            return ControlFlow::Continue(());
-        };
-        let Some(Statement::Query(mut outer)) = parsed.pop() else {
+        let Some(mut outer) = parse_query(&GenericDialect {}, &outer) else {
             return ControlFlow::Continue(());
         };
         let SetExpr::Select(outer_select) = outer.body.as_mut() else {
@@ -630,10 +624,7 @@ fn membership_by_scalar_subqueries(needle: &SqlExpr, subquery: &Query) -> Option
          WHEN ({needle}) IS NULL OR (SELECT count(*) - count(value) FROM {values}) > 0 THEN NULL \
          ELSE false END"
     );
-    let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?;
-    let Some(Statement::Query(query)) = parsed.pop() else {
-        return None;
-    };
+    let query = parse_query(&PostgreSqlDialect {}, &sql)?;
     let SetExpr::Select(select) = *query.body else {
         return None;
     };
@@ -687,10 +678,7 @@ impl VisitorMut for InformationSchemaColumns {
              CAST(datetime_precision AS INT) AS datetime_precision, interval_type \
              FROM {name}"
         );
-        let Ok(mut parsed) = Parser::parse_sql(&PostgreSqlDialect {}, &select) else {
-            return ControlFlow::Continue(());
-        };
-        let Some(Statement::Query(subquery)) = parsed.pop() else {
+        let Some(subquery) = parse_query(&PostgreSqlDialect {}, &select) else {
             return ControlFlow::Continue(());
         };
         let alias = alias.take().unwrap_or_else(|| TableAlias {
@@ -706,6 +694,15 @@ impl VisitorMut for InformationSchemaColumns {
             sample: None,
         };
         ControlFlow::Continue(())
+    }
+}
+
+/// The one query of `sql`, a template a rewrite fills with the client's parts (None if those
+/// make it unparsable, and the rewrite leaves the statement as it was).
+fn parse_query(dialect: &dyn Dialect, sql: &str) -> Option<Box<Query>> {
+    match Parser::parse_sql(dialect, sql).ok()?.pop()? {
+        Statement::Query(query) => Some(query),
+        _ => None,
     }
 }
 
