@@ -297,6 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn nested_in_subqueries_cannot_grow_the_statement_without_bound() {
+        // Each level would triple the text: 3^15 copies if nothing stopped it.
+        let mut sql = "SELECT 1".to_string();
+        for _ in 0..15 {
+            sql = format!("SELECT 1 IN ({sql})");
+        }
+        let rewritten = rewritten(&sql);
+        // What the rewrites may add is bounded (the parser's own recursion limit alone let
+        // this one reach 322 KB, after 18 s of rewriting in a debug build).
+        assert!(
+            rewritten.len() <= sql.len() + rewrites::IN_REWRITE_BUDGET_BYTES,
+            "{} bytes",
+            rewritten.len()
+        );
+        // The innermost levels were rewritten, the rest left as written.
+        assert!(rewritten.contains("array_has("), "{rewritten}");
+        assert!(
+            rewritten.starts_with("SELECT 1 IN (SELECT 1 IN ("),
+            "{rewritten}"
+        );
+    }
+
+    #[test]
     fn information_schema_columns_name_postgresql_types() {
         let sql = rewritten(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'e'",

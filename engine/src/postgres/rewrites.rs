@@ -108,7 +108,9 @@ pub(super) fn rewrite(statement: &mut Statement) {
     let _ = statement.visit(&mut GenerateSubscripts);
     let _ = statement.visit(&mut UserKeyword);
     let _ = statement.visit(&mut SubqueriesInOrderBy);
-    let _ = statement.visit(&mut InSubqueriesInProjections);
+    let _ = statement.visit(&mut InSubqueriesInProjections {
+        budget: IN_REWRITE_BUDGET_BYTES,
+    });
     let _ = statement.visit(&mut InformationSchemaColumns);
     let _ = statement.visit(&mut FunctionsInFrom {
         scalar: false,
@@ -577,7 +579,17 @@ impl VisitorMut for SubqueriesInOrderBy {
 /// list computes `schema IN (<search path>)` in a CASE), where scalar subqueries do plan. So
 /// there it becomes scalar subqueries with IN's three-valued answer: false over no rows, true
 /// on a match, NULL when `x` is NULL or the subquery gave a NULL, else false.
-struct InSubqueriesInProjections;
+///
+/// Each rewrite writes the subquery three times, so IN nested in IN would grow the statement
+/// threefold per level, after its size and depth were checked: the SQL a statement's rewrites
+/// may add is bounded, and an IN beyond the bound is left to fail planning as written.
+struct InSubqueriesInProjections {
+    /// Bytes of SQL the remaining rewrites of this statement may still add.
+    budget: usize,
+}
+
+/// Catalog queries need a few KiB; a hostile statement must not get to megabytes.
+pub(super) const IN_REWRITE_BUDGET_BYTES: usize = 256 * 1024;
 
 impl VisitorMut for InSubqueriesInProjections {
     type Break = ();
@@ -597,7 +609,8 @@ impl VisitorMut for InSubqueriesInProjections {
                     subquery,
                     negated,
                 } = e
-                    && let Some(membership) = membership_by_scalar_subqueries(needle, subquery)
+                    && let Some(membership) =
+                        membership_by_scalar_subqueries(needle, subquery, &mut self.budget)
                 {
                     *e = if *negated {
                         SqlExpr::UnaryOp {
@@ -615,8 +628,16 @@ impl VisitorMut for InSubqueriesInProjections {
     }
 }
 
-fn membership_by_scalar_subqueries(needle: &SqlExpr, subquery: &Query) -> Option<SqlExpr> {
+fn membership_by_scalar_subqueries(
+    needle: &SqlExpr,
+    subquery: &Query,
+    budget: &mut usize,
+) -> Option<SqlExpr> {
     let values = format!("({subquery}) AS __cohort_in(value)");
+    let needle_text = needle.to_string();
+    let added = 3 * values.len() + 2 * needle_text.len();
+    *budget = budget.checked_sub(added)?;
+    let needle = needle_text;
     let sql = format!(
         "SELECT CASE \
          WHEN (SELECT count(*) FROM {values}) = 0 THEN false \
