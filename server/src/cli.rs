@@ -1,4 +1,4 @@
-//! The `cohort` command: serve, ingest, sql, demo.
+//! The `cohort` command: serve, ingest, sql, demo, auth.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -24,11 +24,14 @@ const QUIET_DEPENDENCIES: &str = "deltalake_core=error,buoyant_kernel=error";
 pub async fn run() -> anyhow::Result<()> {
     install_tls_provider();
     let cli = Cli::parse();
-    let serve = match &cli.command {
-        Command::Serve(args) => Some(args),
-        _ => None,
+    let (store, serve) = match &cli.command {
+        Command::Serve(args) => (Some(&args.store), Some(args)),
+        Command::Ingest(args) => (Some(&args.store), None),
+        Command::Sql(args) => (Some(&args.store), None),
+        Command::Demo(args) => (Some(&args.store), None),
+        Command::Auth(_) => (None, None),
     };
-    let mut settings = Settings::resolve(&cli.global, serve).map_err(anyhow::Error::msg)?;
+    let mut settings = Settings::resolve(&cli.global, store, serve).map_err(anyhow::Error::msg)?;
     if !matches!(cli.command, Command::Serve(_)) && cli.global.log.is_none() {
         // One-shot commands print results on stdout; keep routine logs out of the way.
         settings.log = format!("warn,{QUIET_DEPENDENCIES}");
@@ -45,7 +48,7 @@ pub async fn run() -> anyhow::Result<()> {
             let bar = Bar::new("rows read");
             let read = std::sync::atomic::AtomicU64::new(0);
             let report = engine
-                .ingest_files(args.table, &args.files, &|p| match p {
+                .ingest_files(args.table.into(), &args.files, &|p| match p {
                     IngestProgress::FileRead { rows, .. } => {
                         let total = read
                             .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed)
@@ -66,17 +69,7 @@ pub async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Sql(args) => {
-            let (schema, batches) = match &args.connect {
-                Some(url) => crate::remote::run_sql(url, &args).await?,
-                None => {
-                    let engine = Engine::open(settings.engine).await?;
-                    engine.execute_collect(&args.sql).await?
-                }
-            };
-            let mut stdout = std::io::stdout().lock();
-            crate::output::print(&schema, &batches, args.format, &mut stdout)
-        }
+        Command::Sql(args) => crate::sql_command::run(settings, args).await,
         Command::Auth(command) => crate::remote::auth_command(command),
         Command::Demo(args) => {
             let data = settings.engine.data.clone();

@@ -37,33 +37,33 @@ pub struct GlobalArgs {
     #[arg(long, env = "COHORT_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Store location: a local directory or s3://bucket/prefix (S3 settings from AWS_* variables).
-    /// [default: ./cohort-data]
-    #[arg(long, env = "COHORT_DATA", global = true, value_name = "URL")]
-    pub data: Option<String>,
-
-    /// Memory all queries may use together (e.g. 4GiB, 512MiB, or "unlimited"); operators spill
-    /// past it, what cannot spill fails. [default: 3/4 of the machine's or cgroup's memory]
-    #[arg(long, env = "COHORT_MEMORY_LIMIT", global = true, value_name = "SIZE")]
-    pub memory_limit: Option<String>,
-
-    /// Directory for spill files. [default: the system temporary directory]
-    #[arg(long, env = "COHORT_SPILL_DIR", global = true, value_name = "DIR")]
-    pub spill_dir: Option<PathBuf>,
-
-    /// Parallelism of one query. [default: number of cores]
-    #[arg(
-        long,
-        env = "COHORT_TARGET_PARTITIONS",
-        global = true,
-        value_name = "N"
-    )]
-    pub target_partitions: Option<usize>,
-
     /// Log filter, e.g. info, debug, cohort_server=debug. [default: info for serve, warn for
     /// the one-shot commands]
     #[arg(long, env = "COHORT_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
+}
+
+/// Where the store is and what its queries may use: the options of every command that opens
+/// the store (not of `auth`, which never does).
+#[derive(Debug, Default, Args)]
+pub struct StoreArgs {
+    /// Store location: a local directory or s3://bucket/prefix (S3 settings from AWS_* variables).
+    /// [default: ./cohort-data]
+    #[arg(long, env = "COHORT_DATA", value_name = "URL")]
+    pub data: Option<String>,
+
+    /// Memory all queries may use together (e.g. 4GiB, 512MiB, or "unlimited"); operators spill
+    /// past it, what cannot spill fails. [default: 3/4 of the machine's or cgroup's memory]
+    #[arg(long, env = "COHORT_MEMORY_LIMIT", value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+
+    /// Directory for spill files. [default: the system temporary directory]
+    #[arg(long, env = "COHORT_SPILL_DIR", value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+
+    /// Parallelism of one query. [default: number of cores]
+    #[arg(long, env = "COHORT_TARGET_PARTITIONS", value_name = "N")]
+    pub target_partitions: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,7 +83,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Read a password from standard input and print its [[auth.users]] entry.
+    /// Read a password (asked for twice on a terminal, else from standard input) and print its
+    /// [[auth.users]] entry.
     HashPassword {
         /// User name.
         #[arg(long)]
@@ -105,6 +106,9 @@ pub enum AuthCommand {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     /// Address to listen on. [default: 127.0.0.1:50051]
     #[arg(long, env = "COHORT_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
@@ -145,17 +149,41 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     /// Table to load into.
-    #[arg(long, value_parser = parse_table)]
-    pub table: TableKind,
+    #[arg(long, value_enum)]
+    pub table: TableArg,
 
     /// Files to load (.parquet, .csv, .ndjson/.jsonl/.json); the format follows the extension.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
 
+/// The tables `cohort ingest` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableArg {
+    /// Behaviour events: user_id, event, ts, and any properties
+    Events,
+    /// One row per user: user_id and any attributes; a later row for a user replaces it
+    Profiles,
+}
+
+impl From<TableArg> for TableKind {
+    fn from(table: TableArg) -> Self {
+        match table {
+            TableArg::Events => TableKind::Events,
+            TableArg::Profiles => TableKind::Profiles,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SqlArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     /// Send the statement to a running server (grpc://HOST:PORT) instead of opening the store.
     #[arg(long, env = "COHORT_CONNECT", value_name = "URL")]
     pub connect: Option<String>,
@@ -173,7 +201,8 @@ pub struct SqlArgs {
     )]
     pub token: Option<String>,
 
-    /// User name for a server with authentication (password from COHORT_PASSWORD).
+    /// User name for a server with authentication (password from COHORT_PASSWORD, asked for
+    /// on a terminal when that is not set).
     #[arg(long, env = "COHORT_USER", value_name = "NAME")]
     pub user: Option<String>,
 
@@ -181,8 +210,17 @@ pub struct SqlArgs {
     #[arg(long, env = "COHORT_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 
-    /// The SQL statement.
-    pub sql: String,
+    /// Read the statements from FILE ("-" for standard input).
+    #[arg(short = 'f', long, value_name = "FILE", conflicts_with = "sql")]
+    pub file: Option<PathBuf>,
+
+    /// Print how long each statement took.
+    #[arg(long)]
+    pub timing: bool,
+
+    /// SQL statements, separated by ';'. Without them and without --file the statements come
+    /// from standard input, or from an interactive shell when that is a terminal.
+    pub sql: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +235,9 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     /// Number of users.
     #[arg(long, env = "COHORT_DEMO_USERS", default_value_t = 10_000, value_parser = parse_count)]
     pub users: usize,
@@ -220,12 +261,6 @@ fn parse_count(value: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err("expected a whole number".into()),
     }
-}
-
-fn parse_table(value: &str) -> Result<TableKind, String> {
-    value
-        .parse()
-        .map_err(|e: cohort_engine::EngineError| e.to_string())
 }
 
 /// Keys accepted in the `--config` TOML file.
@@ -327,7 +362,14 @@ fn socket_address(name: &str, text: &str, example: &str) -> Result<SocketAddr, S
 }
 
 impl Settings {
-    pub fn resolve(global: &GlobalArgs, serve: Option<&ServeArgs>) -> Result<Self, String> {
+    /// `store` is `None` for the commands that never open the store.
+    pub fn resolve(
+        global: &GlobalArgs,
+        store: Option<&StoreArgs>,
+        serve: Option<&ServeArgs>,
+    ) -> Result<Self, String> {
+        let no_store = StoreArgs::default();
+        let store = store.unwrap_or(&no_store);
         let file = match &global.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -419,21 +461,21 @@ impl Settings {
             Some(text) => Some(socket_address("pg_listen", &text, "127.0.0.1:5433 or off")?),
             None => Some(DEFAULT_PG_LISTEN.parse().expect("valid default address")),
         };
-        let memory_limit = match global.memory_limit.clone().or(file.memory_limit) {
+        let memory_limit = match store.memory_limit.clone().or(file.memory_limit) {
             Some(text) if text.trim().eq_ignore_ascii_case("unlimited") => None,
             Some(text) => Some(parse_size(&text)?),
             None => crate::memory::default_memory_limit(),
         };
         Ok(Self {
             engine: EngineConfig {
-                data: global
+                data: store
                     .data
                     .clone()
                     .or(file.data)
                     .unwrap_or_else(|| cohort_engine::DEFAULT_DATA.to_string()),
                 memory_limit,
-                spill_dir: global.spill_dir.clone().or(file.spill_dir),
-                target_partitions: global.target_partitions.or(file.target_partitions),
+                spill_dir: store.spill_dir.clone().or(file.spill_dir),
+                target_partitions: store.target_partitions.or(file.target_partitions),
                 limits: statement_limits,
                 object_store_layer: None,
             },
@@ -504,15 +546,15 @@ mod tests {
             "cohort",
             "--config",
             path.to_str().unwrap(),
+            "serve",
             "--data",
             "/from/flag",
-            "serve",
         ])
         .unwrap();
         let Command::Serve(serve) = &cli.command else {
             panic!()
         };
-        let settings = Settings::resolve(&cli.global, Some(serve)).unwrap();
+        let settings = Settings::resolve(&cli.global, Some(&serve.store), Some(serve)).unwrap();
         assert_eq!(settings.engine.data, "/from/flag");
         assert_eq!(settings.engine.memory_limit, Some(1 << 30));
         assert_eq!(settings.listen.to_string(), "0.0.0.0:9000");
@@ -523,14 +565,17 @@ mod tests {
     fn memory_limit_defaults_to_a_share_of_the_machine_and_can_be_lifted() {
         let memory_limit = |args: &[&str]| {
             let cli = Cli::try_parse_from(args).unwrap();
-            Settings::resolve(&cli.global, None)
+            let Command::Sql(sql) = &cli.command else {
+                panic!()
+            };
+            Settings::resolve(&cli.global, Some(&sql.store), None)
                 .unwrap()
                 .engine
                 .memory_limit
         };
-        let unlimited = ["cohort", "--memory-limit", "unlimited", "sql", "SELECT 1"];
+        let unlimited = ["cohort", "sql", "--memory-limit", "unlimited", "SELECT 1"];
         assert_eq!(memory_limit(&unlimited), None);
-        let sized = ["cohort", "--memory-limit", "512MiB", "sql", "SELECT 1"];
+        let sized = ["cohort", "sql", "--memory-limit", "512MiB", "SELECT 1"];
         assert_eq!(memory_limit(&sized), Some(512 << 20));
         if std::env::var_os("COHORT_MEMORY_LIMIT").is_none() {
             let default = memory_limit(&["cohort", "sql", "SELECT 1"]);

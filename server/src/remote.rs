@@ -1,7 +1,7 @@
 //! `cohort sql --connect`: the same statement over Flight SQL to a running server, and the
 //! `cohort auth` helpers that create the credentials such a server checks.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -19,60 +19,89 @@ use tonic::{Code, Status};
 
 use crate::config::{AuthCommand, SqlArgs};
 
-pub async fn run_sql(url: &str, args: &SqlArgs) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
-    let (address, tls) = if let Some(rest) = url.strip_prefix("grpc+tls://") {
-        (format!("https://{rest}"), true)
-    } else if let Some(rest) = url.strip_prefix("grpc://") {
-        (format!("http://{rest}"), false)
-    } else {
-        (url.to_string(), url.starts_with("https://"))
-    };
-    let mut endpoint = Endpoint::from_shared(address.clone())
-        .map_err(|e| anyhow::anyhow!("invalid server URL '{url}': {e}"))?;
-    if tls {
-        let mut config = ClientTlsConfig::new();
-        if let Some(ca) = &args.tls_ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
-            config = config.ca_certificate(Certificate::from_pem(pem));
+/// A connection to a running server, kept for every statement of a script or shell.
+pub struct RemoteClient {
+    client: FlightSqlServiceClient<Channel>,
+}
+
+impl RemoteClient {
+    pub async fn connect(url: &str, args: &SqlArgs) -> anyhow::Result<Self> {
+        let (address, tls) = if let Some(rest) = url.strip_prefix("grpc+tls://") {
+            (format!("https://{rest}"), true)
+        } else if let Some(rest) = url.strip_prefix("grpc://") {
+            (format!("http://{rest}"), false)
+        } else {
+            (url.to_string(), url.starts_with("https://"))
+        };
+        let mut endpoint = Endpoint::from_shared(address.clone())
+            .map_err(|e| anyhow::anyhow!("invalid server URL '{url}': {e}"))?;
+        if tls {
+            let mut config = ClientTlsConfig::new();
+            if let Some(ca) = &args.tls_ca {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+                config = config.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
         }
-        endpoint = endpoint
-            .tls_config(config)
-            .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        let channel = endpoint
+            .connect()
+            .await
+            // The reason (refused, certificate not trusted, ...) is in the error's sources.
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {url}")))?;
+        let mut client = FlightSqlServiceClient::new(channel.clone());
+        if let Some(token) = &args.token {
+            client.set_token(token.clone());
+        } else if let Some(user) = &args.user {
+            let password = password(user)?;
+            client.set_token(handshake(channel, user, &password).await?);
+        }
+        Ok(Self { client })
     }
-    let channel = endpoint
-        .connect()
-        .await
-        // The reason (refused, certificate not trusted, ...) is in the error's sources.
-        .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {url}")))?;
-    let mut client = FlightSqlServiceClient::new(channel.clone());
-    if let Some(token) = &args.token {
-        client.set_token(token.clone());
-    } else if let Some(user) = &args.user {
-        let password = std::env::var("COHORT_PASSWORD").map_err(|_| {
-            anyhow::anyhow!("--user needs the password in the COHORT_PASSWORD environment variable")
-        })?;
-        client.set_token(handshake(channel, user, &password).await?);
-    }
-    let info = client
-        .execute(args.sql.clone(), None)
-        .await
-        .map_err(|e| flight_error(&e))?;
-    let schema = Arc::new(info.clone().try_decode_schema().map_err(arrow_error)?);
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let ticket = endpoint
-            .ticket
-            .ok_or_else(|| anyhow::anyhow!("server returned an endpoint without a ticket"))?;
-        let stream = client.do_get(ticket).await.map_err(|e| flight_error(&e))?;
-        batches.extend(
-            stream
-                .try_collect::<Vec<_>>()
+
+    pub async fn execute(&mut self, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+        let info = self
+            .client
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(|e| flight_error(&e))?;
+        let schema = Arc::new(info.clone().try_decode_schema().map_err(arrow_error)?);
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let ticket = endpoint
+                .ticket
+                .ok_or_else(|| anyhow::anyhow!("server returned an endpoint without a ticket"))?;
+            let stream = self
+                .client
+                .do_get(ticket)
                 .await
-                .map_err(|e| flight_error(&e))?,
+                .map_err(|e| flight_error(&e))?;
+            batches.extend(
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| flight_error(&e))?,
+            );
+        }
+        Ok((schema, batches))
+    }
+}
+
+/// `--user`'s password: COHORT_PASSWORD, or asked for on the terminal (not echoed).
+fn password(user: &str) -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("COHORT_PASSWORD") {
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "--user needs a password: set COHORT_PASSWORD (standard input is not a terminal \
+             to ask on)"
         );
     }
-    Ok((schema, batches))
+    rpassword::prompt_password(format!("Password for {user}: "))
+        .map_err(|e| anyhow::anyhow!("cannot read the password from the terminal: {e}"))
 }
 
 /// Basic authentication for a bearer token. arrow-flight's own handshake turns a refusal into
@@ -141,9 +170,23 @@ fn status_error(status: &Status) -> anyhow::Error {
 pub fn auth_command(command: AuthCommand) -> anyhow::Result<()> {
     match command {
         AuthCommand::HashPassword { user, role } => {
-            let mut password = String::new();
-            std::io::stdin().read_to_string(&mut password)?;
-            let password = password.trim_end_matches(['\r', '\n']);
+            let password = if std::io::stdin().is_terminal() {
+                let prompt = |text: &str| {
+                    rpassword::prompt_password(text).map_err(|e| {
+                        anyhow::anyhow!("cannot read the password from the terminal: {e}")
+                    })
+                };
+                let password = prompt(&format!("New password for {user}: "))?;
+                if prompt("Repeat it: ")? != password {
+                    anyhow::bail!("the two passwords differ");
+                }
+                password
+            } else {
+                let mut password = String::new();
+                std::io::stdin().read_to_string(&mut password)?;
+                password.trim_end_matches(['\r', '\n']).to_string()
+            };
+            let password = password.as_str();
             if password.len() < 8 {
                 anyhow::bail!("refusing a password shorter than 8 characters");
             }

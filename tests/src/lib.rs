@@ -39,6 +39,28 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs `cohort ARGS...` with `input` on its standard input, returning (success, stdout, stderr).
+pub fn run_cli_with_input(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(cohort_bin())
+        .args(args)
+        .env_remove("COHORT_DATA")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cohort");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let output = child.wait_with_output().expect("wait for cohort");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Runs one statement on a store with `cohort sql --format csv` and returns its first data row.
 pub fn first_csv_row(store: &Path, sql: &str) -> String {
     let (ok, out, err) = run_cli(&[

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use cohort_e2e::{TestServer, cohort_bin, first_csv_row, run_cli};
+use cohort_e2e::{TestServer, cohort_bin, first_csv_row, run_cli, run_cli_with_input};
 
 fn store_arg(dir: &tempfile::TempDir) -> String {
     dir.path().join("store").to_string_lossy().into_owned()
@@ -486,4 +486,128 @@ fn serve_resolves_host_names_and_creates_nothing_when_it_cannot_bind() {
         "{pg}"
     );
     server.stop();
+}
+
+#[test]
+fn sql_runs_scripts_from_the_command_line_a_file_and_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    let script = dir.path().join("tour.sql");
+    std::fs::write(
+        &script,
+        "-- two statements and a comment\nSELECT 'a;b' AS text;\n\nSELECT 1 + 1 AS two\n",
+    )
+    .unwrap();
+    let csv = ["sql", "--data", &store, "--format", "csv"];
+
+    let (ok, out, err) = run_cli(&[&csv[..], &["SELECT 1 AS one; SELECT 2 AS two"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(out, "one\n1\ntwo\n2\n");
+
+    let file = script.to_str().unwrap();
+    let (ok, out, err) = run_cli(&[&csv[..], &["-f", file]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(out, "text\na;b\ntwo\n2\n");
+
+    for args in [&csv[..], &[&csv[..], &["--file", "-"]].concat()] {
+        let (ok, out, err) = run_cli_with_input(args, "SELECT 3 AS three;\nSELECT 4 AS four;");
+        assert!(ok, "{err}");
+        assert_eq!(out, "three\n3\nfour\n4\n");
+    }
+
+    // Tables are separated by a blank line; --timing goes to stderr, out of the results' way.
+    let (ok, out, err) = run_cli(&[
+        "sql",
+        "--data",
+        &store,
+        "--timing",
+        "SELECT 1 AS a; SELECT 2 AS b",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "+---+\n| a |\n+---+\n| 1 |\n+---+\n\n+---+\n| b |\n+---+\n| 2 |\n+---+\n"
+    );
+    assert_eq!(err.matches("Time: ").count(), 2, "{err}");
+
+    // A failing statement stops the script and says which one it was.
+    let broken = dir.path().join("broken.sql");
+    std::fs::write(
+        &broken,
+        "SELECT 1 AS ok;\nSELECT * FROM nowhere;\nSELECT 3;\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run_cli(&[&csv[..], &["-f", broken.to_str().unwrap()]].concat());
+    assert!(!ok);
+    assert_eq!(out, "ok\n1\n");
+    assert_eq!(
+        err,
+        format!(
+            "error: {}, statement 2 (line 2): table 'cohort.public.nowhere' not found\n",
+            broken.display()
+        )
+    );
+    let (ok, _, err) = run_cli_with_input(&csv, "SELECT 1;\nSELEC 2;");
+    assert!(!ok);
+    assert!(
+        err.starts_with(
+            "error: statement 2 (line 2): syntax error: Expected: an SQL statement, found: SELEC"
+        ),
+        "{err}"
+    );
+
+    let (ok, _, err) = run_cli_with_input(&csv, "SELECT 'never closed");
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: line 1, column 8: Unterminated string literal\n"
+    );
+    for (input, message) in [
+        (
+            "-- only a comment\n",
+            "error: no SQL statement on standard input\n",
+        ),
+        ("", "error: no SQL statement on standard input\n"),
+    ] {
+        let (ok, _, err) = run_cli_with_input(&csv, input);
+        assert!(!ok);
+        assert_eq!(err, message);
+    }
+    let (ok, _, err) = run_cli(&[&csv[..], &["-f", "/no/such/file.sql"]].concat());
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: cannot read /no/such/file.sql: No such file or directory (os error 2)\n"
+    );
+    let (ok, _, err) = run_cli(&[&csv[..], &["-f", file, "SELECT 1"]].concat());
+    assert!(!ok);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn help_lists_table_names_and_auth_takes_no_store_options() {
+    let (ok, out, _) = run_cli(&["ingest", "--help"]);
+    assert!(ok);
+    assert!(
+        out.contains("- events:") && out.contains("- profiles:"),
+        "{out}"
+    );
+    for command in ["hash-password", "new-token"] {
+        let (ok, out, _) = run_cli(&["auth", command, "--help"]);
+        assert!(ok);
+        for option in [
+            "--data",
+            "--memory-limit",
+            "--spill-dir",
+            "--target-partitions",
+        ] {
+            assert!(
+                !out.contains(option),
+                "auth {command} offers {option}:\n{out}"
+            );
+        }
+    }
+    let (ok, _, err) = run_cli(&["ingest", "--table", "event", "x.csv"]);
+    assert!(!ok);
+    assert!(err.contains("possible values: events, profiles"), "{err}");
 }
