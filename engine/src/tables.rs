@@ -121,15 +121,32 @@ impl TableKind {
         }
     }
 
+    /// The columns a table starts with, in this order; properties and attributes follow in
+    /// the order they first arrive (the data model the README documents). `user_key` comes
+    /// after the columns an input supplies, so `INSERT INTO events VALUES (user_id, event, ts)`
+    /// lines up by position.
+    pub fn leading_columns(self) -> &'static [&'static str] {
+        match self {
+            TableKind::Events => &[USER_ID, EVENT, TS, EVENT_DATE, USER_KEY],
+            TableKind::Profiles => &[USER_ID, USER_KEY],
+        }
+    }
+
     /// The schema a table shows before anything was ingested into it.
     pub fn empty_schema(self) -> SchemaRef {
-        let mut fields = vec![Field::new(USER_ID, DataType::Int64, true)];
-        if self == TableKind::Events {
-            fields.push(Field::new(EVENT, DataType::Utf8, true));
-            fields.push(Field::new(TS, timestamp_type(), true));
-            fields.push(Field::new(EVENT_DATE, DataType::Date32, true));
-        }
-        fields.push(Field::new(USER_KEY, DataType::Int64, true));
+        let fields: Vec<Field> = self
+            .leading_columns()
+            .iter()
+            .map(|&name| {
+                let data_type = match name {
+                    EVENT => DataType::Utf8,
+                    TS => timestamp_type(),
+                    EVENT_DATE => DataType::Date32,
+                    _ => DataType::Int64,
+                };
+                Field::new(name, data_type, true)
+            })
+            .collect();
         Arc::new(Schema::new(fields))
     }
 }

@@ -48,15 +48,20 @@ pub async fn run() -> anyhow::Result<()> {
             let bar = Bar::new("rows read");
             let read = std::sync::atomic::AtomicU64::new(0);
             let report = engine
-                .ingest_files(args.table.into(), &args.files, &|p| match p {
-                    IngestProgress::FileRead { rows, .. } => {
-                        let total = read
-                            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed)
-                            + rows as u64;
-                        bar.set(total);
-                    }
-                    IngestProgress::Writing { .. } => bar.message("writing"),
-                })
+                .ingest_files(
+                    args.table.into(),
+                    &args.files,
+                    args.format.map(Into::into),
+                    &|p| match p {
+                        IngestProgress::FileRead { rows, .. } => {
+                            let total = read
+                                .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed)
+                                + rows as u64;
+                            bar.set(total);
+                        }
+                        IngestProgress::Writing { .. } => bar.message("writing"),
+                    },
+                )
                 .await?;
             bar.finish();
             match report.version {

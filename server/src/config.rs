@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cohort_engine::ingest::FileFormat;
 use cohort_engine::{EngineConfig, StatementLimits, TableKind};
 use serde::Deserialize;
 
@@ -156,9 +157,35 @@ pub struct IngestArgs {
     #[arg(long, value_enum)]
     pub table: TableArg,
 
-    /// Files to load (.parquet, .csv, .ndjson/.jsonl/.json); the format follows the extension.
+    /// Files to load (.parquet, .csv, .ndjson/.jsonl/.json, each optionally .gz); the format
+    /// follows the extension. "-" reads standard input (needs --format).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+
+    /// The input format, whatever the file names say.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<InputFormatArg>,
+}
+
+/// The input formats `cohort ingest` reads; gzip-compressed input is recognised by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormatArg {
+    /// Comma-separated values with a header row
+    Csv,
+    /// Newline-delimited JSON, one object per line
+    Ndjson,
+    /// Apache Parquet
+    Parquet,
+}
+
+impl From<InputFormatArg> for FileFormat {
+    fn from(format: InputFormatArg) -> Self {
+        match format {
+            InputFormatArg::Csv => FileFormat::Csv,
+            InputFormatArg::Ndjson => FileFormat::NdJson,
+            InputFormatArg::Parquet => FileFormat::Parquet,
+        }
+    }
 }
 
 /// The tables `cohort ingest` loads.

@@ -20,22 +20,22 @@ CREATE TABLE events (
     user_id bigint,
     event text,
     ts timestamp with time zone,
+    event_date date,
+    user_key bigint,
     session_id bigint,
     page text,
     device text,
-    revenue double precision,
-    event_date date,
-    user_key bigint
+    revenue double precision
 );
 CREATE TABLE profiles (
     user_id bigint,
+    user_key bigint,
     country text,
     plan text,
     age bigint,
     ltv double precision,
     signup_at timestamp with time zone,
-    tags text[],
-    user_key bigint
+    tags text[]
 );
 CREATE TABLE user_keys (
     user_id text NOT NULL,

@@ -40,7 +40,7 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
 }
 
 /// Runs `cohort ARGS...` with `input` on its standard input, returning (success, stdout, stderr).
-pub fn run_cli_with_input(args: &[&str], input: &str) -> (bool, String, String) {
+pub fn run_cli_with_input(args: &[&str], input: impl AsRef<[u8]>) -> (bool, String, String) {
     use std::io::Write;
     let mut child = Command::new(cohort_bin())
         .args(args)
@@ -51,7 +51,7 @@ pub fn run_cli_with_input(args: &[&str], input: &str) -> (bool, String, String) 
         .spawn()
         .expect("run cohort");
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(input.as_bytes()).expect("write stdin");
+    stdin.write_all(input.as_ref()).expect("write stdin");
     drop(stdin);
     let output = child.wait_with_output().expect("wait for cohort");
     (

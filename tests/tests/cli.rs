@@ -611,3 +611,124 @@ fn help_lists_table_names_and_auth_takes_no_store_options() {
     assert!(!ok);
     assert!(err.contains("possible values: events, profiles"), "{err}");
 }
+
+#[test]
+fn a_new_table_starts_with_its_base_columns_and_event_date_must_match_ts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    // NDJSON keys arrive in any order; the schema inferred from them is alphabetical.
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(
+        &events,
+        "{\"zeta\": 1, \"ts\": \"2026-01-01T10:00:00Z\", \"event\": \"a\", \"alpha\": \"x\", \"user_id\": \"u1\"}\n",
+    )
+    .unwrap();
+    let ingest = |file: &std::path::Path| {
+        run_cli(&[
+            "ingest",
+            "--data",
+            &store,
+            "--table",
+            "events",
+            file.to_str().unwrap(),
+        ])
+    };
+    let (ok, _, err) = ingest(&events);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_cli(&[
+        "sql",
+        "--data",
+        &store,
+        "--format",
+        "csv",
+        "SELECT * FROM events",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().next().unwrap(),
+        "user_id,event,ts,event_date,user_key,alpha,zeta"
+    );
+
+    let dated = dir.path().join("dated.csv");
+    std::fs::write(
+        &dated,
+        "user_id,event,ts,event_date\nu2,b,2026-01-01T23:30:00Z,2026-01-01\nu2,b,2026-01-01T23:30:00-02:00,2026-01-01\n",
+    )
+    .unwrap();
+    let (ok, _, err) = ingest(&dated);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        format!(
+            "error: {}: column 'event_date', row 2: 2026-01-01 is not the UTC date of ts \
+             2026-01-02T01:30:00Z (2026-01-02); leave event_date out and Cohort derives it\n",
+            dated.display()
+        )
+    );
+    std::fs::write(
+        &dated,
+        "user_id,event,ts,event_date\nu2,b,2026-01-01T23:30:00Z,2026-01-01\n",
+    )
+    .unwrap();
+    let (ok, out, err) = ingest(&dated);
+    assert!(ok, "{err}");
+    assert_eq!(out, "1 row written to events (version 1)\n");
+}
+
+#[test]
+fn ingest_reads_gzip_and_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    let csv = "user_id,event,ts\n1,a,2026-01-01T00:00:00Z\n2,b,2026-01-02T00:00:00Z\n";
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(csv.as_bytes()).unwrap();
+    let compressed = gzip.finish().unwrap();
+    let file = dir.path().join("events.csv.gz");
+    std::fs::write(&file, &compressed).unwrap();
+    let ingest = ["ingest", "--data", &store, "--table", "events"];
+
+    let (ok, out, err) = run_cli(&[&ingest[..], &[file.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(out, "2 rows written to events (version 0)\n");
+    let stdin = [&ingest[..], &["--format", "csv", "-"]].concat();
+    let (ok, out, err) = run_cli_with_input(&stdin, csv);
+    assert!(ok, "{err}");
+    assert_eq!(out, "2 rows written to events (version 1)\n");
+    // Compressed standard input is recognised by its first bytes.
+    let (ok, out, err) = run_cli_with_input(&stdin, &compressed);
+    assert!(ok, "{err}");
+    assert_eq!(out, "2 rows written to events (version 2)\n");
+    let count = first_csv_row(&dir.path().join("store"), "SELECT count(*) FROM events");
+    assert_eq!(count, "6");
+
+    let (ok, _, err) = run_cli_with_input(&[&ingest[..], &["-"]].concat(), csv);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: standard input: give its format (--format csv, ndjson or parquet): standard \
+         input has no file name to tell it by\n"
+    );
+    let (ok, _, err) = run_cli_with_input(&stdin, "user_id,event,ts\n1,a,soon\n");
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: standard input: column 'ts', row 1: cannot convert 'soon' to a timestamp\n"
+    );
+    let fake = dir.path().join("fake.csv.gz");
+    std::fs::write(&fake, csv).unwrap();
+    let (ok, _, err) = run_cli(&[&ingest[..], &[fake.to_str().unwrap()]].concat());
+    assert!(!ok);
+    assert_eq!(
+        err,
+        format!(
+            "error: {}: is named .gz but is not gzip-compressed\n",
+            fake.display()
+        )
+    );
+    let truncated = dir.path().join("cut.csv.gz");
+    std::fs::write(&truncated, &compressed[..compressed.len() / 2]).unwrap();
+    let (ok, _, err) = run_cli(&[&ingest[..], &[truncated.to_str().unwrap()]].concat());
+    assert!(!ok);
+    assert!(err.contains("cannot decompress it as gzip"), "{err}");
+}

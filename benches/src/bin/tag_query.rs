@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
             Command::Prepare { profiles, store } => {
                 let engine = open(&store, None).await?;
                 let report = engine
-                    .ingest_files(TableKind::Profiles, &[profiles], &|_| {})
+                    .ingest_files(TableKind::Profiles, &[profiles], None, &|_| {})
                     .await?;
                 let (schema, _) = engine
                     .execute_collect("SELECT * FROM profiles LIMIT 0")

@@ -21,7 +21,7 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
 pub use normalize::storage_type;
-pub use read::{FileFormat, InputFile, read_file};
+pub use read::{FileFormat, InputFile, STDIN_PATH, read_file};
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
@@ -54,10 +54,12 @@ pub enum IngestProgress {
 
 impl Engine {
     /// Reads, validates and writes the files as one commit: all of them, or (on any error) none.
+    /// A path of `-` is standard input; `format` overrides what the file names imply.
     pub async fn ingest_files(
         &self,
         kind: TableKind,
         paths: &[PathBuf],
+        format: Option<FileFormat>,
         progress: &(dyn Fn(IngestProgress) + Sync),
     ) -> Result<IngestReport> {
         if paths.is_empty() {
@@ -68,7 +70,7 @@ impl Engine {
         let mut normalizer = normalize::Normalizer::new(kind, existing);
         for (index, path) in paths.iter().enumerate() {
             let path = path.clone();
-            let input = tokio::task::spawn_blocking(move || read_file(&path))
+            let input = tokio::task::spawn_blocking(move || read_file(&path, format))
                 .await
                 .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
             normalizer.add(&input.name, &input.schema, &input.batches)?;

@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, new_null_array};
+use arrow::array::{Array, ArrayRef, AsArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    DataType, Date32Type, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit,
+};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
@@ -26,6 +28,8 @@ pub struct Normalizer {
     batches: Vec<RecordBatch>,
     /// Columns at least one input carried (the rest are back-filled with nulls).
     provided: Vec<String>,
+    /// The table does not exist yet: this commit fixes its column order.
+    creates_table: bool,
 }
 
 /// Validated rows, ready to commit.
@@ -39,6 +43,7 @@ pub struct Normalized {
 impl Normalizer {
     /// `existing` is the table's current schema, if the table has been created.
     pub fn new(kind: TableKind, existing: Option<SchemaRef>) -> Self {
+        let creates_table = existing.is_none();
         let fields = existing
             .map(|s| s.fields().iter().cloned().collect())
             .unwrap_or_default();
@@ -47,6 +52,7 @@ impl Normalizer {
             fields,
             batches: Vec::new(),
             provided: Vec::new(),
+            creates_table,
         }
     }
 
@@ -67,10 +73,13 @@ impl Normalizer {
 
         let mut new_fields: Vec<FieldRef> = Vec::new();
         let mut plan: Vec<(usize, FieldRef)> = Vec::new();
+        // An input's own event_date is only checked: the stored one is always ts's UTC date.
+        let mut given_event_date = None;
         for (index, field) in schema.fields().iter().enumerate() {
             let name = field.name();
             if self.kind == TableKind::Events && name == EVENT_DATE {
-                continue; // derived from ts below
+                given_event_date = Some(index);
+                continue;
             }
             if name == USER_KEY {
                 return Err(EngineError::invalid_input(
@@ -130,6 +139,13 @@ impl Normalizer {
                 }
                 columns.push(array);
             }
+            if let Some(index) = given_event_date {
+                let ts = plan
+                    .iter()
+                    .position(|(_, f)| f.name() == TS)
+                    .expect("events always have ts");
+                check_event_date(source, batch.column(index), &columns[ts], row_offset)?;
+            }
             let fields: Vec<FieldRef> = plan.iter().map(|(_, f)| Arc::clone(f)).collect();
             let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
             converted.push(RecordBatch::try_new_with_options(
@@ -182,6 +198,16 @@ impl Normalizer {
         if !fields.iter().any(|f| f.name() == USER_KEY) {
             fields.push(Arc::new(Field::new(USER_KEY, DataType::Int64, true)));
         }
+        if self.creates_table {
+            // A stable sort: the leading columns in their order, the rest as they came.
+            let leading = self.kind.leading_columns();
+            fields.sort_by_key(|field| {
+                leading
+                    .iter()
+                    .position(|name| name == field.name())
+                    .unwrap_or(leading.len())
+            });
+        }
         let mut provided = self.provided;
         provided.push(USER_KEY.to_string());
         let schema = Arc::new(Schema::new(fields));
@@ -213,6 +239,44 @@ impl Normalizer {
             provided,
         })
     }
+}
+
+/// An input's `event_date` must be the UTC date of its `ts` (or missing): a different date
+/// would mean the input and Cohort disagree about which day an event belongs to.
+fn check_event_date(
+    source: &str,
+    given: &ArrayRef,
+    ts: &ArrayRef,
+    row_offset: usize,
+) -> Result<()> {
+    let target = Field::new(EVENT_DATE, DataType::Date32, true);
+    let given = convert_column(source, &target, given, row_offset)?;
+    let derived = cast_with_options(ts, &DataType::Date32, &CastOptions::default())?;
+    let (given, derived) = (
+        given.as_primitive::<Date32Type>(),
+        derived.as_primitive::<Date32Type>(),
+    );
+    for row in 0..given.len() {
+        if given.is_valid(row) && given.value(row) != derived.value(row) {
+            let show = |array: &dyn Array| {
+                ArrayFormatter::try_new(array, &FormatOptions::default())
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_else(|_| "?".into())
+            };
+            return Err(EngineError::invalid_input(
+                source,
+                format!(
+                    "column 'event_date', row {}: {} is not the UTC date of ts {} ({}); leave \
+                     event_date out and Cohort derives it",
+                    row_offset + row + 1,
+                    show(given),
+                    show(ts.as_ref()),
+                    show(derived),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The type a new column is stored as: types Delta Lake can hold, with one canonical choice
@@ -460,16 +524,16 @@ mod tests {
                 "user_id",
                 "event",
                 "ts",
-                "revenue",
                 "event_date",
-                "user_key"
+                "user_key",
+                "revenue"
             ]
         );
-        assert_eq!(batches[0].column(3).null_count(), 1);
+        assert_eq!(batches[0].column(5).null_count(), 1);
         assert_eq!(batches[0].column(2).data_type(), &timestamp_type());
         // 08:00 at +08:00 is midnight UTC, so the partition date is the same day.
         let dates =
-            arrow::util::pretty::pretty_format_columns("d", &[Arc::clone(batches[0].column(4))])
+            arrow::util::pretty::pretty_format_columns("d", &[Arc::clone(batches[0].column(3))])
                 .unwrap()
                 .to_string();
         assert!(dates.contains("2026-03-01"), "{dates}");

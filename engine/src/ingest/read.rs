@@ -1,13 +1,14 @@
 //! Decoding input files into Arrow batches. The format comes from the file extension.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use flate2::read::MultiGzDecoder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::normalize::convert_column;
@@ -24,24 +25,33 @@ pub enum FileFormat {
 }
 
 impl FileFormat {
+    /// The format a file name implies; a `.gz` suffix is looked through (`events.csv.gz`).
     pub fn from_path(path: &Path) -> Result<Self> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        match ext.as_str() {
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        let ext = name
+            .rsplit_once('.')
+            .map(|(_, ext)| ext)
+            .unwrap_or_default();
+        match ext {
             "parquet" | "pq" => Ok(Self::Parquet),
             "csv" => Ok(Self::Csv),
             "json" | "ndjson" | "jsonl" => Ok(Self::NdJson),
             _ => Err(EngineError::Read {
                 path: path.display().to_string(),
-                message: "unknown file type: expected .parquet, .csv, .ndjson, .jsonl or .json"
+                message: "unknown file type: expected .parquet, .csv, .ndjson, .jsonl or .json \
+                          (optionally .gz), or give --format"
                     .into(),
             }),
         }
     }
 }
+
+/// The input path that means standard input.
+pub const STDIN_PATH: &str = "-";
 
 /// A decoded input file.
 pub struct InputFile {
@@ -50,10 +60,46 @@ pub struct InputFile {
     pub batches: Vec<RecordBatch>,
 }
 
-pub fn read_file(path: &Path) -> Result<InputFile> {
-    let name = path.display().to_string();
-    let format = FileFormat::from_path(path)?;
-    let file = File::open(path).map_err(|e| read_error(&name, e.to_string()))?;
+/// Reads one input: a file, or standard input for `-`. `format` overrides what the file name
+/// implies (and is needed for standard input). Gzip-compressed input, by its `.gz` name or its
+/// first bytes, is decompressed first.
+pub fn read_file(path: &Path, format: Option<FileFormat>) -> Result<InputFile> {
+    let from_stdin = path.as_os_str() == STDIN_PATH;
+    let name = if from_stdin {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let io = |e: std::io::Error| read_error(&name, e.to_string());
+    let format = match format {
+        Some(format) => format,
+        None if from_stdin => {
+            return Err(read_error(
+                &name,
+                "give its format (--format csv, ndjson or parquet): standard input has no \
+                 file name to tell it by",
+            ));
+        }
+        None => FileFormat::from_path(path)?,
+    };
+    let mut file = if from_stdin {
+        // The decoders read a file twice (schema inference, then the rows), so the stream is
+        // kept in a temporary file (in TMPDIR) first.
+        spool(&mut std::io::stdin().lock()).map_err(io)?
+    } else {
+        File::open(path).map_err(io)?
+    };
+    let named_gz = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
+    let gzip = is_gzip(&mut file).map_err(io)?;
+    if named_gz && !gzip {
+        return Err(read_error(&name, "is named .gz but is not gzip-compressed"));
+    }
+    if gzip {
+        file = spool(&mut MultiGzDecoder::new(BufReader::new(file)))
+            .map_err(|e| read_error(&name, format!("cannot decompress it as gzip: {e}")))?;
+    }
     let (schema, batches) = match format {
         FileFormat::Parquet => read_parquet(file).map_err(|e| read_error(&name, e.to_string()))?,
         FileFormat::Csv => read_csv(&name, file)?,
@@ -64,6 +110,28 @@ pub fn read_file(path: &Path) -> Result<InputFile> {
         schema,
         batches,
     })
+}
+
+/// A temporary file (removed when closed) holding everything `reader` gives.
+fn spool(reader: &mut dyn Read) -> std::io::Result<File> {
+    let mut file = tempfile::tempfile()?;
+    std::io::copy(reader, &mut file)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// Whether `file` starts with gzip's magic bytes; leaves it at its start.
+fn is_gzip(file: &mut File) -> std::io::Result<bool> {
+    let mut magic = [0u8; 2];
+    let mut read = 0;
+    while read < magic.len() {
+        match file.read(&mut magic[read..])? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(read == 2 && magic == [0x1f, 0x8b])
 }
 
 fn read_error(name: &str, message: impl Into<String>) -> EngineError {
