@@ -13,6 +13,7 @@ pub mod login_throttle;
 pub mod memory;
 pub mod output;
 pub mod postgres;
+pub mod query_log;
 pub mod remote;
 pub mod script;
 pub mod serve;

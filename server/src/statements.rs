@@ -17,12 +17,12 @@ use futures::stream::BoxStream;
 use tonic::Status;
 
 use crate::auth::Principal;
-use crate::limits::{Governor, LimitedStream};
+use crate::limits::Governor;
+use crate::query_log::QueryLog;
 use crate::status::{datafusion_status, engine_status};
 
 /// A query's batches as the engine produces them (logical types), bounded by the limits.
-pub type QueryStream =
-    LimitedStream<BoxStream<'static, Result<arrow::array::RecordBatch, FlightError>>>;
+pub type QueryStream = BoxStream<'static, Result<arrow::array::RecordBatch, FlightError>>;
 
 /// What running a statement produced.
 pub enum Ran {
@@ -118,6 +118,24 @@ impl Statements {
         sql: &str,
         values: Option<Vec<ScalarValue>>,
     ) -> Result<Described, Status> {
+        // A write ends here and a failure stops the statement: both are logged now; a query
+        // is logged when it runs.
+        let described = self.describe_unlogged(principal, sql, values).await;
+        let log = || QueryLog::start(&uuid::Uuid::new_v4().to_string(), &principal.name, sql);
+        match &described {
+            Ok(Described::RowsAffected(rows)) => log().add_rows(*rows),
+            Err(status) => log().failed(status),
+            Ok(Described::Query(_)) => {}
+        }
+        described
+    }
+
+    async fn describe_unlogged(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        values: Option<Vec<ScalarValue>>,
+    ) -> Result<Described, Status> {
         let statement = self.classify(principal, sql)?;
         let (_admitted, outcome) = self.admit_and_plan(statement, values, None).await?;
         Ok(match outcome {
@@ -131,6 +149,16 @@ impl Statements {
     /// What `sql` returns, without running it: a query is planned (under a slot), a write's
     /// source query too (for its parameters' types).
     pub async fn shape(&self, principal: &Principal, sql: &str) -> Result<Shape, Status> {
+        let shape = self.shape_unlogged(principal, sql).await;
+        // A statement that cannot be described is never run: its failure is logged here,
+        // a success when it runs.
+        if let Err(status) = &shape {
+            QueryLog::start(&uuid::Uuid::new_v4().to_string(), &principal.name, sql).failed(status);
+        }
+        shape
+    }
+
+    async fn shape_unlogged(&self, principal: &Principal, sql: &str) -> Result<Shape, Status> {
         let statement = self.classify(principal, sql)?;
         if statement.writes() {
             // Planned under a slot like a query's describe; nothing is written.
@@ -158,8 +186,44 @@ impl Statements {
     }
 
     /// Runs a statement; a query's rows stream under its deadline, cancellation and limits.
-    /// `query_id` registers it for cancellation.
+    /// `query_id` registers it for cancellation. Every statement is logged when it ends.
     pub async fn run(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        values: Option<Vec<ScalarValue>>,
+        query_id: Option<&str>,
+    ) -> Result<Ran, Status> {
+        let log = Arc::new(QueryLog::start(
+            &query_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string),
+            &principal.name,
+            sql,
+        ));
+        match self.run_unlogged(principal, sql, values, query_id).await {
+            Err(status) => {
+                log.failed(&status);
+                Err(status)
+            }
+            Ok(Ran::RowsAffected(rows)) => {
+                log.add_rows(rows);
+                Ok(Ran::RowsAffected(rows))
+            }
+            Ok(Ran::Query { schema, stream }) => {
+                // The log line is written when the stream is dropped: drained, failed or
+                // abandoned.
+                let stream = stream
+                    .inspect(move |batch| match batch {
+                        Ok(batch) => log.add_rows(batch.num_rows() as u64),
+                        Err(FlightError::Tonic(status)) => log.failed(status),
+                        Err(other) => log.failed(&Status::internal(other.to_string())),
+                    })
+                    .boxed();
+                Ok(Ran::Query { schema, stream })
+            }
+        }
+    }
+
+    async fn run_unlogged(
         &self,
         principal: &Principal,
         sql: &str,
@@ -186,7 +250,7 @@ impl Statements {
             .boxed();
         Ok(Ran::Query {
             schema,
-            stream: self.governor.limit_stream(admitted, batches),
+            stream: self.governor.limit_stream(admitted, batches).boxed(),
         })
     }
 
@@ -215,6 +279,21 @@ impl Statements {
     /// Runs a statement for each row of bound parameters (the update path). A write runs under
     /// one slot, and an INSERT's rows are one commit; a query is run and counted per row.
     pub async fn run_each_for_count(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        rows: Vec<Vec<ScalarValue>>,
+    ) -> Result<u64, Status> {
+        let log = QueryLog::start(&uuid::Uuid::new_v4().to_string(), &principal.name, sql);
+        let result = self.run_each_unlogged(principal, sql, rows).await;
+        match &result {
+            Ok(rows) => log.add_rows(*rows),
+            Err(status) => log.failed(status),
+        }
+        result
+    }
+
+    async fn run_each_unlogged(
         &self,
         principal: &Principal,
         sql: &str,

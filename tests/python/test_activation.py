@@ -110,3 +110,17 @@ def test_python_consumer_syncs_and_resumes_after_restart(store, server, conn, ac
         assert (consumer.members, consumer.cursor) == before, "a second sync changes nothing"
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+def test_reflection_answers_v1alpha_clients(server):
+    """grpcio-reflection's client (and older grpcurl) ask for the v1alpha reflection service."""
+    import grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(server.address.removeprefix("grpc://")) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"cohort.v1.ActivationService", "cohort.v1.AdminService", "grpc.health.v1.Health"} <= services
+        described = database.FindFileContainingSymbol("cohort.v1.ActivationService")
+        assert described.package == "cohort.v1"

@@ -732,3 +732,75 @@ fn ingest_reads_gzip_and_standard_input() {
     assert!(!ok);
     assert!(err.contains("cannot decompress it as gzip"), "{err}");
 }
+
+/// Every statement leaves one log line when it ends, from either endpoint: its text quoted
+/// with line breaks escaped, and a failure with its status code and error.
+#[test]
+fn the_query_log_has_one_line_per_statement_with_failures_and_their_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    let log_path = dir.path().join("server.log");
+    let mut server = Command::new(cohort_bin())
+        .args([
+            "serve",
+            "--data",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--pg-listen",
+            "off",
+        ])
+        .args(["--log", "info"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("server reports its address").unwrap();
+        if let Some(address) = line.strip_prefix("cohort listening on ") {
+            break address.to_string();
+        }
+    };
+    let sql = |statement: &str| run_cli(&["sql", "--connect", &url, "--format", "csv", statement]);
+    assert!(sql("SELECT 1 AS a\nUNION ALL\nSELECT 2").0);
+    assert!(!sql("SELECT * FROM missing_table").0);
+    assert!(!sql("SELECT 1/0 AS broken").0);
+    assert!(sql("INSERT INTO events VALUES (1, 'signup', '2026-05-01T00:00:00Z')").0);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let statements: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("query finished") || line.contains("query failed"))
+        .collect();
+    assert_eq!(statements.len(), 4, "{log}");
+    assert!(
+        statements[0].contains("query finished")
+            && statements[0].contains("rows=2")
+            && statements[0].contains(r#"sql="SELECT 1 AS a\nUNION ALL\nSELECT 2""#),
+        "{}",
+        statements[0]
+    );
+    assert!(
+        statements[1].contains("query failed")
+            && statements[1].contains("code=NotFound")
+            && statements[1].contains("missing_table"),
+        "{}",
+        statements[1]
+    );
+    assert!(
+        statements[2].contains("query failed")
+            && statements[2].contains("code=InvalidArgument")
+            && statements[2].contains(r#"error="division by zero""#),
+        "{}",
+        statements[2]
+    );
+    assert!(
+        statements[3].contains("query finished") && statements[3].contains("rows=1"),
+        "{}",
+        statements[3]
+    );
+}

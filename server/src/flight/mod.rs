@@ -11,7 +11,6 @@ pub mod codec;
 mod held;
 pub mod metadata;
 mod prepared;
-mod query_log;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,7 +56,6 @@ use codec::{
 };
 use held::HeldCounts;
 use prepared::PreparedStatements;
-use query_log::QueryLog;
 
 pub use codec::statement_ticket;
 
@@ -324,7 +322,6 @@ impl FlightSqlService for CohortFlightSqlService {
         }
         let parameters = decode_parameters(&handle.parameters_ipc)?;
         let values = parameter_values(parameters.as_ref(), 0)?;
-        let log = QueryLog::start(&handle.sql);
         let query_id = Some(handle.query_id.as_str()).filter(|id| !id.is_empty());
         let (schema, stream) = match self
             .statements
@@ -335,11 +332,7 @@ impl FlightSqlService for CohortFlightSqlService {
             Ran::Query { schema, stream } => (boundary::wire_schema(&schema), stream),
         };
         let target = Arc::clone(&schema);
-        let batches = stream.map(move |batch| {
-            let wire = boundary::to_wire(&batch?, &target)?;
-            log.add_rows(wire.num_rows());
-            Ok(wire)
-        });
+        let batches = stream.map(move |batch| Ok(boundary::to_wire(&batch?, &target)?));
         let stall = self.statements.governor().limits().stall_timeout;
         let batches = detach(batches, stall, |status| {
             Err(FlightError::Tonic(Box::new(status)))
