@@ -4,6 +4,18 @@ use std::process::Command;
 
 use cohort_e2e::{TestServer, cohort_bin, first_csv_row, run_cli, run_cli_with_input};
 
+/// `cohort ingest --table events FILE` into `store`.
+fn ingest_events(store: &str, file: &std::path::Path) -> (bool, String, String) {
+    run_cli(&[
+        "ingest",
+        "--data",
+        store,
+        "--table",
+        "events",
+        file.to_str().unwrap(),
+    ])
+}
+
 fn store_arg(dir: &tempfile::TempDir) -> String {
     dir.path().join("store").to_string_lossy().into_owned()
 }
@@ -418,16 +430,7 @@ fn ingest_of_one_row_and_of_none() {
     std::fs::write(&one, "user_id,event,ts\n1,a,2026-05-01T10:00:00Z\n").unwrap();
     let empty = dir.path().join("empty.csv");
     std::fs::write(&empty, "user_id,event,ts\n").unwrap();
-    let ingest = |file: &std::path::Path| {
-        run_cli(&[
-            "ingest",
-            "--data",
-            &store,
-            "--table",
-            "events",
-            file.to_str().unwrap(),
-        ])
-    };
+    let ingest = |file: &std::path::Path| ingest_events(&store, file);
     let (ok, out, err) = ingest(&one);
     assert!(ok, "{err}");
     assert_eq!(out, "1 row written to events (version 0)\n");
@@ -623,16 +626,7 @@ fn a_new_table_starts_with_its_base_columns_and_event_date_must_match_ts() {
         "{\"zeta\": 1, \"ts\": \"2026-01-01T10:00:00Z\", \"event\": \"a\", \"alpha\": \"x\", \"user_id\": \"u1\"}\n",
     )
     .unwrap();
-    let ingest = |file: &std::path::Path| {
-        run_cli(&[
-            "ingest",
-            "--data",
-            &store,
-            "--table",
-            "events",
-            file.to_str().unwrap(),
-        ])
-    };
+    let ingest = |file: &std::path::Path| ingest_events(&store, file);
     let (ok, _, err) = ingest(&events);
     assert!(ok, "{err}");
     let (ok, out, err) = run_cli(&[
