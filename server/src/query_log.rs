@@ -2,7 +2,7 @@
 //! when it ends however it ends: drained, failed (with its status code), or dropped because
 //! the client went away.
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -18,24 +18,26 @@ pub struct QueryLog {
     rows: AtomicU64,
     /// The statement's text, quoted with its line breaks escaped: one statement, one line.
     sql: String,
-    failure: Mutex<Option<(tonic::Code, String)>>,
+    failure: OnceLock<(tonic::Code, String)>,
 }
 
 impl QueryLog {
-    pub fn start(query_id: &str, user: &str, sql: &str) -> Self {
+    /// `query_id` is the client's, when it gave one to cancel by; else one is made up.
+    pub fn start(query_id: Option<&str>, user: &str, sql: &str) -> Self {
+        let id = query_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         let mut shown: String = sql.chars().take(SHOWN_SQL_CHARS).collect();
         if shown.len() < sql.len() {
             shown.push('…');
         }
         let sql = format!("{shown:?}");
-        tracing::debug!(query_id, user, sql = %sql, "query started");
+        tracing::debug!(query_id = %id, user, sql = %sql, "query started");
         Self {
-            id: query_id.to_string(),
+            id,
             user: user.to_string(),
             start: Instant::now(),
             rows: AtomicU64::new(0),
             sql,
-            failure: Mutex::new(None),
+            failure: OnceLock::new(),
         }
     }
 
@@ -45,10 +47,19 @@ impl QueryLog {
 
     /// Records why the statement failed; the first failure is the one logged.
     pub fn failed(&self, status: &Status) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.is_none() {
-            let message = cohort_engine::error::one_line(status.message());
-            *failure = Some((status.code(), message));
+        let _ = self.failure.get_or_init(|| {
+            (
+                status.code(),
+                cohort_engine::error::one_line(status.message()),
+            )
+        });
+    }
+
+    /// Records how a statement that returns a count ended.
+    pub fn ended(&self, result: &Result<u64, Status>) {
+        match result {
+            Ok(rows) => self.add_rows(*rows),
+            Err(status) => self.failed(status),
         }
     }
 }
@@ -57,11 +68,7 @@ impl Drop for QueryLog {
     fn drop(&mut self) {
         let duration_ms = self.start.elapsed().as_millis() as u64;
         let rows = self.rows.load(Ordering::Relaxed);
-        let failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let failure = self.failure.take();
         match failure {
             None => tracing::info!(
                 query_id = %self.id,

@@ -121,7 +121,7 @@ impl Statements {
         // A write ends here and a failure stops the statement: both are logged now; a query
         // is logged when it runs.
         let described = self.describe_unlogged(principal, sql, values).await;
-        let log = || QueryLog::start(&uuid::Uuid::new_v4().to_string(), &principal.name, sql);
+        let log = || QueryLog::start(None, &principal.name, sql);
         match &described {
             Ok(Described::RowsAffected(rows)) => log().add_rows(*rows),
             Err(status) => log().failed(status),
@@ -153,7 +153,7 @@ impl Statements {
         // A statement that cannot be described is never run: its failure is logged here,
         // a success when it runs.
         if let Err(status) = &shape {
-            QueryLog::start(&uuid::Uuid::new_v4().to_string(), &principal.name, sql).failed(status);
+            QueryLog::start(None, &principal.name, sql).failed(status);
         }
         shape
     }
@@ -194,11 +194,7 @@ impl Statements {
         values: Option<Vec<ScalarValue>>,
         query_id: Option<&str>,
     ) -> Result<Ran, Status> {
-        let log = Arc::new(QueryLog::start(
-            &query_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string),
-            &principal.name,
-            sql,
-        ));
+        let log = QueryLog::start(query_id, &principal.name, sql);
         match self.run_unlogged(principal, sql, values, query_id).await {
             Err(status) => {
                 log.failed(&status);
@@ -284,38 +280,36 @@ impl Statements {
         sql: &str,
         rows: Vec<Vec<ScalarValue>>,
     ) -> Result<u64, Status> {
-        let log = QueryLog::start(&uuid::Uuid::new_v4().to_string(), &principal.name, sql);
-        let result = self.run_each_unlogged(principal, sql, rows).await;
-        match &result {
-            Ok(rows) => log.add_rows(*rows),
-            Err(status) => log.failed(status),
-        }
-        result
-    }
-
-    async fn run_each_unlogged(
-        &self,
-        principal: &Principal,
-        sql: &str,
-        rows: Vec<Vec<ScalarValue>>,
-    ) -> Result<u64, Status> {
-        let statement = self.classify(principal, sql)?;
+        let statement = match self.classify(principal, sql) {
+            Ok(statement) => statement,
+            Err(status) => {
+                QueryLog::start(None, &principal.name, sql).failed(&status);
+                return Err(status);
+            }
+        };
         if !statement.writes() {
+            // One run per row, each logged by `run`.
             let mut total = 0;
             for values in rows {
                 total += self.run_for_count(principal, sql, Some(values)).await?;
             }
             return Ok(total);
         }
-        let admitted = self.governor.admit(None, false).await?;
-        admitted
-            .run(async {
-                self.engine
-                    .execute_each_classified(statement, rows)
-                    .await
-                    .map_err(engine_status)
-            })
-            .await
+        let log = QueryLog::start(None, &principal.name, sql);
+        let result = async {
+            let admitted = self.governor.admit(None, false).await?;
+            admitted
+                .run(async {
+                    self.engine
+                        .execute_each_classified(statement, rows)
+                        .await
+                        .map_err(engine_status)
+                })
+                .await
+        }
+        .await;
+        log.ended(&result);
+        result
     }
 }
 

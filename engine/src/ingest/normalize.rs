@@ -115,6 +115,11 @@ impl Normalizer {
             plan.push((index, target));
         }
 
+        // With the input's event_date: its column, and where ts is among the converted ones.
+        let given_event_date = given_event_date.map(|given| {
+            let ts = plan.iter().position(|(_, f)| f.name() == TS);
+            (given, ts.expect("events always have ts"))
+        });
         let mut converted = Vec::with_capacity(batches.len());
         let mut row_offset = 0usize;
         for batch in batches {
@@ -139,12 +144,8 @@ impl Normalizer {
                 }
                 columns.push(array);
             }
-            if let Some(index) = given_event_date {
-                let ts = plan
-                    .iter()
-                    .position(|(_, f)| f.name() == TS)
-                    .expect("events always have ts");
-                check_event_date(source, batch.column(index), &columns[ts], row_offset)?;
+            if let Some((given, ts)) = given_event_date {
+                check_event_date(source, batch.column(given), &columns[ts], row_offset)?;
             }
             let fields: Vec<FieldRef> = plan.iter().map(|(_, f)| Arc::clone(f)).collect();
             let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));

@@ -122,16 +122,10 @@ fn spool(reader: &mut dyn Read) -> std::io::Result<File> {
 
 /// Whether `file` starts with gzip's magic bytes; leaves it at its start.
 fn is_gzip(file: &mut File) -> std::io::Result<bool> {
-    let mut magic = [0u8; 2];
-    let mut read = 0;
-    while read < magic.len() {
-        match file.read(&mut magic[read..])? {
-            0 => break,
-            n => read += n,
-        }
-    }
+    let mut magic = Vec::with_capacity(2);
+    (&mut *file).take(2).read_to_end(&mut magic)?;
     file.seek(SeekFrom::Start(0))?;
-    Ok(read == 2 && magic == [0x1f, 0x8b])
+    Ok(magic == [0x1f, 0x8b])
 }
 
 fn read_error(name: &str, message: impl Into<String>) -> EngineError {
