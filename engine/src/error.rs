@@ -191,6 +191,19 @@ pub fn arrow_message(error: &arrow::error::ArrowError) -> String {
     one_line(&text)
 }
 
+/// The parts of an error chain, outermost first, on one line joined by `: `, leaving out a part
+/// an earlier one already says (wrappers often repeat their source's message).
+pub fn distinct_causes(parts: impl IntoIterator<Item = String>) -> String {
+    let mut kept: Vec<String> = Vec::new();
+    for part in parts {
+        let part = one_line(&part);
+        if !part.is_empty() && !kept.iter().any(|earlier| earlier.contains(&part)) {
+            kept.push(part);
+        }
+    }
+    kept.join(": ")
+}
+
 /// `text` on one line: a log line, a status message and a terminal line each hold one error.
 pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")

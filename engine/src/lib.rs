@@ -5,6 +5,7 @@
 //! so one engine serves all sessions.
 
 pub mod catalog_statement;
+mod column_order;
 pub mod demo;
 pub mod depth;
 pub mod error;

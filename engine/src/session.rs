@@ -201,7 +201,10 @@ impl Engine {
         match self.store.latest(kind).await? {
             Some(table) => {
                 table.update_datafusion_session(&ctx.state())?;
-                Ok(table.table_provider().await?)
+                Ok(crate::column_order::base_columns_first(
+                    kind,
+                    table.table_provider().await?,
+                ))
             }
             None => Ok(Arc::new(EmptyTable::new(kind.empty_schema()))),
         }

@@ -107,6 +107,15 @@ impl Store {
             let table = open_table(&root, location, wrapped.as_ref()).await?;
             tables.insert(location, Mutex::new(table));
         }
+        if root.scheme() != "file" {
+            // Credentials, bucket and endpoint are only tried on first use: try them now, so a
+            // wrong setting fails the command at once and in words, not some later statement.
+            let events = tables[&TableLocation::from(TableKind::Events)].lock().await;
+            events
+                .verify_deltatable_existence()
+                .await
+                .map_err(|e| unreachable_store(&root, &e))?;
+        }
         tracing::debug!(store = %redact(&root), "store opened");
         Ok(Self {
             root,
@@ -290,6 +299,55 @@ fn root_object_store(root: &Url) -> Result<Arc<dyn ObjectStore>> {
                 })?,
         )),
     }
+}
+
+/// Why an object store cannot be used, with what to set.
+fn unreachable_store(root: &Url, error: &deltalake::DeltaTableError) -> EngineError {
+    let mut causes = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let all = causes.join(": ");
+    let store = redact(root);
+    let bucket = root.host_str().unwrap_or_default();
+    let denied = [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "Forbidden",
+    ]
+    .iter()
+    .any(|code| all.contains(code));
+    // Without credentials the request may go out unsigned and be denied rather than fail.
+    let no_credentials = all.contains("loading credentials")
+        || all.contains("credentials provider")
+        || (denied
+            && [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+            ]
+            .iter()
+            .all(|name| std::env::var_os(name).is_none()));
+    let reason = if no_credentials {
+        "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), \
+         and AWS_REGION; for S3-compatible storage also AWS_ENDPOINT_URL (AWS_ALLOW_HTTP=true for http://)"
+            .to_string()
+    } else if all.contains("NoSuchBucket") || all.contains("bucket does not exist") {
+        format!("bucket '{bucket}' does not exist (Cohort creates tables, not buckets)")
+    } else if denied {
+        format!(
+            "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that they may list and write s3://{bucket}"
+        )
+    } else {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .map(|url| format!(" (AWS_ENDPOINT_URL={url})"))
+            .unwrap_or_default();
+        format!("{}{endpoint}", crate::error::distinct_causes(causes))
+    };
+    EngineError::Config(format!("cannot use the store {store}: {reason}"))
 }
 
 /// A URL safe to log: no user info or query string (which may carry credentials).

@@ -89,8 +89,9 @@ impl PutFault {
 }
 
 /// Runs `statement` (a refresh) once for every put it makes, under each kind of put fault, with
-/// one new user ingested before each run (numbered on from `users`). `check` then gets the fault,
-/// the put it hit, the statement's error if it failed, and the users ingested so far.
+/// one new user ingested before each run (numbered on from `users`), the first unfaulted run that
+/// counts the puts included: a refresh that changes nothing may write less. `check` then gets
+/// the fault, the put it hit, the statement's error if it failed, and the users ingested so far.
 async fn refresh_under_each_failing_put(
     engine: &Engine,
     plan: &FaultPlan,
@@ -98,6 +99,11 @@ async fn refresh_under_each_failing_put(
     mut users: i64,
     mut check: impl AsyncFnMut(PutFault, u64, Option<EngineError>, i64),
 ) {
+    engine
+        .execute(&insert_events(users, 1), None)
+        .await
+        .unwrap();
+    users += 1;
     plan.reset();
     engine.execute(statement, None).await.unwrap();
     let puts = plan.puts();
@@ -248,7 +254,8 @@ async fn tag_refresh_under_failing_puts_is_all_or_nothing() {
             .await
             .unwrap();
     }
-    let mut refreshed = 5;
+    // After the helper's first, unfaulted refresh: the 6 users.
+    let mut refreshed = 6;
     refresh_under_each_failing_put(
         &engine,
         &plan,
@@ -283,9 +290,9 @@ async fn segment_runs_under_failing_puts_keep_versions_whole_and_gapless() {
         )
         .await
         .unwrap();
-    // After the helper's first, unfaulted refresh: version 2 with the 5 users.
+    // After the helper's first, unfaulted refresh: version 2 with the 6 users.
     let mut versions = 2;
-    let mut members = 5;
+    let mut members = 6;
     refresh_under_each_failing_put(
         &engine,
         &plan,

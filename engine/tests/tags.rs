@@ -66,6 +66,7 @@ async fn tags_survive_restart_and_keep_their_history() {
     assert_eq!(shown.column(0).as_string::<i32>().value(0), "buyer");
     assert_eq!(shown.column(1).as_string::<i32>().value(0), "boolean");
     assert!(shown.column(2).is_null(0), "no schedule");
+    assert!(shown.column(3).is_null(0), "a boolean tag has no values");
     assert_eq!(shown.column(4).as_primitive::<Int64Type>().value(0), 1);
     assert!(shown.column(5).is_valid(0));
 
@@ -134,7 +135,7 @@ async fn tags_survive_restart_and_keep_their_history() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("tag 'buyer' had no users recorded at 2000-01-01"),
+        error.contains("tag 'buyer' had not been refreshed yet at 2000-01-01"),
         "{error}"
     );
 }

@@ -19,7 +19,8 @@ pub fn install_tls_provider() {
 }
 
 /// Dependency log targets that report internal details at levels meant for their developers.
-const QUIET_DEPENDENCIES: &str = "deltalake_core=error,buoyant_kernel=error";
+const QUIET_DEPENDENCIES: &str =
+    "deltalake_core=error,buoyant_kernel=error,aws_config=error,aws_smithy_runtime=error";
 
 pub async fn run() -> anyhow::Result<()> {
     install_tls_provider();
@@ -118,31 +119,27 @@ fn rows_text(rows: u64) -> String {
 pub fn report(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.chain() {
-        let (text, summarises_chain) = if let Some(engine) =
-            cause.downcast_ref::<cohort_engine::EngineError>()
-        {
-            (engine.to_string(), true)
-        } else if let Some(datafusion) = cause.downcast_ref::<datafusion::error::DataFusionError>()
-        {
-            (cohort_engine::error::datafusion_message(datafusion), true)
-        } else {
-            (cause.to_string(), false)
-        };
-        let text = cohort_engine::error::one_line(&text);
-        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
-            parts.push(text);
-        }
-        if summarises_chain {
+        if let Some(engine) = cause.downcast_ref::<cohort_engine::EngineError>() {
+            parts.push(engine.to_string());
             break;
         }
+        if let Some(datafusion) = cause.downcast_ref::<datafusion::error::DataFusionError>() {
+            parts.push(cohort_engine::error::datafusion_message(datafusion));
+            break;
+        }
+        parts.push(cause.to_string());
     }
-    parts.join(": ")
+    cohort_engine::error::distinct_causes(parts)
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
-    // The storage libraries log every Delta log read at info; unless the filter names them,
-    // only their errors are shown.
-    let filter = if filter.contains("deltalake") || filter.contains("buoyant") {
+    // The storage libraries log every Delta log read at info, and the AWS credential chain
+    // warns once per source it tries before the store reports the one error that matters:
+    // unless the filter names them, only their errors are shown.
+    let filter = if ["deltalake", "buoyant", "aws_"]
+        .iter()
+        .any(|name| filter.contains(name))
+    {
         filter.to_string()
     } else {
         format!("{filter},{QUIET_DEPENDENCIES}")

@@ -21,3 +21,4 @@ pub mod shell;
 pub mod sql_command;
 pub mod statements;
 pub mod status;
+pub mod tls;

@@ -22,6 +22,10 @@ use crate::config::{AuthCommand, SqlArgs};
 /// A connection to a running server, kept for every statement of a script or shell.
 pub struct RemoteClient {
     client: FlightSqlServiceClient<Channel>,
+    /// A `grpc://` connection: HTTP/2 failures then often mean the server speaks TLS.
+    plaintext: bool,
+    /// Whether the server has answered a request (after which a failure is not about TLS).
+    answered: bool,
 }
 
 impl RemoteClient {
@@ -46,19 +50,35 @@ impl RemoteClient {
                 .tls_config(config)
                 .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            // The reason (refused, certificate not trusted, ...) is in the error's sources.
-            .map_err(|e| anyhow::Error::new(e).context(format!("cannot connect to {url}")))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            let host = endpoint.uri().host().unwrap_or_default();
+            match crate::tls::describe_connect_failure(&e, host) {
+                Some(reason) => anyhow::anyhow!("cannot connect to {url}: {reason}"),
+                // The reason (refused, unreachable, ...) is in the error's sources.
+                None => anyhow::Error::new(e).context(format!("cannot connect to {url}")),
+            }
+        })?;
         let mut client = FlightSqlServiceClient::new(channel.clone());
         if let Some(token) = &args.token {
             client.set_token(token.clone());
         } else if let Some(user) = &args.user {
             let password = password(user)?;
-            client.set_token(handshake(channel, user, &password).await?);
+            client.set_token(handshake(channel, user, &password, !tls).await?);
         }
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            plaintext: !tls,
+            answered: false,
+        })
+    }
+
+    fn failure(&self, error: &FlightError) -> anyhow::Error {
+        let first_request = !self.answered;
+        plaintext_hint(
+            flight_error(error),
+            flight_status(error),
+            self.plaintext && first_request,
+        )
     }
 
     pub async fn execute(&mut self, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
@@ -66,7 +86,8 @@ impl RemoteClient {
             .client
             .execute(sql.to_string(), None)
             .await
-            .map_err(|e| flight_error(&e))?;
+            .map_err(|e| self.failure(&e))?;
+        self.answered = true;
         let schema = Arc::new(info.clone().try_decode_schema().map_err(arrow_error)?);
         let mut batches = Vec::new();
         for endpoint in info.endpoint {
@@ -77,12 +98,12 @@ impl RemoteClient {
                 .client
                 .do_get(ticket)
                 .await
-                .map_err(|e| flight_error(&e))?;
+                .map_err(|e| self.failure(&e))?;
             batches.extend(
                 stream
                     .try_collect::<Vec<_>>()
                     .await
-                    .map_err(|e| flight_error(&e))?,
+                    .map_err(|e| self.failure(&e))?,
             );
         }
         Ok((schema, batches))
@@ -106,7 +127,12 @@ fn password(user: &str) -> anyhow::Result<String> {
 
 /// Basic authentication for a bearer token. arrow-flight's own handshake turns a refusal into
 /// the text "Can't handshake", losing the status; this keeps it.
-async fn handshake(channel: Channel, user: &str, password: &str) -> anyhow::Result<String> {
+async fn handshake(
+    channel: Channel,
+    user: &str,
+    password: &str,
+    plaintext: bool,
+) -> anyhow::Result<String> {
     let mut request = tonic::Request::new(futures::stream::iter([HandshakeRequest::default()]));
     let basic = format!(
         "Basic {}",
@@ -125,7 +151,7 @@ async fn handshake(channel: Channel, user: &str, password: &str) -> anyhow::Resu
             Code::Unauthenticated => anyhow::anyhow!(
                 "authentication failed: the server did not accept user '{user}' with that password"
             ),
-            _ => status_error(&status),
+            _ => plaintext_hint(status_error(&status), Some(&status), plaintext),
         })?;
     response
         .metadata()
@@ -138,14 +164,35 @@ async fn handshake(channel: Channel, user: &str, password: &str) -> anyhow::Resu
 
 /// The server's message: its status travels inside arrow-flight's error types, whose text
 /// adds `Tonic error: code: '...', message: "..."` around it.
-fn flight_error(error: &FlightError) -> anyhow::Error {
+/// A TLS server answers plain HTTP/2 with bytes tonic reports as a protocol error, a cancelled
+/// operation or a bare transport error (whichever hyper sees first): none says why. Such statuses
+/// are made by the client's transport and carry its error as their source; a server's never do.
+fn plaintext_hint(error: anyhow::Error, status: Option<&Status>, plaintext: bool) -> anyhow::Error {
+    let from_transport = status.is_some_and(|status| std::error::Error::source(status).is_some());
+    if plaintext && from_transport {
+        anyhow::anyhow!(
+            "{error}: the server did not answer in plain HTTP/2; if it serves TLS, connect with grpc+tls://"
+        )
+    } else {
+        error
+    }
+}
+
+fn flight_status(error: &FlightError) -> Option<&Status> {
     match error {
-        FlightError::Tonic(status) => status_error(status),
+        FlightError::Tonic(status) => Some(status),
+        FlightError::ExternalError(inner) => inner.downcast_ref::<Status>(),
+        _ => None,
+    }
+}
+
+fn flight_error(error: &FlightError) -> anyhow::Error {
+    if let Some(status) = flight_status(error) {
+        return status_error(status);
+    }
+    match error {
         FlightError::Arrow(arrow) => anyhow::anyhow!(cohort_engine::error::arrow_message(arrow)),
-        FlightError::ExternalError(inner) => match inner.downcast_ref::<Status>() {
-            Some(status) => status_error(status),
-            None => anyhow::anyhow!("{inner}"),
-        },
+        FlightError::ExternalError(inner) => anyhow::anyhow!("{inner}"),
         other => anyhow::anyhow!("{other}"),
     }
 }

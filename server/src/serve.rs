@@ -254,10 +254,13 @@ fn tls_config(
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).with_context(|| format!("cannot read TLS {what} {}", path.display()))
     };
-    let identity = tonic::transport::Identity::from_pem(
-        read(&config.cert, "certificate")?,
-        read(&config.key, "key")?,
-    );
+    let certificate = read(&config.cert, "certificate")?;
+    if let Some(problem) = crate::tls::server_certificate_problem(&certificate, &config.cert)? {
+        // Only rustls-based clients refuse some of these (OpenSSL, Go and Java accept a CA
+        // certificate as the server's): a warning, not a refusal to start.
+        tracing::warn!("{problem}");
+    }
+    let identity = tonic::transport::Identity::from_pem(certificate, read(&config.key, "key")?);
     let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &config.client_ca {
         tls = tls

@@ -75,20 +75,20 @@ def moto_endpoint():
     process.wait(timeout=30)
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
-    if request.param == "local":
-        return Store(str(tmp_path / "store"), env)
-    import boto3
-
-    endpoint = request.getfixturevalue("moto_endpoint")
-    credentials = {
+def moto_environment(endpoint: str) -> dict:
+    """What a cohort process needs to use the moto server at `endpoint` as S3."""
+    return {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
     }
-    bucket = f"cohort-{uuid.uuid4().hex[:12]}"
+
+
+def create_bucket(endpoint: str, bucket: str):
+    import boto3
+
     boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -96,8 +96,17 @@ def store(request, tmp_path):
         aws_secret_access_key="testing",
         region_name="us-east-1",
     ).create_bucket(Bucket=bucket)
-    env.update(credentials)
-    env.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"})
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
+    if request.param == "local":
+        return Store(str(tmp_path / "store"), env)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = f"cohort-{uuid.uuid4().hex[:12]}"
+    create_bucket(endpoint, bucket)
+    env.update(moto_environment(endpoint))
     return Store(f"s3://{bucket}/store", env)
 
 

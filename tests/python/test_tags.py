@@ -53,7 +53,8 @@ def test_tags_are_created_refreshed_and_survive_restart(store, server, conn):
     # DDL is accepted on the update path (executeUpdate) and on the query path (execute).
     names = list(TAGS)
     for name in names[:2]:
-        assert execute_update(conn, f"CREATE TAG {name} AS {TAGS[name]}") == 1
+        tagged = scalar(conn, f"SELECT count(DISTINCT user_id) FROM ({TAGS[name]})")
+        assert execute_update(conn, f"CREATE TAG {name} AS {TAGS[name]}") == tagged
     for name in names[2:]:
         with conn.cursor() as cur:
             cur.execute(f"CREATE TAG {name} AS {TAGS[name]}")
@@ -65,6 +66,8 @@ def test_tags_are_created_refreshed_and_survive_restart(store, server, conn):
     assert [row["name"] for row in shown] == sorted(TAGS)
     by_name = {row["name"]: row for row in shown}
     assert by_name["plan"]["kind"] == "valued"
+    assert by_name["plan"]["values"] == scalar(conn, "SELECT count(DISTINCT plan) FROM profiles")
+    assert by_name["buyer"]["values"] is None, "a boolean tag has no values"
     assert by_name["buyer"]["users"] == scalar(conn, f"SELECT count(*) FROM ({TAGS['buyer']})")
 
     sizes = audience_sizes(conn)
@@ -81,7 +84,8 @@ def test_tags_are_created_refreshed_and_survive_restart(store, server, conn):
         f"INSERT INTO events (user_id, event, ts) VALUES ({newcomer}, 'purchase', '2026-11-20T10:00:00Z')",
     )
     assert scalar(conn, f"SELECT count(*) FROM audience('buyer') WHERE user_id = {newcomer}") == 0
-    assert execute_update(conn, "REFRESH TAG buyer") == 1
+    # Like CREATE/REFRESH SEGMENT, the count is the users the tag now has.
+    assert execute_update(conn, "REFRESH TAG buyer") == scalar(conn, f"SELECT count(*) FROM ({TAGS['buyer']})")
     assert scalar(conn, f"SELECT count(*) FROM audience('buyer') WHERE user_id = {newcomer}") == 1
     sizes = audience_sizes(conn)
 

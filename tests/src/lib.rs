@@ -318,6 +318,31 @@ pub mod tls {
         pub client_key: String,
     }
 
+    /// Paths of the PEM files [`Pki::write_files`] writes.
+    pub struct PkiFiles {
+        pub server_cert: String,
+        pub server_key: String,
+        pub ca: String,
+    }
+
+    /// Writes `text` to `dir/name` and returns the path as a string (for a command line).
+    pub fn write_pem(dir: &std::path::Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    impl Pki {
+        /// The server's certificate and key and the CA, as `server.pem`, `server.key`, `ca.pem`.
+        pub fn write_files(&self, dir: &std::path::Path) -> PkiFiles {
+            PkiFiles {
+                server_cert: write_pem(dir, "server.pem", &self.server_cert),
+                server_key: write_pem(dir, "server.key", &self.server_key),
+                ca: write_pem(dir, "ca.pem", &self.ca),
+            }
+        }
+    }
+
     pub fn pki() -> Pki {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -237,6 +237,13 @@ async fn activation_streams_a_large_segment_in_batches() {
         &server,
         "CREATE SEGMENT everyone AS SELECT DISTINCT user_id FROM events",
     );
+    sql(
+        &server,
+        &format!(
+            "INSERT INTO events (user_id, event, ts) VALUES ({}, 'signup', '2026-11-21T10:00:00Z')",
+            USERS + 1
+        ),
+    );
     sql(&server, "REFRESH SEGMENT everyone");
 
     let messages = members(&server, "everyone", Some(1)).await.unwrap();
@@ -281,7 +288,7 @@ async fn activation_streams_a_large_segment_in_batches() {
             (1, 65_536, false),
             (1, 65_536, false),
             (1, 18_928, true),
-            (2, 0, true)
+            (2, 1, true)
         ]
     );
 
@@ -310,15 +317,28 @@ async fn subscribers_hear_of_versions_committed_by_other_processes() {
             .map(|n| n.unwrap().unwrap().version)
     };
 
-    sql(&other, "REFRESH SEGMENT abandoners");
+    // Each run sees one more abandoner (a run that changes nothing commits no version).
+    let mut abandoner = 90_000_000;
+    let mut refresh = |server: &TestServer| {
+        abandoner += 1;
+        sql(
+            server,
+            &format!(
+                "INSERT INTO events (user_id, event, ts) VALUES ({abandoner}, 'add_to_cart', '2026-11-20T10:00:00Z')"
+            ),
+        );
+        sql(server, "REFRESH SEGMENT abandoners");
+    };
+
+    refresh(&other);
     assert_eq!(
         next().await,
         Ok(2),
         "a version committed by the other server"
     );
-    sql(&watched, "REFRESH SEGMENT abandoners");
+    refresh(&watched);
     assert_eq!(next().await, Ok(3), "a version committed by this server");
-    sql(&other, "REFRESH SEGMENT abandoners");
+    refresh(&other);
     // Version 3 was announced by the run itself; the store watch must not repeat it.
     assert_eq!(next().await, Ok(4));
     assert!(other.stop());

@@ -627,21 +627,39 @@ fn a_new_table_starts_with_its_base_columns_and_event_date_must_match_ts() {
     )
     .unwrap();
     let ingest = |file: &std::path::Path| ingest_events(&store, file);
+    let csv = |sql: &str| {
+        let (ok, out, err) = run_cli(&["sql", "--data", &store, "--format", "csv", sql]);
+        assert!(ok, "{sql}: {err}");
+        out
+    };
     let (ok, _, err) = ingest(&events);
     assert!(ok, "{err}");
-    let (ok, out, err) = run_cli(&[
-        "sql",
-        "--data",
-        &store,
-        "--format",
-        "csv",
-        "SELECT * FROM events",
-    ]);
-    assert!(ok, "{err}");
+    let out = csv("SELECT * FROM events");
     assert_eq!(
         out.lines().next().unwrap(),
         "user_id,event,ts,event_date,user_key,alpha,zeta"
     );
+    // A later property joins at the end; the base columns stay first (the Delta log itself puts
+    // the partition column event_date behind the others when a write adds a column).
+    let later = dir.path().join("later.csv");
+    std::fs::write(
+        &later,
+        "user_id,event,ts,campaign\nu3,c,2026-01-02T10:00:00Z,autumn\n",
+    )
+    .unwrap();
+    let (ok, _, err) = ingest(&later);
+    assert!(ok, "{err}");
+    let out = csv("SELECT * FROM events ORDER BY user_id");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "user_id,event,ts,event_date,user_key,alpha,zeta,campaign",
+            "u1,a,2026-01-01T10:00:00Z,2026-01-01,0,x,1,",
+            "u3,c,2026-01-02T10:00:00Z,2026-01-02,1,,,autumn",
+        ]
+    );
+    let out = csv("SELECT campaign, event_date, user_id FROM events WHERE user_key = 1");
+    assert_eq!(out, "campaign,event_date,user_id\nautumn,2026-01-02,u3\n");
 
     let dated = dir.path().join("dated.csv");
     std::fs::write(
@@ -666,7 +684,7 @@ fn a_new_table_starts_with_its_base_columns_and_event_date_must_match_ts() {
     .unwrap();
     let (ok, out, err) = ingest(&dated);
     assert!(ok, "{err}");
-    assert_eq!(out, "1 row written to events (version 1)\n");
+    assert_eq!(out, "1 row written to events (version 2)\n");
 }
 
 #[test]

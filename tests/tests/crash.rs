@@ -204,6 +204,10 @@ fn sigkill_during_segment_refresh_keeps_the_previous_version() {
         ]
     );
     // The segment still refreshes normally.
+    sql(
+        &url,
+        "INSERT INTO events (user_id, event, ts) VALUES (90000001, 'purchase', '2026-11-20T10:00:00Z')",
+    );
     sql(&url, "REFRESH SEGMENT buyers");
     assert_eq!(
         sql(

@@ -372,15 +372,8 @@ async fn tls_with_the_servers_certificate() {
     cohort_server::cli::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_string_lossy().into_owned()
-    };
-    let (cert, key) = (
-        write("server.pem", &pki.server_cert),
-        write("server.key", &pki.server_key),
-    );
+    let files = pki.write_files(dir.path());
+    let (cert, key) = (files.server_cert, files.server_key);
     let server = TestServer::start(
         &dir.path().join("store"),
         &["--tls-cert", &cert, "--tls-key", &key],

@@ -228,13 +228,8 @@ fn a_network_address_needs_auth_or_an_explicit_insecure_flag() {
         "auth without TLS starts with --insecure"
     );
     let pki = pki();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let cert = write("server.pem", &pki.server_cert);
-    let key = write("server.key", &pki.server_key);
+    let files = pki.write_files(dir.path());
+    let (cert, key) = (files.server_cert, files.server_key);
     assert!(
         serve_outcome(&[
             "--listen",
@@ -242,9 +237,9 @@ fn a_network_address_needs_auth_or_an_explicit_insecure_flag() {
             "--config",
             config.to_str().unwrap(),
             "--tls-cert",
-            cert.to_str().unwrap(),
+            &cert,
             "--tls-key",
-            key.to_str().unwrap(),
+            &key,
         ])
         .is_none(),
         "with auth and TLS it must start"
@@ -400,16 +395,8 @@ async fn tls_and_client_certificates() {
     cohort_server::cli::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_string_lossy().into_owned()
-    };
-    let (cert, key, ca) = (
-        write("server.pem", &pki.server_cert),
-        write("server.key", &pki.server_key),
-        write("ca.pem", &pki.ca),
-    );
+    let files = pki.write_files(dir.path());
+    let (cert, key, ca) = (files.server_cert, files.server_key, files.ca);
 
     let server = TestServer::start(
         &dir.path().join("store"),
@@ -464,6 +451,123 @@ async fn tls_and_client_certificates() {
     let mut client =
         FlightSqlServiceClient::new(tls_channel(&server.address, &pki, true).await.unwrap());
     assert_eq!(rows(&query(&mut client, "SELECT 1").await.unwrap()), 1);
+    assert!(server.stop());
+}
+
+/// Certificate mistakes are named with their fix, by the CLI and when the server loads one.
+#[test]
+fn tls_failures_say_what_is_wrong_with_the_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let write = |name: &str, text: &str| cohort_e2e::tls::write_pem(dir.path(), name, text);
+    // What `openssl req -x509` makes by default: a self-signed certificate marked CA:TRUE.
+    let mut params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let self_signed_key = KeyPair::generate().unwrap();
+    let self_signed = params.self_signed(&self_signed_key).unwrap();
+    let (ca_cert, ca_key) = (
+        write("self.pem", &self_signed.pem()),
+        write("self.key", &self_signed_key.serialize_pem()),
+    );
+    let mut params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+
+    let problem = |pem: &str, name: &str| {
+        cohort_server::tls::server_certificate_problem(pem.as_bytes(), Path::new(name)).unwrap()
+    };
+    const CA_AS_SERVER: &str = "is a CA certificate (basicConstraints CA:TRUE) used as the server's own \
+        certificate, which TLS clients built on rustls (cohort sql, Rust gRPC clients) refuse; issue a \
+        server certificate signed by that CA and serve that one (README: TLS, a certificate recipe)";
+    assert_eq!(
+        problem(&self_signed.pem(), "self.pem").as_deref(),
+        Some(format!("self.pem {CA_AS_SERVER}").as_str())
+    );
+    assert_eq!(
+        problem(&expired.pem(), "old.pem").as_deref(),
+        Some("old.pem expired at 2021-01-01 00:00:00 UTC")
+    );
+    assert_eq!(problem(&pki.server_cert, "server.pem"), None);
+    assert_eq!(
+        problem(&format!("{}{}", pki.server_cert, pki.ca), "chain.pem"),
+        None
+    );
+    let empty = cohort_server::tls::server_certificate_problem(b"", Path::new("empty.pem"));
+    assert_eq!(
+        empty.unwrap_err().to_string(),
+        "TLS certificate empty.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    );
+
+    let sql = |url: &str, ca: Option<&str>| {
+        let mut args = vec!["sql", "--connect", url];
+        if let Some(ca) = ca {
+            args.extend(["--tls-ca", ca]);
+        }
+        args.push("SELECT 1");
+        let (ok, _, err) = cohort_e2e::run_cli(&args);
+        assert!(!ok);
+        err.trim().to_string()
+    };
+    let server = TestServer::start(
+        &dir.path().join("store"),
+        &["--tls-cert", &ca_cert, "--tls-key", &ca_key],
+    );
+    let port = server.address.rsplit(':').next().unwrap().to_string();
+    let url = format!("grpc+tls://localhost:{port}");
+    assert_eq!(
+        sql(&url, Some(&ca_cert)),
+        format!("error: cannot connect to {url}: the server's certificate {CA_AS_SERVER}")
+    );
+    assert!(server.stop());
+
+    let files = pki.write_files(dir.path());
+    let (cert, key, ca) = (files.server_cert, files.server_key, files.ca);
+    let server = TestServer::start(
+        &dir.path().join("store"),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let port = server.address.rsplit(':').next().unwrap().to_string();
+    let url = format!("grpc+tls://localhost:{port}");
+    assert_eq!(
+        sql(&url, None),
+        format!(
+            "error: cannot connect to {url}: the server's certificate is not signed by a CA this \
+             client trusts: pass that CA (or the server's self-signed certificate) with --tls-ca FILE"
+        )
+    );
+    let by_address = format!("grpc+tls://127.0.0.1:{port}");
+    assert_eq!(
+        sql(&by_address, Some(&ca)),
+        format!(
+            "error: cannot connect to {by_address}: the server's certificate is not valid for the \
+             name 127.0.0.1 (it is for localhost): connect with one of those names, or \
+             issue a certificate whose subjectAltName lists 127.0.0.1"
+        )
+    );
+    let plain = format!("grpc://127.0.0.1:{port}");
+    assert!(
+        sql(&plain, None).ends_with(
+            "the server did not answer in plain HTTP/2; if it serves TLS, connect with grpc+tls://"
+        ),
+        "{}",
+        sql(&plain, None)
+    );
+    assert!(server.stop());
+
+    // And the other way round: TLS to a server that speaks plain HTTP/2.
+    let server = TestServer::start(&dir.path().join("store"), &[]);
+    let port = server.address.rsplit(':').next().unwrap().to_string();
+    let url = format!("grpc+tls://localhost:{port}");
+    assert_eq!(
+        sql(&url, Some(&ca)),
+        format!(
+            "error: cannot connect to {url}: the server at localhost did not answer in TLS \
+             (received corrupt message of type InvalidContentType): is it serving without TLS? \
+             then connect with grpc://"
+        )
+    );
     assert!(server.stop());
 }
 

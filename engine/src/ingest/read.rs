@@ -82,24 +82,39 @@ pub fn read_file(path: &Path, format: Option<FileFormat>) -> Result<InputFile> {
         }
         None => FileFormat::from_path(path)?,
     };
-    let mut file = if from_stdin {
+    let file = if from_stdin {
         // The decoders read a file twice (schema inference, then the rows), so the stream is
-        // kept in a temporary file (in TMPDIR) first.
-        spool(&mut std::io::stdin().lock()).map_err(io)?
+        // kept in a temporary file (in TMPDIR) first: decompressed already, if it is gzip.
+        let mut stdin = std::io::stdin().lock();
+        let mut head = Vec::with_capacity(GZIP_MAGIC.len());
+        (&mut stdin)
+            .take(GZIP_MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        let gzip = head == GZIP_MAGIC;
+        let mut whole = std::io::Cursor::new(head).chain(stdin);
+        if gzip {
+            spool(&mut MultiGzDecoder::new(BufReader::new(whole)))
+                .map_err(|e| read_error(&name, format!("cannot decompress it as gzip: {e}")))?
+        } else {
+            spool(&mut whole).map_err(io)?
+        }
     } else {
-        File::open(path).map_err(io)?
+        let mut file = File::open(path).map_err(io)?;
+        let named_gz = path
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
+        let gzip = is_gzip(&mut file).map_err(io)?;
+        if named_gz && !gzip {
+            return Err(read_error(&name, "is named .gz but is not gzip-compressed"));
+        }
+        if gzip {
+            spool(&mut MultiGzDecoder::new(BufReader::new(file)))
+                .map_err(|e| read_error(&name, format!("cannot decompress it as gzip: {e}")))?
+        } else {
+            file
+        }
     };
-    let named_gz = path
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
-    let gzip = is_gzip(&mut file).map_err(io)?;
-    if named_gz && !gzip {
-        return Err(read_error(&name, "is named .gz but is not gzip-compressed"));
-    }
-    if gzip {
-        file = spool(&mut MultiGzDecoder::new(BufReader::new(file)))
-            .map_err(|e| read_error(&name, format!("cannot decompress it as gzip: {e}")))?;
-    }
     let (schema, batches) = match format {
         FileFormat::Parquet => read_parquet(file).map_err(|e| read_error(&name, e.to_string()))?,
         FileFormat::Csv => read_csv(&name, file)?,
@@ -120,12 +135,16 @@ fn spool(reader: &mut dyn Read) -> std::io::Result<File> {
     Ok(file)
 }
 
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// Whether `file` starts with gzip's magic bytes; leaves it at its start.
 fn is_gzip(file: &mut File) -> std::io::Result<bool> {
-    let mut magic = Vec::with_capacity(2);
-    (&mut *file).take(2).read_to_end(&mut magic)?;
+    let mut magic = Vec::with_capacity(GZIP_MAGIC.len());
+    (&mut *file)
+        .take(GZIP_MAGIC.len() as u64)
+        .read_to_end(&mut magic)?;
     file.seek(SeekFrom::Start(0))?;
-    Ok(magic == [0x1f, 0x8b])
+    Ok(magic == GZIP_MAGIC)
 }
 
 fn read_error(name: &str, message: impl Into<String>) -> EngineError {

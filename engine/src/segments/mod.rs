@@ -9,9 +9,10 @@
 //!   `_cohort/segment_versions`: the members, and the entered/exited bitmaps against the previous
 //!   version. The commit is conditional on no other commit having written that version (a
 //!   replace-where on `version >= n`), so versions count 1, 2, 3... without gaps or duplicates,
-//!   and a failed or killed run leaves the previous version current.
+//!   and a failed or killed run leaves the previous version current. A run whose members equal
+//!   the current version's commits nothing.
 //! - Every run is recorded in `_cohort/segment_runs`: a `running` row when it starts, a
-//!   `succeeded` / `failed` row when it ends. Runs found `running` when the server starts were
+//!   `succeeded` / `unchanged` / `failed` row when it ends. Runs found `running` when the server starts were
 //!   interrupted and are marked failed.
 //! - SQL: `segment_members('name' [, version])`, `segment_changes('name', since_version)`, and the
 //!   views `segments` and `segment_runs`.
@@ -128,6 +129,14 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("exited", DataType::Int64, true),
         Field::new("error", DataType::Utf8, true),
     ]))
+}
+
+/// What a run did.
+enum Materialised {
+    /// A new version with these members was committed.
+    Committed(SegmentVersion),
+    /// The members are those of this (current) version: nothing was committed.
+    Unchanged(SegmentVersion),
 }
 
 /// Run ends kept in memory at most while storage refuses to record them.
@@ -415,7 +424,7 @@ impl Engine {
         let outcome = self.materialise(definition, &run_id).await;
         row.finished_at = Some(now_micros());
         match &outcome {
-            Ok(version) => {
+            Ok(Materialised::Committed(version)) => {
                 row.status = "succeeded";
                 row.version = Some(version.version);
                 row.members = Some(version.members);
@@ -423,6 +432,15 @@ impl Engine {
                 row.exited = Some(version.exited);
                 tracing::info!(segment = %definition.name, version = version.version, members = version.members,
                     entered = version.entered, exited = version.exited, trigger = trigger.name(), "segment refreshed");
+            }
+            Ok(Materialised::Unchanged(version)) => {
+                row.status = "unchanged";
+                row.version = Some(version.version);
+                row.members = Some(version.members);
+                row.entered = Some(0);
+                row.exited = Some(0);
+                tracing::debug!(segment = %definition.name, version = version.version, trigger = trigger.name(),
+                    "segment unchanged; no version committed");
             }
             Err(e) => {
                 row.status = "failed";
@@ -446,9 +464,13 @@ impl Engine {
                 unrecorded.push(row);
             }
         }
-        let version = outcome?;
-        self.publish_segment_version(version.clone());
-        Ok(version)
+        match outcome? {
+            Materialised::Committed(version) => {
+                self.publish_segment_version(version.clone());
+                Ok(version)
+            }
+            Materialised::Unchanged(version) => Ok(version),
+        }
     }
 
     /// Appends `row`, with any run ends an earlier append could not record.
@@ -563,7 +585,7 @@ impl Engine {
         &self,
         definition: &SegmentDefinition,
         run_id: &str,
-    ) -> Result<SegmentVersion> {
+    ) -> Result<Materialised> {
         let df = self.plan_statement_query(&definition.query).await?;
         let df = df.select(vec![col(USER_ID)]).map_err(|_| {
             EngineError::InvalidStatement(format!(
@@ -591,6 +613,12 @@ impl Engine {
         }
         let previous = self.latest_segment_version(&definition.name).await?;
         let (number, before) = match previous {
+            // A version with nobody entering or leaving would only make consumers page through
+            // empty diffs (a schedule every few seconds would pile them up): the run is recorded,
+            // the current version stays.
+            Some((version, bitmap)) if bitmap == members => {
+                return Ok(Materialised::Unchanged(version));
+            }
             Some((version, bitmap)) => (version.version + 1, bitmap),
             None => (1, RoaringTreemap::new()),
         };
@@ -633,7 +661,7 @@ impl Engine {
                 row,
             )
             .await?;
-        Ok(version)
+        Ok(Materialised::Committed(version))
     }
 
     /// `SHOW SEGMENTS`: name, schedule, version, members, refreshed_at, next_run, query.

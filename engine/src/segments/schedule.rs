@@ -1,7 +1,7 @@
 //! Cron schedules of segments: parsing (the `croner` crate: standard five-field cron, or six
 //! fields with leading seconds; UTC) and the next due time.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
@@ -31,9 +31,10 @@ fn invalid(text: &str, why: &str) -> EngineError {
     ))
 }
 
-/// The first due time strictly after `after`.
+/// The first due time strictly after `after`, in whole seconds (cron has no finer unit).
 pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_next_occurrence(&after, false).ok()
+    cron.find_next_occurrence(&after.trunc_subsecs(0), false)
+        .ok()
 }
 
 #[cfg(test)]
@@ -71,6 +72,22 @@ mod tests {
         assert_eq!(
             next_after(&every_ten_seconds, at),
             Some(Utc.with_ymd_and_hms(2026, 11, 23, 6, 30, 10).unwrap())
+        );
+    }
+
+    #[test]
+    fn due_times_are_whole_seconds() {
+        let every_second = parse("* * * * * *").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 6, 30, 0).unwrap()
+            + chrono::Duration::microseconds(250_123);
+        assert_eq!(
+            next_after(&every_second, at),
+            Some(Utc.with_ymd_and_hms(2026, 11, 23, 6, 30, 1).unwrap())
+        );
+        let daily = parse("30 6 * * *").unwrap();
+        assert_eq!(
+            next_after(&daily, at),
+            Some(Utc.with_ymd_and_hms(2026, 11, 24, 6, 30, 0).unwrap())
         );
     }
 }

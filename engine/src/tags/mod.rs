@@ -375,7 +375,8 @@ impl Engine {
         self.write_bitmaps(&names, evaluated).await
     }
 
-    /// One commit replacing the bitmaps of `names` with `evaluated`; returns the bitmaps written.
+    /// One commit replacing the bitmaps of `names` with `evaluated`; returns the users tagged
+    /// (per tag, those with any value, summed over the tags) like a segment run counts members.
     async fn write_bitmaps(
         &self,
         names: &[String],
@@ -386,7 +387,12 @@ impl Engine {
         }
         let refreshed_at = now_micros();
         let (mut tags, mut values, mut users, mut bitmaps) = (vec![], vec![], vec![], vec![]);
+        let mut tagged = 0;
         for (definition, tag_values) in evaluated {
+            let with_any_value = tag_values
+                .values()
+                .fold(RoaringTreemap::new(), |union, users| union | users);
+            tagged += with_any_value.len();
             let mut sorted: Vec<_> = tag_values.into_iter().collect();
             sorted.sort_by(|a, b| a.0.cmp(&b.0));
             for (value, bitmap) in sorted {
@@ -421,10 +427,11 @@ impl Engine {
         tracing::info!(
             tags = names.len(),
             bitmaps = rows,
+            users = tagged,
             version = table.version().unwrap_or_default(),
             "tags refreshed"
         );
-        Ok(rows as u64)
+        Ok(tagged)
     }
 
     async fn drop_tag(&self, name: &str, if_exists: bool) -> Result<StatementOutcome> {
@@ -480,7 +487,7 @@ impl Engine {
             Field::new("name", DataType::Utf8, false),
             Field::new("kind", DataType::Utf8, false),
             Field::new("schedule", DataType::Utf8, true),
-            Field::new("values", DataType::Int64, false),
+            Field::new("values", DataType::Int64, true),
             Field::new("users", DataType::Int64, false),
             Field::new("refreshed_at", timestamp_type(), true),
             Field::new("query", DataType::Utf8, false),
@@ -499,8 +506,9 @@ impl Engine {
                 Arc::new(StringArray::from_iter(
                     definitions.iter().map(|d| d.schedule.as_deref()),
                 )),
-                Arc::new(Int64Array::from_iter_values(
-                    definitions.iter().map(|d| size(d).0),
+                // A boolean tag has users but no values.
+                Arc::new(Int64Array::from_iter(
+                    definitions.iter().map(|d| d.valued.then(|| size(d).0)),
                 )),
                 Arc::new(Int64Array::from_iter_values(
                     definitions.iter().map(|d| size(d).1),

@@ -89,6 +89,15 @@ impl Collector {
                 }
             }
             AUDIENCE | AUDIENCE_BITMAP => {
+                // The bitmaps are read before planning, at the times written in the statement:
+                // an expression (now() - INTERVAL '7 days') has no value yet.
+                if args.len() > 1 && constant(1).is_none() {
+                    return Err(EngineError::InvalidStatement(format!(
+                        "the point in time of {} must be a literal, e.g. TIMESTAMP '2026-11-16 09:00:00' \
+                         or '2026-11-16', not an expression such as now()",
+                        name.to_ascii_lowercase()
+                    )));
+                }
                 if let Some(text) = constant(0) {
                     let expr = TagExpr::parse(&text)?;
                     let as_of = match constant(1) {
@@ -311,7 +320,7 @@ impl Engine {
                             .map(|t| t.to_rfc3339())
                             .unwrap_or_default();
                         return Err(EngineError::InvalidStatement(format!(
-                            "tag '{tag}' had no users recorded at {at}"
+                            "tag '{tag}' had not been refreshed yet at {at}"
                         )));
                     }
                 }
@@ -477,5 +486,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("not a point in time"), "{error}");
+        let error = requests("SELECT audience_bitmap('buyer', now())")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "the point in time of audience_bitmap must be a literal, e.g. \
+             TIMESTAMP '2026-11-16 09:00:00' or '2026-11-16', not an expression such as now()"
+        );
     }
 }
