@@ -2,6 +2,8 @@
 //! per-group event lists as list state, and the single-group `Accumulator` form of a
 //! `GroupsAccumulator`.
 
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, PrimitiveArray};
@@ -9,8 +11,10 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
-use datafusion::logical_expr::function::AccumulatorArgs;
-use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
 use datafusion::physical_expr::expressions::Literal;
 
 /// The value of constant argument `index`; `what` names it in the error.
@@ -47,6 +51,23 @@ pub fn constant_string<'a>(
     }
 }
 
+/// A constant integer argument from 1 to `max`, such as a number of periods.
+pub fn constant_count(
+    function: &str,
+    args: &AccumulatorArgs,
+    index: usize,
+    what: &str,
+    max: i64,
+) -> Result<usize> {
+    match constant(function, args, index, what)?.cast_to(&DataType::Int64) {
+        Ok(ScalarValue::Int64(Some(n))) if (1..=max).contains(&n) => Ok(n as usize),
+        _ => {
+            let given = constant(function, args, index, what)?;
+            plan_err!("{function}: the {what} must be from 1 to {max}, got {given}")
+        }
+    }
+}
+
 pub fn is_string(data_type: &DataType) -> bool {
     matches!(
         data_type,
@@ -59,20 +80,17 @@ pub fn filtered_out(filter: Option<&BooleanArray>, row: usize) -> bool {
     filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
 }
 
+/// A state field `name[part]` holding one list of `item_type` per group.
+pub fn list_state_field(name: &str, part: &str, item_type: DataType) -> FieldRef {
+    let list = DataType::List(Arc::new(Field::new_list_field(item_type, true)));
+    Arc::new(Field::new(format!("{name}[{part}]"), list, true))
+}
+
 /// State fields of per-group event lists: event times and a small per-event value.
 pub fn event_list_fields(name: &str, value_name: &str, value_type: DataType) -> Vec<FieldRef> {
-    let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
     vec![
-        Arc::new(Field::new(
-            format!("{name}[ts]"),
-            list(DataType::Int64),
-            true,
-        )),
-        Arc::new(Field::new(
-            format!("{name}[{value_name}]"),
-            list(value_type),
-            true,
-        )),
+        list_state_field(name, "ts", DataType::Int64),
+        list_state_field(name, value_name, value_type),
     ]
 }
 
@@ -308,5 +326,110 @@ impl<F: EventListFunction> GroupsAccumulator for EventListGroups<F> {
     fn size(&self) -> usize {
         self.groups.capacity() * size_of::<Vec<EventOf<F>>>()
             + self.event_capacity * size_of::<EventOf<F>>()
+    }
+}
+
+/// What an aggregate over event lists adds to its [`EventListFunction`]: its name, result type,
+/// the name of the per-event value in its state, and how a call's arguments make the function.
+/// [`EventListUdaf`] turns it into a DataFusion aggregate.
+pub trait EventListAggregate: Send + Sync + 'static {
+    type Function: EventListFunction;
+
+    const NAME: &'static str;
+    const VALUE_NAME: &'static str;
+
+    /// The result type for these argument types, or the planning error naming the bad one.
+    fn return_type(arg_types: &[DataType]) -> Result<DataType>;
+
+    /// The function of one call, from its constant arguments.
+    fn function(args: &AccumulatorArgs) -> Result<Self::Function>;
+}
+
+/// The DataFusion aggregate of an [`EventListAggregate`]: never NULL, event lists as state,
+/// documented from the catalog.
+pub struct EventListUdaf<A> {
+    signature: Signature,
+    aggregate: PhantomData<A>,
+}
+
+impl<A: EventListAggregate> EventListUdaf<A> {
+    pub fn new() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+            aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: EventListAggregate> Default for EventListUdaf<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A> std::fmt::Debug for EventListUdaf<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventListUdaf")
+            .field("aggregate", &std::any::type_name::<A>())
+            .finish()
+    }
+}
+
+impl<A> PartialEq for EventListUdaf<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl<A> Eq for EventListUdaf<A> {}
+
+impl<A> Hash for EventListUdaf<A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl<A: EventListAggregate> AggregateUDFImpl for EventListUdaf<A> {
+    fn name(&self) -> &str {
+        A::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        A::return_type(arg_types)
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        crate::catalog::documentation(A::NAME)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let value_type =
+            <<A::Function as EventListFunction>::Value as ArrowPrimitiveType>::DATA_TYPE;
+        Ok(event_list_fields(args.name, A::VALUE_NAME, value_type))
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(SingleGroup::new(EventListGroups::new(
+            A::function(&args)?,
+        ))?))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(EventListGroups::new(A::function(&args)?)))
     }
 }

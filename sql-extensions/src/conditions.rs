@@ -80,6 +80,29 @@ pub fn check_conditions(
     Ok(conditions.len())
 }
 
+/// Checks that argument `index` of `function` (counted from 0, named from 1), the condition
+/// `what` names, is boolean (a NULL literal is too: it never holds).
+pub fn check_boolean(function: &str, what: &str, types: &[DataType], index: usize) -> Result<()> {
+    if matches!(types[index], DataType::Boolean | DataType::Null) {
+        return Ok(());
+    }
+    plan_err!(
+        "{function}: the {what} (argument {}) must be boolean, got {}",
+        index + 1,
+        types[index]
+    )
+}
+
+/// [`condition_masks`] of at most 8 conditions as bytes: the per-event value of the event-list
+/// functions with few conditions (one activity condition, a start and a return condition).
+pub fn small_condition_masks(conditions: &[ArrayRef], rows: usize) -> Vec<u8> {
+    debug_assert!(conditions.len() <= 8);
+    condition_masks(conditions, rows, None)
+        .iter()
+        .map(|&mask| mask as u8)
+        .collect()
+}
+
 /// Per row, bit `i` set when condition `i` holds (true, not NULL) and the filter keeps the row.
 /// `conditions` are the call's condition columns, or its one packed mask column. Conditions of
 /// a NULL type (a literal NULL) never hold. Walking each condition's set bits is much cheaper

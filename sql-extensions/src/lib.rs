@@ -4,12 +4,16 @@
 //! exposes `functions()`; [`register_all`] registers every family by name, so any process
 //! (a Cohort server, a test, a scale-out executor) resolves the same names the same way.
 
+pub mod active_periods;
 pub mod bitmap;
 pub mod bounded_output;
+pub mod catalog;
 pub mod common;
 pub mod conditions;
 pub mod funnel;
 pub mod group_lists;
+pub mod lifecycle;
+pub mod next_node;
 pub mod retention;
 pub mod retention_periods;
 pub mod run_aggregate;
@@ -33,8 +37,11 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 /// Every aggregate function this crate provides.
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     [
+        active_periods::functions(),
         bitmap::aggregate_functions(),
         funnel::functions(),
+        lifecycle::functions(),
+        next_node::functions(),
         retention::functions(),
         retention_periods::functions(),
         sequence::functions(),

@@ -85,6 +85,10 @@ fn result(masks: &[u32], n: usize) -> Result<ArrayRef> {
 }
 
 impl AggregateUDFImpl for Retention {
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        crate::catalog::documentation(self.name())
+    }
+
     fn name(&self) -> &str {
         "retention"
     }

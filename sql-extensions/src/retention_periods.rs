@@ -31,18 +31,16 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, UInt8Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, UInt8Type};
-use datafusion::common::{ScalarValue, plan_err};
+use datafusion::common::plan_err;
 use datafusion::error::Result;
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
-};
+use datafusion::logical_expr::AggregateUDF;
+use datafusion::logical_expr::function::AccumulatorArgs;
 
 use crate::common::{
-    EventListFunction, EventListGroups, SingleGroup, constant, constant_string, event_list_fields,
-    list_column,
+    EventListAggregate, EventListFunction, EventListUdaf, constant, constant_count,
+    constant_string, list_column,
 };
-use crate::conditions::condition_masks;
+use crate::conditions::small_condition_masks;
 use crate::time::{is_event_time, window_in_units};
 
 const NAME: &str = "retention_periods";
@@ -51,25 +49,27 @@ const START: u8 = 1;
 const RETURN: u8 = 2;
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
-    vec![Arc::new(AggregateUDF::from(RetentionPeriods::new()))]
+    vec![Arc::new(AggregateUDF::from(EventListUdaf::<
+        RetentionPeriods,
+    >::new()))]
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct RetentionPeriods {
-    signature: Signature,
-}
+/// The aggregate: see the module documentation.
+struct RetentionPeriods;
 
-impl RetentionPeriods {
-    pub fn new() -> Self {
-        Self {
-            signature: Signature::variadic_any(Volatility::Immutable),
-        }
+impl EventListAggregate for RetentionPeriods {
+    type Function = Spec;
+
+    const NAME: &'static str = NAME;
+    const VALUE_NAME: &'static str = "kind";
+
+    fn return_type(arg_types: &[DataType]) -> Result<DataType> {
+        ts_index(arg_types)?;
+        Ok(DataType::List(item_field()))
     }
-}
 
-impl Default for RetentionPeriods {
-    fn default() -> Self {
-        Self::new()
+    fn function(args: &AccumulatorArgs) -> Result<Spec> {
+        spec(args)
     }
 }
 
@@ -127,14 +127,7 @@ fn spec(args: &AccumulatorArgs) -> Result<Spec> {
         .collect();
     let ts_index = ts_index(&types)?;
     let period = window_in_units(NAME, constant(NAME, args, 0, "period")?, &types[ts_index])?;
-    let periods = match constant(NAME, args, 1, "number of periods")?.cast_to(&DataType::Int64)? {
-        ScalarValue::Int64(Some(n)) if (1..=MAX_PERIODS).contains(&n) => n as usize,
-        other => {
-            return plan_err!(
-                "{NAME}: the number of periods must be from 1 to {MAX_PERIODS}, got {other}"
-            );
-        }
-    };
+    let periods = constant_count(NAME, args, 1, "number of periods", MAX_PERIODS)?;
     let recurring = if ts_index == 3 {
         match constant_string(NAME, args, 2, "mode")?.trim() {
             "first_time" => false,
@@ -207,46 +200,6 @@ fn outputs(groups: &mut [Vec<(i64, u8)>], spec: Spec) -> Result<ArrayRef> {
     list_column(offsets, Arc::new(values), false)
 }
 
-impl AggregateUDFImpl for RetentionPeriods {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        ts_index(arg_types)?;
-        Ok(DataType::List(item_field()))
-    }
-
-    fn is_nullable(&self) -> bool {
-        false
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(event_list_fields(args.name, "kind", DataType::UInt8))
-    }
-
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SingleGroup::new(EventListGroups::new(spec(
-            &args,
-        )?))?))
-    }
-
-    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
-        true
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(EventListGroups::new(spec(&args)?)))
-    }
-}
-
 impl EventListFunction for Spec {
     type Value = UInt8Type;
 
@@ -257,10 +210,7 @@ impl EventListFunction for Spec {
     fn row_values(&self, values: &[ArrayRef]) -> Vec<u8> {
         // Condition bits 0 and 1 are START and RETURN.
         let conditions = &values[self.ts_index + 1..self.ts_index + 3];
-        condition_masks(conditions, values[self.ts_index].len(), None)
-            .iter()
-            .map(|&mask| mask as u8)
-            .collect()
+        small_condition_masks(conditions, values[self.ts_index].len())
     }
 
     fn evaluate(&self, groups: &mut [Vec<(i64, u8)>]) -> Result<ArrayRef> {

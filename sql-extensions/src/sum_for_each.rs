@@ -66,6 +66,10 @@ fn list_of(element: DataType) -> DataType {
 }
 
 impl AggregateUDFImpl for SumForEach {
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        crate::catalog::documentation(self.name())
+    }
+
     fn name(&self) -> &str {
         "sum_for_each"
     }

@@ -7,6 +7,9 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
+use datafusion::logical_expr::function::AccumulatorArgs;
+
+use crate::common::constant;
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
 const NANOS_PER_DAY: i128 = 86_400 * NANOS_PER_SECOND;
@@ -17,6 +20,18 @@ pub fn is_event_time(data_type: &DataType) -> bool {
         data_type,
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
     ) || data_type.is_integer()
+}
+
+/// Checks that argument `index` of `function` (counted from 0, named from 1) is an event time.
+pub fn check_event_time(function: &str, types: &[DataType], index: usize) -> Result<()> {
+    if is_event_time(&types[index]) {
+        return Ok(());
+    }
+    plan_err!(
+        "{function}: the event time (argument {}) must be a timestamp, date or integer, got {}",
+        index + 1,
+        types[index]
+    )
 }
 
 /// Nanoseconds in one unit of an event-time type, or `None` for plain integers.
@@ -144,6 +159,28 @@ pub fn to_event_time_array(values: Int64Array, ts_type: &DataType) -> Result<Arr
         }
         other => cast_with_options(&values, other, &CastOptions::default())?,
     })
+}
+
+/// A constant point in time (argument `index`, named `what` in errors) in the units of the
+/// event-time type, such as the origin periods are counted from.
+pub fn constant_time(
+    function: &str,
+    args: &AccumulatorArgs,
+    index: usize,
+    what: &str,
+    ts_type: &DataType,
+) -> Result<i64> {
+    let given = constant(function, args, index, what)?;
+    let Ok(converted) = given.cast_to(ts_type) else {
+        return plan_err!(
+            "{function}: the {what} must be a point in time like the event time ({ts_type}), got {given}"
+        );
+    };
+    let times = event_times(&converted.to_array()?)?;
+    if times.is_null(0) {
+        return plan_err!("{function}: the {what} may not be NULL");
+    }
+    Ok(times.value(0))
 }
 
 /// Reads a boolean condition column; NULL counts as false.

@@ -202,6 +202,10 @@ fn days_of<const PER_DAY: i64>(values: &[i64]) -> Option<ScalarBuffer<i32>> {
 }
 
 impl ScalarUDFImpl for UtcDate {
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        crate::catalog::documentation(self.name())
+    }
+
     fn name(&self) -> &str {
         "utc_date"
     }

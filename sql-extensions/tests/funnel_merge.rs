@@ -11,7 +11,6 @@ use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, UInt8Type};
 use cohort_sql_extensions::funnel::level::{self, Event, Mode};
 use cohort_sql_extensions::funnel::parse_mode;
-use datafusion::prelude::SessionConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -96,18 +95,7 @@ async fn run(
     runs: bool,
     sql: &str,
 ) -> BTreeMap<i64, u8> {
-    let mut config = SessionConfig::new()
-        .with_batch_size(batch_size)
-        .with_target_partitions(partitions);
-    if skip_partial {
-        let options = config.options_mut();
-        options
-            .execution
-            .skip_partial_aggregation_probe_rows_threshold = 0;
-        options
-            .execution
-            .skip_partial_aggregation_probe_ratio_threshold = 0.0;
-    }
+    let config = common::config(batch_size, partitions, skip_partial);
     let ctx = common::session(config, Arc::default(), runs);
     // Several input partitions, so partial states really are merged.
     common::register_partitioned(&ctx, batch, partitions.max(2));
@@ -127,13 +115,7 @@ async fn run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_do_not_depend_on_batching_partitioning_or_partial_aggregation() {
     let (rows, batch) = data(20261123);
-    // The same rows grouped by user (each user's rows in their original order), as stored
-    // data arrives: the run aggregation then hands users on while they are still incomplete.
-    let mut by_user: Vec<u32> = (0..rows.len() as u32).collect();
-    by_user.sort_by_key(|&i| rows[i as usize].0);
-    let sorted =
-        arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(by_user))
-            .unwrap();
+    let inputs = common::arrival_orders(&batch);
     let mut compared = 0;
     for mode_text in MODES {
         let mode = parse_mode("window_funnel", mode_text).unwrap();
@@ -168,7 +150,7 @@ async fn results_do_not_depend_on_batching_partitioning_or_partial_aggregation()
             .enumerate()
             {
                 let packed = i % 2 == 0;
-                for (order, input) in [("shuffled", &batch), ("by user", &sorted)] {
+                for (order, input) in &inputs {
                     let actual = run(
                         input,
                         batch_size,

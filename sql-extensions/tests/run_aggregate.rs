@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -87,9 +87,7 @@ fn context(
     runs: bool,
     memory: Option<usize>,
 ) -> SessionContext {
-    let mut config = SessionConfig::new()
-        .with_batch_size(batch_size)
-        .with_target_partitions(partitions);
+    let mut config = common::config(batch_size, partitions, false);
     // The final aggregation may spill under the memory test's limit; its merge buffer must fit.
     config.options_mut().execution.sort_spill_reservation_bytes = 256 << 10;
     let mut runtime = RuntimeEnvBuilder::new();

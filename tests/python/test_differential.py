@@ -4,6 +4,7 @@ Random event sets with dense timestamp ties are ingested into Cohort through ADB
 as Parquet for chdb; every user's result must be identical, in every mode and several windows.
 """
 
+import datetime
 import random
 
 import pyarrow as pa
@@ -99,6 +100,13 @@ def clickhouse_rows(sql, convert=int):
     return rows
 
 
+def assert_agree(ours, theirs, what, users=USERS):
+    """Every one of the `users` users has ClickHouse's answer in Cohort too."""
+    assert len(theirs) == users
+    mismatches = {u: (ours.get(u), theirs[u]) for u in theirs if ours.get(u) != theirs[u]}
+    assert not mismatches, f"{what}: (cohort, clickhouse) {dict(list(mismatches.items())[:10])}"
+
+
 def conditions(column="event"):
     return ", ".join(f"{column} = '{s}'" for s in STEPS)
 
@@ -117,9 +125,7 @@ def test_window_funnel_matches_clickhouse(loaded, modes):
             f"SELECT user_id, windowFunnel({params})(toUInt32(t), {conditions()}) "
             f"FROM file('{parquet}', Parquet) GROUP BY user_id"
         )
-        assert len(theirs) == USERS
-        mismatches = {u: (ours.get(u), theirs[u]) for u in theirs if ours.get(u) != theirs[u]}
-        assert not mismatches, f"window {window}, modes {modes}: (cohort, clickhouse) {dict(list(mismatches.items())[:10])}"
+        assert_agree(ours, theirs, f"window {window}, modes {modes}")
         compared += len(theirs)
     assert compared == USERS * len(WINDOWS)
 
@@ -135,9 +141,7 @@ def test_retention_matches_clickhouse(loaded, conditions_count):
         f"SELECT user_id, retention({', '.join(conds)}) FROM file('{parquet}', Parquet) GROUP BY user_id",
         convert=lambda v: [int(x) for x in v.strip("[]").split(",")],
     )
-    assert len(theirs) == USERS
-    mismatches = {u: (ours.get(u), theirs[u]) for u in theirs if ours.get(u) != theirs[u]}
-    assert not mismatches, dict(list(mismatches.items())[:10])
+    assert_agree(ours, theirs, f"retention({', '.join(conds)})")
 
 
 def test_retention_totals_match_clickhouse(loaded):
@@ -185,6 +189,105 @@ def test_sequence_match_and_count_match_clickhouse(loaded, pattern):
             f"SELECT user_id, {theirs_fn}('{pattern}')(toUInt32(t), {conds}) FROM file('{sequences}', Parquet) GROUP BY user_id",
             convert=convert,
         )
-        assert len(theirs) == USERS
-        mismatches = {u: (ours.get(u), theirs[u]) for u in theirs if ours.get(u) != theirs[u]}
-        assert not mismatches, f"{ours_fn} '{pattern}': (cohort, clickhouse) {dict(list(mismatches.items())[:10])}"
+        assert_agree(ours, theirs, f"{ours_fn} '{pattern}'")
+
+
+@pytest.mark.parametrize("period,origin", [(1, None), (7, None), (30, BASE + 13), (45, BASE - 1)])
+def test_active_periods_match_clickhouse(loaded, period, origin):
+    """Stickiness against ClickHouse's count of distinct bins (`uniqExactIf`), every user."""
+    conn, parquet = loaded
+    for active in ["event = 'a'", "event IN ('b', 'c')", "t >= 0"]:
+        origin_arg = "" if origin is None else f", TIMESTAMP '{datetime_text(origin)}'"
+        ours = cohort_rows(
+            conn,
+            f"SELECT user_id, active_periods({period}, ts, {active}{origin_arg}) FROM events "
+            f"WHERE user_id <= {USERS} GROUP BY user_id",
+        )
+        theirs = clickhouse_rows(
+            # floor, not intDiv (which truncates towards zero): times before the origin are
+            # in the periods before it, as date_bin puts them.
+            f"SELECT user_id, uniqExactIf(toInt64(floor((t - {origin or 0}) / {period})), {active}) "
+            f"FROM file('{parquet}', Parquet) GROUP BY user_id"
+        )
+        assert_agree(ours, theirs, f"period {period}, origin {origin}, {active}")
+
+
+def datetime_text(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+NEXT_NODE_USERS = 1200
+NEXT_NODE_PAIRS = [
+    ("forward", "head"),
+    ("forward", "first_match"),
+    ("forward", "last_match"),
+    ("backward", "tail"),
+    ("backward", "first_match"),
+    ("backward", "last_match"),
+]
+
+
+def next_node_events(seed, ties, first_user):
+    """Short histories over few events. With ties, many rows share a time: ClickHouse orders
+    them by value, as Cohort does, and the conditions here depend on the value alone, so rows
+    equal in both are interchangeable and the answer has one right value."""
+    rng = random.Random(seed)
+    users, times, names = [], [], []
+    for user in range(first_user, first_user + NEXT_NODE_USERS):
+        count = rng.randint(1, 10)
+        offsets = sorted(rng.choices(range(4), k=count)) if ties else sorted(rng.sample(range(600), count))
+        for t in offsets:
+            users.append(user)
+            times.append(BASE + t)
+            names.append(rng.choice(["a", "b", "c", "x"]))
+    rows = list(zip(users, times, names))
+    rng.shuffle(rows)  # arrival order must not matter
+    users, times, names = (list(column) for column in zip(*rows))
+    return events_table(users, times, names)
+
+
+NEXT_NODE_DATA = {"tie-free": (500_000, False), "ties": (600_000, True)}
+
+
+@pytest.fixture(scope="module")
+def next_node_loaded(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("next_node")
+    tables = {}
+    for name, (first_user, ties) in NEXT_NODE_DATA.items():
+        tables[name] = next_node_events(seed=first_user, ties=ties, first_user=first_user)
+        pq.write_table(tables[name], directory / f"{name}.parquet")
+    with private_server(directory, list(tables.values())) as conn:
+        yield conn, directory
+
+
+@pytest.mark.parametrize("data", list(NEXT_NODE_DATA))
+@pytest.mark.parametrize("direction,base", NEXT_NODE_PAIRS, ids=lambda v: v)
+def test_sequence_next_node_matches_clickhouse(next_node_loaded, data, direction, base):
+    """Every user of each data set, for chains of 0 to 3 steps and two base conditions."""
+    conn, directory = next_node_loaded
+    first_user, _ = NEXT_NODE_DATA[data]
+    users = f"user_id >= {first_user} AND user_id < {first_user + NEXT_NODE_USERS}"
+    chains = [[], ["event = 'a'"], ["event = 'a'", "event = 'b'"], ["event IN ('a', 'b')", "event = 'c'", "event != 'x'"]]
+    compared = answered = 0
+    for chain in chains:
+        if not chain and base.endswith("match"):
+            continue
+        for base_condition in ["true", "event != 'c'"]:
+            conditions = "".join(f", {c}" for c in [base_condition, *chain])
+            ours = cohort_rows(
+                conn,
+                f"SELECT user_id, sequence_next_node('{direction}', '{base}', ts, event{conditions}) "
+                f"FROM events WHERE {users} GROUP BY user_id",
+            )
+            theirs = clickhouse_rows(
+                f"SELECT user_id, sequenceNextNode('{direction}', '{base}')(toUInt32(t), event{conditions}) "
+                f"FROM file('{directory / data}.parquet', Parquet) GROUP BY user_id "
+                "SETTINGS allow_experimental_funnel_functions = 1",
+                convert=lambda v: None if v == "\\N" else v,
+            )
+            answers = sum(v is not None for v in theirs.values())
+            assert answers > 0, f"no answer to compare: {direction} {base} {conditions}"
+            answered += answers
+            assert_agree(ours, theirs, f"{direction} {base} {conditions}", users=NEXT_NODE_USERS)
+            compared += 1
+    assert compared >= 6 and answered > NEXT_NODE_USERS // 2, (compared, answered)

@@ -93,6 +93,10 @@ impl BitmapAggregate {
 }
 
 impl AggregateUDFImpl for BitmapAggregate {
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        crate::catalog::documentation(self.name())
+    }
+
     fn name(&self) -> &str {
         self.kind.name()
     }

@@ -183,6 +183,10 @@ impl BitmapFunction {
 }
 
 impl ScalarUDFImpl for BitmapFunction {
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        crate::catalog::documentation(self.name())
+    }
+
     fn name(&self) -> &str {
         self.kind.name()
     }

@@ -156,6 +156,10 @@ pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
 }
 
 impl AggregateUDFImpl for WindowFunnel {
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        crate::catalog::documentation(self.name())
+    }
+
     fn name(&self) -> &str {
         if self.steps_output {
             "window_funnel_steps"

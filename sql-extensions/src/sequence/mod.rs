@@ -152,6 +152,10 @@ impl Sequence {
 }
 
 impl AggregateUDFImpl for Sequence {
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        crate::catalog::documentation(self.name())
+    }
+
     fn name(&self) -> &str {
         if self.count {
             "sequence_count"
