@@ -17,6 +17,7 @@ pub mod params;
 pub mod postgres;
 pub mod segments;
 mod session;
+mod show_functions;
 pub mod statement;
 pub mod store;
 pub mod tables;

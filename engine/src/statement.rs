@@ -164,6 +164,13 @@ fn classify_parsed(sql: &str, limits: &StatementLimits) -> Result<Kind> {
     }
 }
 
+/// The SQL that is classified and run for a client's `sql`: `?` placeholders numbered, and
+/// `SHOW FUNCTIONS` as the query that answers it.
+fn statement_sql(sql: &str) -> Result<String> {
+    let sql = rewrite_question_marks(sql);
+    Ok(crate::show_functions::rewrite(&sql)?.unwrap_or(sql))
+}
+
 fn refusal(statement: &str) -> EngineError {
     let verb: String = statement
         .split_whitespace()
@@ -208,7 +215,7 @@ impl Engine {
     /// [`Engine::classify_as`] for a statement of `dialect`.
     pub fn classify_in(&self, dialect: Dialect, access: Access, sql: &str) -> Result<Classified> {
         self.config.limits.check_size(sql)?;
-        let sql = rewrite_question_marks(sql);
+        let sql = statement_sql(sql)?;
         let kind = self.classify(&sql)?;
         if access == Access::ReadOnly && kind.writes() {
             return Err(EngineError::PermissionDenied(
@@ -460,7 +467,7 @@ pub async fn plan_query_schema(
     sql: &str,
 ) -> Result<(SchemaRef, Vec<Option<arrow::datatypes::DataType>>)> {
     engine.config.limits.check_size(sql)?;
-    let sql = rewrite_question_marks(sql);
+    let sql = statement_sql(sql)?;
     match engine.classify(&sql)? {
         Kind::Query(requests) => {
             let ctx = engine.session_for(&requests).await?;

@@ -85,6 +85,14 @@ pub const ENTRIES: &[Entry] = &[
         "SELECT user_id, window_funnel_steps(INTERVAL '1 hour', ts, event = 'view', event = 'buy') FROM events GROUP BY user_id",
     ),
     entry(
+        "window_funnel_breakdown",
+        Behavioural,
+        "window_funnel_breakdown(window, [mode,] attribution, ts, property, cond1, ..., condN)",
+        "Struct<level UInt8, value Utf8>",
+        "the level, and `property` of the chain's step-1 event (`'first_touch'`), last step reached (`'last_touch'`) or step k (`'step(k)'`); one value per user",
+        "SELECT user_id, window_funnel_breakdown(INTERVAL '1 hour', 'first_touch', ts, campaign, event = 'view', event = 'buy') FROM events GROUP BY user_id",
+    ),
+    entry(
         "retention",
         Behavioural,
         "retention(cond1, ..., condN)",
@@ -123,6 +131,22 @@ pub const ENTRIES: &[Entry] = &[
         "Utf8",
         "the event right after (`forward`) or before (`backward`) the chain event1, event2, ... from the base (`head`, `tail`, `first_match`, `last_match` of event1); events at equal times in value order",
         "SELECT user_id, sequence_next_node('forward', 'first_match', ts, event, true, event = 'add_to_cart') FROM events GROUP BY user_id",
+    ),
+    entry(
+        "event_path",
+        Behavioural,
+        "event_path(ts, event, max_steps [, start_cond] [, 'dedupe'])",
+        "List<Utf8>",
+        "the events in time order (equal times in value order) from the first meeting `start_cond`, at most `max_steps`; `'dedupe'` counts consecutive repeats once",
+        "SELECT user_id, event_path(ts, event, 5, event = 'signup', 'dedupe') FROM events GROUP BY user_id",
+    ),
+    entry(
+        "path_edges",
+        Behavioural,
+        "path_edges((query))",
+        "table (step, source, target, users)",
+        "table function: the Sankey edges of a column of paths, `users` per edge from item `step` to the next",
+        "SELECT * FROM path_edges((SELECT event_path(ts, event, 4) FROM events GROUP BY user_id)) LIMIT 10",
     ),
     entry(
         "sum_for_each",
@@ -264,11 +288,7 @@ pub fn documentation(name: &str) -> Option<&'static Documentation> {
                 .map(|entry| {
                     let documentation = Documentation::builder(
                         entry.section.doc_section(),
-                        format!(
-                            "{}. Returns {}.",
-                            capitalised(entry.description),
-                            entry.returns
-                        ),
+                        description(entry),
                         entry.syntax,
                     )
                     .with_sql_example(format!("```sql\n{}\n```", entry.example))
@@ -278,6 +298,15 @@ pub fn documentation(name: &str) -> Option<&'static Documentation> {
                 .collect()
         })
         .get(name)
+}
+
+/// The description clients are shown: the entry's, as a sentence, with what it returns.
+pub fn description(entry: &Entry) -> String {
+    format!(
+        "{}. Returns {}.",
+        capitalised(entry.description),
+        entry.returns
+    )
 }
 
 fn capitalised(text: &str) -> String {
@@ -317,6 +346,7 @@ mod tests {
                     .iter()
                     .map(|f| f.name().to_string()),
             )
+            .chain(crate::table_functions().iter().map(|f| f.0.to_string()))
             .collect();
         let documented: HashSet<String> = ENTRIES.iter().map(|e| e.name.to_string()).collect();
         assert_eq!(registered, documented);

@@ -345,14 +345,35 @@ pub trait EventListAggregate: Send + Sync + 'static {
     fn function(args: &AccumulatorArgs) -> Result<Self::Function>;
 }
 
-/// The DataFusion aggregate of an [`EventListAggregate`]: never NULL, event lists as state,
-/// documented from the catalog.
-pub struct EventListUdaf<A> {
-    signature: Signature,
-    aggregate: PhantomData<A>,
+/// An aggregate computed by a `GroupsAccumulator`: its name, result type, state and
+/// accumulator. [`Udaf`] turns it into a DataFusion aggregate.
+pub trait GroupsAggregate: Send + Sync + 'static {
+    type Groups: GroupsAccumulator + Sync + 'static;
+
+    const NAME: &'static str;
+
+    /// Whether a group's result may be NULL.
+    const NULLABLE: bool = false;
+
+    /// The result type for these argument types, or the planning error naming the bad one.
+    fn return_type(arg_types: &[DataType]) -> Result<DataType>;
+
+    /// The state fields of the aggregate called `name`.
+    fn state_fields(name: &str) -> Vec<FieldRef>;
+
+    /// The accumulator of one call, from its constant arguments.
+    fn groups(args: &AccumulatorArgs) -> Result<Self::Groups>;
 }
 
-impl<A: EventListAggregate> EventListUdaf<A> {
+/// The DataFusion aggregate of a [`GroupsAggregate`]: any arguments (the aggregate checks
+/// them), documented from the catalog, and the same accumulator for one group as for
+/// many.
+pub struct Udaf<A> {
+    signature: Signature,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: GroupsAggregate> Udaf<A> {
     pub fn new() -> Self {
         Self {
             signature: Signature::variadic_any(Volatility::Immutable),
@@ -361,35 +382,35 @@ impl<A: EventListAggregate> EventListUdaf<A> {
     }
 }
 
-impl<A: EventListAggregate> Default for EventListUdaf<A> {
+impl<A: GroupsAggregate> Default for Udaf<A> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<A> std::fmt::Debug for EventListUdaf<A> {
+impl<A> std::fmt::Debug for Udaf<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventListUdaf")
+        f.debug_struct("Udaf")
             .field("aggregate", &std::any::type_name::<A>())
             .finish()
     }
 }
 
-impl<A> PartialEq for EventListUdaf<A> {
+impl<A> PartialEq for Udaf<A> {
     fn eq(&self, other: &Self) -> bool {
         self.signature == other.signature
     }
 }
 
-impl<A> Eq for EventListUdaf<A> {}
+impl<A> Eq for Udaf<A> {}
 
-impl<A> Hash for EventListUdaf<A> {
+impl<A> Hash for Udaf<A> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.signature.hash(state);
     }
 }
 
-impl<A: EventListAggregate> AggregateUDFImpl for EventListUdaf<A> {
+impl<A: GroupsAggregate> AggregateUDFImpl for Udaf<A> {
     fn name(&self) -> &str {
         A::NAME
     }
@@ -403,7 +424,7 @@ impl<A: EventListAggregate> AggregateUDFImpl for EventListUdaf<A> {
     }
 
     fn is_nullable(&self) -> bool {
-        false
+        A::NULLABLE
     }
 
     fn documentation(&self) -> Option<&Documentation> {
@@ -411,15 +432,11 @@ impl<A: EventListAggregate> AggregateUDFImpl for EventListUdaf<A> {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let value_type =
-            <<A::Function as EventListFunction>::Value as ArrowPrimitiveType>::DATA_TYPE;
-        Ok(event_list_fields(args.name, A::VALUE_NAME, value_type))
+        Ok(A::state_fields(args.name))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SingleGroup::new(EventListGroups::new(
-            A::function(&args)?,
-        ))?))
+        Ok(Box::new(SingleGroup::new(A::groups(&args)?)?))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -430,6 +447,32 @@ impl<A: EventListAggregate> AggregateUDFImpl for EventListUdaf<A> {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(EventListGroups::new(A::function(&args)?)))
+        Ok(Box::new(A::groups(&args)?))
     }
 }
+
+/// The [`GroupsAggregate`] of an [`EventListAggregate`].
+pub struct EventLists<A>(PhantomData<fn() -> A>);
+
+impl<A: EventListAggregate> GroupsAggregate for EventLists<A> {
+    type Groups = EventListGroups<A::Function>;
+
+    const NAME: &'static str = A::NAME;
+
+    fn return_type(arg_types: &[DataType]) -> Result<DataType> {
+        A::return_type(arg_types)
+    }
+
+    fn state_fields(name: &str) -> Vec<FieldRef> {
+        let value_type =
+            <<A::Function as EventListFunction>::Value as ArrowPrimitiveType>::DATA_TYPE;
+        event_list_fields(name, A::VALUE_NAME, value_type)
+    }
+
+    fn groups(args: &AccumulatorArgs) -> Result<Self::Groups> {
+        Ok(EventListGroups::new(A::function(args)?))
+    }
+}
+
+/// The DataFusion aggregate of an [`EventListAggregate`].
+pub type EventListUdaf<A> = Udaf<EventLists<A>>;

@@ -10,10 +10,12 @@ pub mod bounded_output;
 pub mod catalog;
 pub mod common;
 pub mod conditions;
+pub mod event_path;
 pub mod funnel;
 pub mod group_lists;
 pub mod lifecycle;
 pub mod next_node;
+pub mod path_edges;
 pub mod retention;
 pub mod retention_periods;
 pub mod run_aggregate;
@@ -22,9 +24,11 @@ pub mod sequence;
 pub mod sum_for_each;
 pub mod time;
 pub mod utc_date;
+pub mod value_events;
 
 use std::sync::Arc;
 
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::error::Result;
 use datafusion::execution::{FunctionRegistry, SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
@@ -39,6 +43,7 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     [
         active_periods::functions(),
         bitmap::aggregate_functions(),
+        event_path::functions(),
         funnel::functions(),
         lifecycle::functions(),
         next_node::functions(),
@@ -48,6 +53,11 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
         sum_for_each::functions(),
     ]
     .concat()
+}
+
+/// Every table function this crate provides, by name.
+pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    path_edges::table_functions()
 }
 
 /// Registers every Cohort function with `registry` (a `SessionState`), and the expression
@@ -73,10 +83,13 @@ pub fn with_extensions(builder: SessionStateBuilder) -> SessionStateBuilder {
 }
 
 /// The state of a session that plans as Cohort does: `builder` with [`with_extensions`], built,
-/// with every function registered by [`register_all`].
+/// with every function registered by [`register_all`] and the [`table_functions`].
 pub fn session_state(builder: SessionStateBuilder) -> Result<SessionState> {
     let mut state = with_extensions(builder).build();
     register_all(&mut state)?;
+    for (name, function) in table_functions() {
+        state.register_udtf(name, function);
+    }
     Ok(state)
 }
 
@@ -100,7 +113,10 @@ mod tests {
                 .chain(f.aliases().iter().cloned())
                 .collect::<Vec<_>>()
         });
-        for name in scalar.chain(aggregate) {
+        let table = table_functions()
+            .into_iter()
+            .map(|(name, _)| name.to_string());
+        for name in scalar.chain(aggregate).chain(table) {
             assert!(names.insert(name.clone()), "duplicate function name {name}");
         }
     }

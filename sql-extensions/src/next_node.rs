@@ -32,27 +32,21 @@
 //! GROUP BY next ORDER BY count(*) DESC;
 //! ```
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray, StringBuilder, UInt32Array,
-};
-use arrow::buffer::{OffsetBuffer, ScalarBuffer};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, FieldRef, Int64Type, UInt32Type};
+use arrow::array::{ArrayRef, StringBuilder};
+use arrow::datatypes::DataType;
 use datafusion::common::plan_err;
 use datafusion::error::Result;
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
-};
+use datafusion::logical_expr::AggregateUDF;
+use datafusion::logical_expr::function::AccumulatorArgs;
 
-use crate::common::{
-    SingleGroup, constant_string, filtered_out, is_string, list_column, list_state_field,
+use crate::common::{constant_string, is_string};
+use crate::conditions::{check_boolean, check_conditions};
+use crate::time::check_event_time;
+use crate::value_events::{
+    EventArguments, ValueEvent, ValueEventAggregate, ValueEventFunction, ValueEventUdaf,
 };
-use crate::conditions::{check_boolean, check_conditions, condition_masks};
-use crate::time::{check_event_time, event_times};
 
 const NAME: &str = "sequence_next_node";
 const USAGE: &str =
@@ -64,25 +58,62 @@ const BASE_CONDITION: usize = 4;
 const MAX_EVENTS: usize = 31;
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
-    vec![Arc::new(AggregateUDF::from(SequenceNextNode::new()))]
+    vec![Arc::new(AggregateUDF::from(ValueEventUdaf::<
+        SequenceNextNode,
+    >::new()))]
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct SequenceNextNode {
-    signature: Signature,
-}
+/// The aggregate: see the module documentation.
+struct SequenceNextNode;
 
-impl SequenceNextNode {
-    pub fn new() -> Self {
-        Self {
-            signature: Signature::variadic_any(Volatility::Immutable),
-        }
+impl ValueEventAggregate for SequenceNextNode {
+    type Function = Call;
+
+    const NAME: &'static str = NAME;
+
+    /// No base, a broken chain or nothing after it.
+    const NULLABLE: bool = true;
+
+    fn return_type(arg_types: &[DataType]) -> Result<DataType> {
+        check_types(arg_types)?;
+        Ok(DataType::Utf8)
+    }
+
+    fn function(args: &AccumulatorArgs) -> Result<Call> {
+        let spec = spec(args)?;
+        Ok(Call {
+            spec,
+            arguments: EventArguments {
+                ts: TS,
+                value: VALUE,
+                conditions: BASE_CONDITION..BASE_CONDITION + 1 + spec.events,
+                null_values: false,
+            },
+        })
     }
 }
 
-impl Default for SequenceNextNode {
-    fn default() -> Self {
-        Self::new()
+/// One call: what it asks and where its arguments are.
+struct Call {
+    spec: Spec,
+    arguments: EventArguments,
+}
+
+impl ValueEventFunction for Call {
+    fn arguments(&self) -> &EventArguments {
+        &self.arguments
+    }
+
+    fn evaluate(&self, groups: &[Vec<ValueEvent>], values: &[String]) -> Result<ArrayRef> {
+        let mut out = StringBuilder::new();
+        for events in groups {
+            let keyed: Vec<(i64, u32)> = events.iter().map(|e| (e.ts, e.mask)).collect();
+            match next_index(&keyed, self.spec) {
+                Some(i) => out.append_value(&values[events[i].value as usize]),
+                None => out.append_null(),
+            }
+        }
+        Ok(Arc::new(out.finish()))
     }
 }
 
@@ -182,15 +213,6 @@ fn spec(args: &AccumulatorArgs) -> Result<Spec> {
     })
 }
 
-/// One event: its time, the conditions it meets and its value (an index into the
-/// accumulator's distinct values).
-#[derive(Debug, Clone, Copy)]
-struct Event {
-    ts: i64,
-    mask: u32,
-    value: u32,
-}
-
 /// Where the chain's next event is in `events` (sorted), if anywhere.
 pub fn next_index(events: &[(i64, u32)], spec: Spec) -> Option<usize> {
     const BASE: u32 = 1;
@@ -216,261 +238,6 @@ pub fn next_index(events: &[(i64, u32)], spec: Spec) -> Option<usize> {
         }
     }
     at(spec.events)
-}
-
-/// The accumulator: each group's events, with values kept once per distinct string.
-struct NextNodeGroups {
-    spec: Spec,
-    groups: Vec<Vec<Event>>,
-    values: Vec<String>,
-    value_ids: HashMap<String, u32>,
-    value_bytes: usize,
-    event_capacity: usize,
-}
-
-impl NextNodeGroups {
-    fn new(spec: Spec) -> Self {
-        Self {
-            spec,
-            groups: Vec::new(),
-            values: Vec::new(),
-            value_ids: HashMap::new(),
-            value_bytes: 0,
-            event_capacity: 0,
-        }
-    }
-
-    fn value_id(&mut self, value: &str) -> u32 {
-        if let Some(&id) = self.value_ids.get(value) {
-            return id;
-        }
-        let id = self.values.len() as u32;
-        self.values.push(value.to_string());
-        self.value_ids.insert(value.to_string(), id);
-        self.value_bytes += 2 * value.len();
-        id
-    }
-
-    fn push(&mut self, group: usize, event: Event) {
-        let events = &mut self.groups[group];
-        let before = events.capacity();
-        events.push(event);
-        self.event_capacity += events.capacity() - before;
-    }
-
-    fn take_groups(&mut self, emit_to: EmitTo) -> Vec<Vec<Event>> {
-        let groups = emit_to.take_needed(&mut self.groups);
-        self.event_capacity -= groups.iter().map(Vec::capacity).sum::<usize>();
-        groups
-    }
-
-    fn sort(&self, events: &mut [Event]) {
-        events.sort_unstable_by(|a, b| {
-            (a.ts, self.values[a.value as usize].as_bytes(), a.mask).cmp(&(
-                b.ts,
-                self.values[b.value as usize].as_bytes(),
-                b.mask,
-            ))
-        });
-    }
-}
-
-/// One input batch's arguments: times, condition masks and values, and the rows that are
-/// events (a time and a value, and kept by the aggregate's filter).
-struct Rows {
-    ts: Int64Array,
-    masks: ScalarBuffer<u32>,
-    values: StringArray,
-    events: Vec<usize>,
-}
-
-impl Rows {
-    fn decode(arguments: &[ArrayRef], filter: Option<&BooleanArray>) -> Result<Self> {
-        let ts = event_times(&arguments[TS])?;
-        let masks = condition_masks(&arguments[BASE_CONDITION..], ts.len(), None);
-        let values = match arguments[VALUE].data_type() {
-            DataType::Utf8 => arguments[VALUE].as_string::<i32>().clone(),
-            _ => cast(&arguments[VALUE], &DataType::Utf8)?
-                .as_string::<i32>()
-                .clone(),
-        };
-        let events = (0..ts.len())
-            .filter(|&row| ts.is_valid(row) && values.is_valid(row) && !filtered_out(filter, row))
-            .collect();
-        Ok(Self {
-            ts,
-            masks,
-            values,
-            events,
-        })
-    }
-}
-
-/// The state: per group, lists of event times, masks and values cut at `offsets`.
-fn state_columns(
-    offsets: OffsetBuffer<i32>,
-    ts: Int64Array,
-    masks: UInt32Array,
-    values: StringArray,
-) -> Result<Vec<ArrayRef>> {
-    Ok(vec![
-        list_column(offsets.clone(), Arc::new(ts), true)?,
-        list_column(offsets.clone(), Arc::new(masks), true)?,
-        list_column(offsets, Arc::new(values), true)?,
-    ])
-}
-
-impl GroupsAccumulator for NextNodeGroups {
-    fn update_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        let rows = Rows::decode(values, opt_filter)?;
-        for &row in &rows.events {
-            let event = Event {
-                ts: rows.ts.value(row),
-                mask: rows.masks[row],
-                value: self.value_id(rows.values.value(row)),
-            };
-            self.push(group_indices[row], event);
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut groups = self.take_groups(emit_to);
-        let mut out = StringBuilder::new();
-        for events in groups.iter_mut() {
-            self.sort(events);
-            let keyed: Vec<(i64, u32)> = events.iter().map(|e| (e.ts, e.mask)).collect();
-            match next_index(&keyed, self.spec) {
-                Some(i) => out.append_value(&self.values[events[i].value as usize]),
-                None => out.append_null(),
-            }
-        }
-        Ok(Arc::new(out.finish()))
-    }
-
-    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = self.take_groups(emit_to);
-        let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
-        let events = || groups.iter().flatten();
-        state_columns(
-            offsets,
-            events().map(|e| e.ts).collect(),
-            events().map(|e| e.mask).collect(),
-            events()
-                .map(|e| Some(self.values[e.value as usize].as_str()))
-                .collect(),
-        )
-    }
-
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        let lists: Vec<_> = values.iter().map(|v| v.as_list::<i32>()).collect();
-        for (row, &group) in group_indices.iter().enumerate() {
-            if lists[0].is_null(row) {
-                continue;
-            }
-            let ts = lists[0].value(row);
-            let masks = lists[1].value(row);
-            let strings = lists[2].value(row);
-            let (ts, masks, strings) = (
-                ts.as_primitive::<Int64Type>(),
-                masks.as_primitive::<UInt32Type>(),
-                strings.as_string::<i32>(),
-            );
-            for i in 0..ts.len() {
-                let value = self.value_id(strings.value(i));
-                let event = Event {
-                    ts: ts.value(i),
-                    mask: masks.value(i),
-                    value,
-                };
-                self.push(group, event);
-            }
-        }
-        Ok(())
-    }
-
-    fn convert_to_state(
-        &self,
-        values: &[ArrayRef],
-        opt_filter: Option<&BooleanArray>,
-    ) -> Result<Vec<ArrayRef>> {
-        let rows = Rows::decode(values, opt_filter)?;
-        let mut lengths = vec![0; rows.ts.len()];
-        for &row in &rows.events {
-            lengths[row] = 1;
-        }
-        let events = || rows.events.iter().copied();
-        state_columns(
-            OffsetBuffer::from_lengths(lengths),
-            events().map(|r| rows.ts.value(r)).collect(),
-            events().map(|r| rows.masks[r]).collect(),
-            events().map(|r| Some(rows.values.value(r))).collect(),
-        )
-    }
-
-    fn size(&self) -> usize {
-        self.groups.capacity() * size_of::<Vec<Event>>()
-            + self.event_capacity * size_of::<Event>()
-            + self.values.capacity() * size_of::<String>()
-            + self.value_bytes
-    }
-}
-
-impl AggregateUDFImpl for SequenceNextNode {
-    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
-        crate::catalog::documentation(self.name())
-    }
-
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        check_types(arg_types)?;
-        Ok(DataType::Utf8)
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![
-            list_state_field(args.name, "ts", DataType::Int64),
-            list_state_field(args.name, "mask", DataType::UInt32),
-            list_state_field(args.name, "value", DataType::Utf8),
-        ])
-    }
-
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SingleGroup::new(NextNodeGroups::new(spec(
-            &args,
-        )?))?))
-    }
-
-    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
-        true
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(NextNodeGroups::new(spec(&args)?)))
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Journey functions (lifecycle, active_periods, sequence_next_node): the same answer however
+//! Journey functions (lifecycle, active_periods, sequence_next_node, event_path): the same answer however
 //! rows are split into batches and partitions, with partial aggregation skipped or not, with
 //! and without the run aggregation. The references are written here, period by period, from
 //! the raw rows, independently of the functions' own algorithms.
@@ -180,7 +180,7 @@ async fn active_periods_match_their_definition_in_every_layout() {
 /// ClickHouse's sequenceNextNode restated: the events sorted by (time, value, conditions), the
 /// base chosen, the chain walked one event at a time.
 fn next_node_reference(
-    rows: &[(i64, Option<i64>, Option<&'static str>, bool)],
+    rows: &[ValueRow],
     forward: bool,
     base: &str,
     chain: &[&str],
@@ -221,10 +221,13 @@ fn next_node_reference(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequence_next_node_matches_its_definition_in_every_layout() {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let rows: Vec<(i64, Option<i64>, Option<&'static str>, bool)> = (0..4000)
+/// Rows (user, time, value, flag) with NULL times and values, ties and repeats, and their batch
+/// (columns u, ts, e, b).
+type ValueRow = (i64, Option<i64>, Option<&'static str>, bool);
+
+fn value_rows(seed: u64) -> (Vec<ValueRow>, RecordBatch) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let rows: Vec<ValueRow> = (0..4000)
         .map(|_| {
             (
                 rng.random_range(0..300),
@@ -252,6 +255,12 @@ async fn sequence_next_node_matches_its_definition_in_every_layout() {
         ],
     )
     .unwrap();
+    (rows, batch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_next_node_matches_its_definition_in_every_layout() {
+    let (rows, batch) = value_rows(11);
     let inputs = common::arrival_orders(&batch);
     for (direction, base, chain) in [
         ("forward", "head", vec!["a", "b"]),
@@ -280,6 +289,174 @@ async fn sequence_next_node_matches_its_definition_in_every_layout() {
                     for i in 0..result.num_rows() {
                         let answer = answers.is_valid(i).then(|| answers.value(i).to_string());
                         actual.insert(users.value(i), answer);
+                    }
+                }
+                assert_eq!(actual, expected, "{sql}, layout {layout:?}, {order} input");
+            }
+        }
+    }
+}
+
+/// The path as defined: each user's events sorted by (time, value, flag), from the first with the
+/// flag (or the first), repeats dropped when deduplicating, cut at `max_steps`.
+fn event_path_reference(
+    rows: &[ValueRow],
+    max_steps: usize,
+    from_flag: bool,
+    dedupe: bool,
+) -> BTreeMap<i64, Vec<String>> {
+    let mut per_user: BTreeMap<i64, Vec<(i64, &str, bool)>> = BTreeMap::new();
+    for &(user, ts, value, flag) in rows {
+        let events = per_user.entry(user).or_default();
+        if let (Some(ts), Some(value)) = (ts, value) {
+            events.push((ts, value, flag));
+        }
+    }
+    per_user
+        .into_iter()
+        .map(|(user, mut events)| {
+            events.sort();
+            let start = if from_flag {
+                events.iter().position(|e| e.2).unwrap_or(events.len())
+            } else {
+                0
+            };
+            let mut path: Vec<String> = Vec::new();
+            for event in &events[start..] {
+                if dedupe && path.last().map(String::as_str) == Some(event.1) {
+                    continue;
+                }
+                path.push(event.1.to_string());
+            }
+            path.truncate(max_steps);
+            (user, path)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_path_matches_its_definition_in_every_layout() {
+    let (rows, batch) = value_rows(12);
+    let inputs = common::arrival_orders(&batch);
+    for (max_steps, from_flag, dedupe) in [(3, false, false), (50, true, false), (4, true, true)] {
+        let expected = event_path_reference(&rows, max_steps, from_flag, dedupe);
+        let start = if from_flag { ", b" } else { "" };
+        let option = if dedupe { ", 'dedupe'" } else { "" };
+        let sql =
+            format!("SELECT u, event_path(ts, e, {max_steps}{start}{option}) FROM t GROUP BY u");
+        for layout in LAYOUTS {
+            for (order, input) in &inputs {
+                let mut actual = BTreeMap::new();
+                for result in collect(input, layout, &sql).await {
+                    let users = result.column(0).as_primitive::<Int64Type>();
+                    let paths = result.column(1).as_list::<i32>();
+                    for i in 0..result.num_rows() {
+                        let path = paths.value(i);
+                        let path = path.as_string::<i32>();
+                        let path = (0..path.len()).map(|k| path.value(k).to_string()).collect();
+                        actual.insert(users.value(i), path);
+                    }
+                }
+                assert_eq!(actual, expected, "{sql}, layout {layout:?}, {order} input");
+            }
+        }
+    }
+}
+
+/// The default-mode funnel scan restated over each user's rows in (time, property, step)
+/// order: per step the newest chain that reached it, a full chain ending the scan. The step is
+/// `e`, the property `e` where the flag is set (else NULL). Returns the level and the property
+/// of the attributed step (`Some(k)`: step k + 1; `None`: the last reached).
+fn breakdown_reference(
+    rows: &[ValueRow],
+    window: i64,
+    steps: &[&str],
+    attributed: Option<usize>,
+) -> BTreeMap<i64, (u8, Option<String>)> {
+    /// An event: time, property, step.
+    type Step<'a> = (i64, Option<&'a str>, &'a str);
+    let mut per_user: BTreeMap<i64, Vec<Step>> = BTreeMap::new();
+    for &(user, ts, value, flag) in rows {
+        let Some(name) = value else { continue };
+        let events = per_user.entry(user).or_default();
+        if let Some(ts) = ts {
+            events.push((ts, value.filter(|_| flag), name));
+        }
+    }
+    per_user
+        .into_iter()
+        .map(|(user, mut events)| {
+            events.sort();
+            let mut matches: Vec<(i64, usize, usize)> = Vec::new();
+            for (row, &(ts, _, name)) in events.iter().enumerate() {
+                if let Some(k) = steps.iter().position(|step| *step == name) {
+                    matches.push((ts, k, row));
+                }
+            }
+            matches.sort();
+            let mut chains: Vec<Option<Vec<(i64, usize)>>> = vec![None; steps.len()];
+            for &(ts, k, row) in &matches {
+                if k == 0 {
+                    chains[0] = Some(vec![(ts, row)]);
+                } else if let Some(previous) = chains[k - 1].clone()
+                    && ts <= previous[0].0 + window
+                {
+                    let mut chain = previous;
+                    chain.push((ts, row));
+                    chains[k] = Some(chain);
+                    if k + 1 == steps.len() {
+                        break;
+                    }
+                }
+            }
+            let reached = chains.iter().rposition(Option::is_some);
+            let level = reached.map_or(0, |k| k + 1) as u8;
+            let value = reached.and_then(|k| {
+                let chain = chains[k].as_ref().expect("reached");
+                let (_, row) = match attributed {
+                    Some(step) => chain.get(step)?,
+                    None => chain.last()?,
+                };
+                events[*row].1.map(str::to_string)
+            });
+            (user, (level, value))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_funnel_breakdown_matches_its_definition_in_every_layout() {
+    let (rows, batch) = value_rows(13);
+    let inputs = common::arrival_orders(&batch);
+    let steps = ["a", "b", "c"];
+    for (attribution, attributed) in [
+        ("first_touch", Some(0)),
+        ("last_touch", None),
+        ("step(2)", Some(1)),
+    ] {
+        let expected = breakdown_reference(&rows, 3, &steps, attributed);
+        let converted = expected.values().filter(|(level, _)| *level == 3).count();
+        assert!(
+            converted >= 10,
+            "{attribution}: only {converted} conversions"
+        );
+        let sql = format!(
+            "SELECT u, window_funnel_breakdown(3, '{attribution}', ts, CASE WHEN b THEN e END, \
+             e = 'a', e = 'b', e = 'c') FROM t WHERE e IS NOT NULL GROUP BY u"
+        );
+        for layout in LAYOUTS {
+            for (order, input) in &inputs {
+                let mut actual = BTreeMap::new();
+                for result in collect(input, layout, &sql).await {
+                    let users = result.column(0).as_primitive::<Int64Type>();
+                    let outcome = result.column(1).as_struct();
+                    let levels = outcome
+                        .column(0)
+                        .as_primitive::<arrow::datatypes::UInt8Type>();
+                    let values = outcome.column(1).as_string::<i32>();
+                    for i in 0..result.num_rows() {
+                        let value = values.is_valid(i).then(|| values.value(i).to_string());
+                        actual.insert(users.value(i), (levels.value(i), value));
                     }
                 }
                 assert_eq!(actual, expected, "{sql}, layout {layout:?}, {order} input");

@@ -16,13 +16,15 @@ USERS = 500
 DAY = 86_400
 START = datetime.datetime(2026, 9, 7, tzinfo=datetime.timezone.utc)  # a Monday
 EVENTS = ["login", "page_view", "purchase"]
+CAMPAIGNS = ["ad", "mail", "seo", None]
 
 
 def random_histories(seed):
     """Bursty activity around the report's start: some users only before it, some only after,
     many with gaps of several periods, every user with ties."""
     rng = random.Random(seed)
-    users, times, names = [], [], []
+    campaigns_rng = random.Random(seed + 1)
+    users, times, names, campaigns = [], [], [], []
     start = int(START.timestamp())
     for user in range(1, USERS + 1):
         first = rng.randint(-40, 60)
@@ -32,10 +34,12 @@ def random_histories(seed):
             users.append(user)
             times.append(start + day * DAY + second)
             names.append(rng.choice(EVENTS))
+            campaigns.append(campaigns_rng.choice(CAMPAIGNS))
     return pa.table(
         {
             "user_id": pa.array(users, pa.int64()),
             "event": names,
+            "campaign": pa.array(campaigns, pa.string()),
             "ts": pa.array([t * 1_000_000 for t in times], pa.timestamp("us", tz="UTC")),
         }
     )
@@ -101,5 +105,114 @@ def test_lifecycle_matches_posthog_definitions(histories, period_days, periods, 
     assert len(expected) == USERS
     statuses = {status for entries in expected.values() for _, status in entries}
     assert statuses == {"new", "returning", "resurrecting", "dormant"}, "the data must exercise every status"
+    mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
+    assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"
+
+
+def path_reference(rows, max_steps, starts, dedupe):
+    """Each user's path: events by (time, name), from the first that `starts` it, repeats
+    dropped when deduplicating, at most `max_steps`."""
+    events = {}
+    for row in rows:
+        events.setdefault(row["user_id"], []).append(row)
+    paths = {}
+    for user, history in events.items():
+        history.sort(key=lambda row: (row["ts"], row["event"].encode()))
+        start = next((i for i, row in enumerate(history) if starts(row)), len(history))
+        path = []
+        for row in history[start:]:
+            if dedupe and path and path[-1] == row["event"]:
+                continue
+            path.append(row["event"])
+        paths[user] = path[:max_steps]
+    return paths
+
+
+@pytest.mark.parametrize(
+    "max_steps,start,starts,dedupe",
+    [
+        (6, "", lambda row: True, False),
+        (4, ", event = 'purchase'", lambda row: row["event"] == "purchase", True),
+        (1000, ", ts >= TIMESTAMP '2026-10-01 00:00:00'", lambda row: row["ts"] >= START + datetime.timedelta(days=24), True),
+    ],
+    ids=["first six", "from a purchase, deduplicated", "from October, whole"],
+)
+def test_event_path_and_path_edges_match_their_definitions(histories, max_steps, start, starts, dedupe):
+    conn, rows = histories
+    option = ", 'dedupe'" if dedupe else ""
+    path_sql = f"event_path(ts, event, {max_steps}{start}{option})"
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT user_id, {path_sql} FROM events GROUP BY user_id")
+        ours = dict(cur.fetchall())
+        cur.execute(f"SELECT * FROM path_edges((SELECT {path_sql} FROM events GROUP BY user_id))")
+        edges = {(step, source, target): users for step, source, target, users in cur.fetchall()}
+    expected = path_reference(rows, max_steps, starts, dedupe)
+    assert any(len(path) >= 3 for path in expected.values())
+    assert not start or any(not path for path in expected.values()), "some users must never start a path"
+    mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
+    assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"
+    expected_edges = {}
+    for path in expected.values():
+        for step, (source, target) in enumerate(zip(path, path[1:]), start=1):
+            expected_edges[(step, source, target)] = expected_edges.get((step, source, target), 0) + 1
+    assert edges == expected_edges
+
+
+def breakdown_reference(rows, window, steps, attribution):
+    """window_funnel's default-mode scan restated over each user's events in (time, campaign,
+    step) order, NULL campaigns first: per step the newest chain that reached it, a full chain
+    ending the scan; then the campaign of the attributed step of the chain that reached the
+    level."""
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row)
+    out = {}
+    for user, events in by_user.items():
+        events.sort(key=lambda r: (r["ts"], r["campaign"] is not None, r["campaign"] or "", r["event"]))
+        matches = sorted(
+            (row["ts"], steps.index(row["event"]), i) for i, row in enumerate(events) if row["event"] in steps
+        )
+        chains = [None] * len(steps)
+        for ts, k, i in matches:
+            if k == 0:
+                chains[0] = [(ts, i)]
+            elif chains[k - 1] is not None and ts <= chains[k - 1][0][0] + window:
+                chains[k] = chains[k - 1] + [(ts, i)]
+                if k + 1 == len(steps):
+                    break
+        reached = [k for k in range(len(steps)) if chains[k] is not None]
+        level = reached[-1] + 1 if reached else 0
+        value = None
+        if level:
+            chain = chains[level - 1]
+            if attribution == "first_touch":
+                value = events[chain[0][1]]["campaign"]
+            elif attribution == "last_touch":
+                value = events[chain[-1][1]]["campaign"]
+            else:
+                k = int(attribution[len("step("):-1])
+                value = events[chain[k - 1][1]]["campaign"] if k <= level else None
+        out[user] = {"level": level, "value": value}
+    return out
+
+
+@pytest.mark.parametrize("attribution", ["first_touch", "last_touch", "step(2)"])
+def test_window_funnel_breakdown_matches_its_definition(histories, attribution):
+    conn, rows = histories
+    steps = ["page_view", "login", "purchase"]
+    conditions = ", ".join(f"event = '{step}'" for step in steps)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT user_id, window_funnel_breakdown(INTERVAL '2 days', '{attribution}', ts, campaign, "
+            f"{conditions}) FROM events GROUP BY user_id"
+        )
+        ours = dict(cur.fetchall())
+        cur.execute(f"SELECT user_id, window_funnel(INTERVAL '2 days', ts, {conditions}) FROM events GROUP BY user_id")
+        levels = dict(cur.fetchall())
+    window = datetime.timedelta(days=2)
+    expected = breakdown_reference(rows, window, steps, attribution)
+    assert sum(1 for e in expected.values() if e["level"] == 3) >= 20
+    assert {e["value"] for e in expected.values()} == set(CAMPAIGNS)
+    assert all(ours[user]["level"] == level for user, level in levels.items())
     mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
     assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"

@@ -215,10 +215,11 @@ fn outputs(groups: &Groups, args: &FunnelArgs) -> Result<ArrayRef> {
     let mut levels = Vec::with_capacity(count);
     let mut lengths = Vec::new();
     let mut times = Vec::new();
+    let mut chain_events = Vec::new();
     for group in 0..count {
         events.clear();
         groups.events(group, args.mode, |e| events.push(e));
-        let chain = args.want_chain.then_some(&mut times);
+        let chain = args.want_chain.then_some(&mut chain_events);
         let level = level::evaluate_into(
             &mut events,
             args.steps,
@@ -229,6 +230,7 @@ fn outputs(groups: &Groups, args: &FunnelArgs) -> Result<ArrayRef> {
         );
         if args.want_chain {
             lengths.push(level as usize);
+            times.extend(chain_events.drain(..).map(|e| e.ts));
         } else {
             levels.push(level);
         }

@@ -13,7 +13,7 @@
 
 /// One condition match: `cond` is the 1-based condition index, or 0 for a row that matched none
 /// (recorded only in `strict_order` mode); `row` identifies the source row within the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Event {
     pub ts: i64,
     pub cond: u8,
@@ -29,11 +29,11 @@ pub struct Mode {
     pub allow_reentry: bool,
 }
 
-/// The level reached (0..=steps) and the step timestamps of the chain that reached it.
+/// The level reached (0..=steps) and the events of the chain that reached it, one per step.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Outcome {
     pub level: u8,
-    pub chain: Vec<i64>,
+    pub chain: Vec<Event>,
 }
 
 pub fn evaluate(events: &mut [Event], steps: u8, window: i64, mode: Mode) -> Outcome {
@@ -56,26 +56,29 @@ pub struct Scratch {
     reached: Vec<bool>,
     first: Vec<i64>,
     last: Vec<i64>,
-    /// When the chain is wanted, row `k` (`steps` wide) holds that chain's step times.
-    times: Vec<i64>,
+    /// When the chain is wanted, row `k` (`steps` wide) holds that chain's step events.
+    chains: Vec<Event>,
 }
 
-/// The level reached; with `chain`, the step times of the chain that reached it are appended
-/// to it. `events` are reordered.
+/// The level reached; with `chain`, the events of the chain that reached it are appended to
+/// it. `events` are reordered unless already in (ts, cond) order: events at equal (ts, cond)
+/// reach the same level in any order, but a caller that needs to know which one a chain took
+/// sorts them first (a later one at the same time and step is taken over an earlier one).
 pub fn evaluate_into(
     events: &mut [Event],
     steps: u8,
     window: i64,
     mode: Mode,
     scratch: &mut Scratch,
-    chain: Option<&mut Vec<i64>>,
+    chain: Option<&mut Vec<Event>>,
 ) -> u8 {
     if events.is_empty() {
         return 0;
     }
     if !mode.strict_order && steps == 1 {
         if let Some(chain) = chain {
-            chain.push(events.iter().map(|e| e.ts).min().expect("not empty"));
+            let first = events.iter().min_by_key(|e| (e.ts, e.row));
+            chain.push(*first.expect("not empty"));
         }
         return 1;
     }
@@ -107,13 +110,13 @@ fn scan(
     window: i64,
     mode: Mode,
     scratch: &mut Scratch,
-    chain: Option<&mut Vec<i64>>,
+    chain: Option<&mut Vec<Event>>,
 ) -> u8 {
     let Scratch {
         reached,
         first,
         last,
-        times,
+        chains,
     } = scratch;
     reached.clear();
     reached.resize(steps, false);
@@ -121,7 +124,7 @@ fn scan(
     last.resize(steps, 0);
     let want_chain = chain.is_some();
     if want_chain {
-        times.resize(steps * steps, 0);
+        chains.resize(steps * steps, Event::default());
     }
     let mut started = false;
     for event in events {
@@ -138,7 +141,7 @@ fn scan(
             first[0] = event.ts;
             last[0] = event.ts;
             if want_chain {
-                times[0] = event.ts;
+                chains[0] = *event;
             }
             started = true;
         } else if mode.strict_deduplication && reached[step] {
@@ -156,9 +159,9 @@ fn scan(
                 first[step] = first[step - 1];
                 last[step] = event.ts;
                 if want_chain {
-                    let (before, after) = times.split_at_mut(step * steps);
+                    let (before, after) = chains.split_at_mut(step * steps);
                     after[..step].copy_from_slice(&before[(step - 1) * steps..][..step]);
-                    after[step] = event.ts;
+                    after[step] = *event;
                 }
                 if step + 1 == steps {
                     break;
@@ -170,14 +173,14 @@ fn scan(
     if let Some(chain) = chain
         && level > 0
     {
-        chain.extend_from_slice(&times[(level - 1) * steps..][..level]);
+        chain.extend_from_slice(&chains[(level - 1) * steps..][..level]);
     }
     level as u8
 }
 
+/// One chain: its events, step by step.
 struct Sequence {
-    rows: Vec<u32>,
-    times: Vec<i64>,
+    events: Vec<Event>,
 }
 
 /// `strict_once`: every chain is kept per step (one row may extend several), and a chain may
@@ -189,7 +192,7 @@ fn scan_strict_once(events: &[Event], steps: usize, window: i64, mode: Mode) -> 
         match sequences.iter().rposition(|s| !s.is_empty()) {
             Some(k) => Outcome {
                 level: (k + 1) as u8,
-                chain: sequences[k][0].times.clone(),
+                chain: sequences[k][0].events.clone(),
             },
             None => Outcome::default(),
         }
@@ -204,8 +207,7 @@ fn scan_strict_once(events: &[Event], steps: usize, window: i64, mode: Mode) -> 
         let step = event.cond as usize - 1;
         if step == 0 {
             sequences[0].push(Sequence {
-                rows: vec![event.row],
-                times: vec![event.ts],
+                events: vec![*event],
             });
             started = true;
         } else if mode.strict_deduplication && !sequences[step].is_empty() {
@@ -222,24 +224,22 @@ fn scan_strict_once(events: &[Event], steps: usize, window: i64, mode: Mode) -> 
             let mut i = 0;
             while i < previous.len() {
                 let candidate = &previous[i];
-                let first = candidate.times[0];
+                let first = candidate.events[0].ts;
                 let mut matched = within_window(event.ts, first, window);
                 if !matched && previous.len() > 1 {
                     previous.remove(i);
                     continue;
                 }
-                matched = matched && !candidate.rows.contains(&event.row);
+                matched = matched && !candidate.events.iter().any(|e| e.row == event.row);
                 if matched && mode.strict_increase {
-                    matched = *candidate.times.last().expect("not empty") < event.ts;
+                    matched = candidate.events.last().expect("not empty").ts < event.ts;
                 }
                 if matched {
-                    let mut rows = candidate.rows.clone();
-                    rows.push(event.row);
-                    let mut times = candidate.times.clone();
-                    times.push(event.ts);
-                    current.push(Sequence { rows, times });
+                    let mut events = candidate.events.clone();
+                    events.push(*event);
+                    current.push(Sequence { events });
                     if step + 1 == steps {
-                        let completed = current.last().expect("just pushed").times.clone();
+                        let completed = current.last().expect("just pushed").events.clone();
                         return Outcome {
                             level: steps as u8,
                             chain: completed,
@@ -291,7 +291,10 @@ mod tests {
         assert_eq!(level(rows, 3, 10, Mode::default()), 3);
         assert_eq!(level(rows, 3, 9, Mode::default()), 2);
         let outcome = evaluate(&mut events(rows, false), 3, 10, Mode::default());
-        assert_eq!(outcome.chain, [1, 5, 11]);
+        let times: Vec<i64> = outcome.chain.iter().map(|e| e.ts).collect();
+        assert_eq!(times, [1, 5, 11]);
+        let rows: Vec<u32> = outcome.chain.iter().map(|e| e.row).collect();
+        assert_eq!(rows, [0, 1, 2]);
     }
 
     #[test]

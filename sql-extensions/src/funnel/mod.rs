@@ -36,6 +36,7 @@
 //! ```
 
 mod accumulator;
+pub mod breakdown;
 pub mod level;
 
 use std::sync::Arc;
@@ -59,10 +60,12 @@ use accumulator::{FunnelArgs, FunnelGroupsAccumulator};
 use level::Mode;
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
-    vec![
+    let mut functions = vec![
         Arc::new(AggregateUDF::from(WindowFunnel::new(false))),
         Arc::new(AggregateUDF::from(WindowFunnel::new(true))),
-    ]
+    ];
+    functions.extend(breakdown::functions());
+    functions
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
