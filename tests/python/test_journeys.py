@@ -216,3 +216,66 @@ def test_window_funnel_breakdown_matches_its_definition(histories, attribution):
     assert all(ours[user]["level"] == level for user, level in levels.items())
     mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
     assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"
+
+
+def excluded_funnel_reference(rows, window, steps, exclusion, between):
+    """window_funnel's default-mode scan with one exclusion restated: per step the newest live
+    chain; an exclusion event strictly after a live chain's step `a` event, before it reaches
+    step `b`, breaks it (it keeps its level); at equal times steps come first."""
+    a, b = between
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row)
+    out = {}
+    for user, events in by_user.items():
+        matches = []
+        for row in events:
+            matches.extend((row["ts"], k + 1) for k, step in enumerate(steps) if row["event"] == step)
+            if row["event"] == exclusion:
+                matches.append((row["ts"], len(steps) + 1))
+        matches.sort()
+        live = [None] * len(steps)  # per step: the chain's step times
+        best = 0
+        for ts, cond in matches:
+            if cond == len(steps) + 1:
+                for state in range(a - 1, b - 1):
+                    if live[state] is not None and live[state][a - 1] < ts:
+                        live[state] = None
+                continue
+            k = cond - 1
+            if k == 0:
+                live[0] = [ts]
+                best = max(best, 1)
+            elif live[k - 1] is not None and ts <= live[k - 1][0] + window:
+                live[k] = live[k - 1] + [ts]
+                best = max(best, k + 1)
+                if k + 1 == len(steps):
+                    break
+        out[user] = best
+    return out
+
+
+@pytest.mark.parametrize(
+    "steps,between",
+    [
+        (["page_view", "purchase"], (1, 2)),
+        (["page_view", "purchase", "page_view"], (1, 3)),
+        (["page_view", "purchase", "page_view"], (2, 3)),
+    ],
+)
+def test_funnel_exclusions_match_their_definition(histories, steps, between):
+    conn, rows = histories
+    conditions = ", ".join(f"event = '{step}'" for step in steps)
+    mode = f"exclude({len(steps) + 1}:{between[0]}-{between[1]})"
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT user_id, window_funnel(INTERVAL '3 days', '{mode}', ts, {conditions}, event = 'login') "
+            "FROM events GROUP BY user_id"
+        )
+        ours = dict(cur.fetchall())
+        cur.execute(f"SELECT user_id, window_funnel(INTERVAL '3 days', ts, {conditions}) FROM events GROUP BY user_id")
+        without = dict(cur.fetchall())
+    expected = excluded_funnel_reference(rows, datetime.timedelta(days=3), steps, "login", between)
+    assert sum(1 for u in expected if expected[u] < without[u]) >= 3, "the exclusion must break some chains"
+    mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
+    assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"

@@ -41,7 +41,7 @@ use datafusion::logical_expr::AggregateUDF;
 use datafusion::logical_expr::function::AccumulatorArgs;
 
 use super::level::{self, Event, Mode, Scratch};
-use super::parse_mode;
+use super::{parse_mode, step_count};
 use crate::common::{constant, constant_string, is_string};
 use crate::conditions::check_conditions;
 use crate::time::{is_event_time, window_in_units};
@@ -184,16 +184,17 @@ impl ValueEventAggregate for WindowFunnelBreakdown {
             Some(index) => parse_mode(NAME, constant_string(NAME, args, index, "mode")?)?,
             None => Mode::default(),
         };
+        let steps = step_count(NAME, &mode, layout.steps)?;
         let attribution = parse_attribution(
             constant_string(NAME, args, layout.attribution, "attribution")?,
-            layout.steps,
+            steps as usize,
         )?;
         let property = layout.ts + 1;
         Ok(Spec {
             window,
             mode,
             attribution,
-            steps: layout.steps as u8,
+            steps,
             arguments: EventArguments {
                 ts: layout.ts,
                 value: property,

@@ -10,6 +10,12 @@
 //!   skipped instead;
 //! - `strict_increase`: a step must be strictly later than the previous step of its chain;
 //! - `strict_once`: one row counts at most once in a chain even when it matches several steps.
+//!
+//! Exclusions (Cohort's, after PostHog's exclusion steps) are conditions numbered after the
+//! steps: an exclusion event strictly later than a chain's step-`from` event, while that chain
+//! has not reached step `to`, breaks the chain. A broken chain keeps the level it reached but
+//! goes no further; another chain may. At equal times steps are taken before exclusions, so an
+//! exclusion at the time of step `to` comes too late to break a chain that reaches it then.
 
 /// One condition match: `cond` is the 1-based condition index, or 0 for a row that matched none
 /// (recorded only in `strict_order` mode); `row` identifies the source row within the group.
@@ -27,6 +33,49 @@ pub struct Mode {
     pub strict_increase: bool,
     pub strict_once: bool,
     pub allow_reentry: bool,
+    pub exclusions: Exclusions,
+}
+
+/// Most exclusions one funnel may have.
+pub const MAX_EXCLUSIONS: usize = 8;
+
+/// One exclusion: condition `cond` (1-based, after the steps) between steps `from` and `to`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exclusion {
+    pub cond: u8,
+    pub from: u8,
+    pub to: u8,
+}
+
+/// A funnel's exclusions (a fixed array, so that a mode stays `Copy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    list: [Exclusion; MAX_EXCLUSIONS],
+    len: u8,
+}
+
+impl Exclusions {
+    /// Adds one; false when there are [`MAX_EXCLUSIONS`] already.
+    pub fn push(&mut self, exclusion: Exclusion) -> bool {
+        if self.len as usize == MAX_EXCLUSIONS {
+            return false;
+        }
+        self.list[self.len as usize] = exclusion;
+        self.len += 1;
+        true
+    }
+
+    pub fn as_slice(&self) -> &[Exclusion] {
+        &self.list[..self.len as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn of(&self, cond: u8) -> impl Iterator<Item = &Exclusion> {
+        self.as_slice().iter().filter(move |e| e.cond == cond)
+    }
 }
 
 /// The level reached (0..=steps) and the events of the chain that reached it, one per step.
@@ -123,11 +172,29 @@ fn scan(
     first.resize(steps, 0);
     last.resize(steps, 0);
     let want_chain = chain.is_some();
-    if want_chain {
+    let excluding = !mode.exclusions.is_empty();
+    // Exclusions need each chain's step times.
+    let keep_chains = want_chain || excluding;
+    if keep_chains {
         chains.resize(steps * steps, Event::default());
     }
+    // With exclusions a chain may break after reaching a step, so the best level (and the
+    // newest chain at it) is kept apart from the live chains.
+    let mut best = 0;
+    let mut best_chain: Vec<Event> = Vec::new();
     let mut started = false;
     for event in events {
+        if excluding && event.cond as usize > steps {
+            for exclusion in mode.exclusions.of(event.cond) {
+                let (from, to) = (exclusion.from as usize - 1, exclusion.to as usize - 1);
+                for state in from..to {
+                    if reached[state] && chains[state * steps + from].ts < event.ts {
+                        reached[state] = false;
+                    }
+                }
+            }
+            continue;
+        }
         if event.cond == 0 {
             // Only recorded in strict_order mode: an unrelated event.
             if started {
@@ -140,8 +207,13 @@ fn scan(
             reached[0] = true;
             first[0] = event.ts;
             last[0] = event.ts;
-            if want_chain {
+            if keep_chains {
                 chains[0] = *event;
+            }
+            if excluding && best <= 1 {
+                best = 1;
+                best_chain.clear();
+                best_chain.push(*event);
             }
             started = true;
         } else if mode.strict_deduplication && reached[step] {
@@ -158,16 +230,27 @@ fn scan(
                 reached[step] = true;
                 first[step] = first[step - 1];
                 last[step] = event.ts;
-                if want_chain {
+                if keep_chains {
                     let (before, after) = chains.split_at_mut(step * steps);
                     after[..step].copy_from_slice(&before[(step - 1) * steps..][..step]);
                     after[step] = *event;
+                }
+                if excluding && best <= step + 1 {
+                    best = step + 1;
+                    best_chain.clear();
+                    best_chain.extend_from_slice(&chains[step * steps..][..=step]);
                 }
                 if step + 1 == steps {
                     break;
                 }
             }
         }
+    }
+    if excluding {
+        if let Some(chain) = chain {
+            chain.extend_from_slice(&best_chain);
+        }
+        return best as u8;
     }
     let level = reached.iter().rposition(|&r| r).map_or(0, |k| k + 1);
     if let Some(chain) = chain
@@ -295,6 +378,51 @@ mod tests {
         assert_eq!(times, [1, 5, 11]);
         let rows: Vec<u32> = outcome.chain.iter().map(|e| e.row).collect();
         assert_eq!(rows, [0, 1, 2]);
+    }
+
+    fn excluding(cond: u8, from: u8, to: u8) -> Mode {
+        let mut mode = Mode::default();
+        assert!(mode.exclusions.push(Exclusion { cond, from, to }));
+        mode
+    }
+
+    #[test]
+    fn an_exclusion_between_the_steps_breaks_the_chain_a_later_one_may_go_on() {
+        // Steps: 1, 2, 3; condition 4 is the exclusion between steps 1 and 3.
+        let mode = excluding(4, 1, 3);
+        let broken: &[(i64, &[u8])] = &[(1, &[1]), (2, &[2]), (3, &[4]), (4, &[3])];
+        assert_eq!(
+            level(broken, 3, 10, mode),
+            2,
+            "the chain keeps the level it reached"
+        );
+        assert_eq!(level(broken, 3, 10, Mode::default()), 3);
+        let restarted: &[(i64, &[u8])] = &[(1, &[1]), (2, &[4]), (3, &[1]), (4, &[2]), (5, &[3])];
+        let outcome = evaluate(&mut events(restarted, false), 3, 10, mode);
+        assert_eq!(outcome.level, 3);
+        assert_eq!(
+            outcome.chain.iter().map(|e| e.ts).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        // Outside the range (after step 3 is reached, or before step 1) nothing breaks.
+        let outside: &[(i64, &[u8])] = &[(0, &[4]), (1, &[1]), (2, &[2]), (3, &[3]), (4, &[4])];
+        assert_eq!(level(outside, 3, 10, mode), 3);
+        // Between steps 2 and 3 only: an exclusion right after step 1 does not count.
+        let later_range = excluding(4, 2, 3);
+        let early: &[(i64, &[u8])] = &[(1, &[1]), (2, &[4]), (3, &[2]), (4, &[3])];
+        assert_eq!(level(early, 3, 10, later_range), 3);
+    }
+
+    #[test]
+    fn at_equal_times_an_exclusion_is_not_between() {
+        let mode = excluding(3, 1, 2);
+        // At the time of step 1: not after it. At the time of step 2: too late.
+        let with_step_1: &[(i64, &[u8])] = &[(1, &[1]), (1, &[3]), (2, &[2])];
+        assert_eq!(level(with_step_1, 2, 10, mode), 2);
+        let with_step_2: &[(i64, &[u8])] = &[(1, &[1]), (2, &[3]), (2, &[2])];
+        assert_eq!(level(with_step_2, 2, 10, mode), 2);
+        let between: &[(i64, &[u8])] = &[(1, &[1]), (2, &[3]), (3, &[2])];
+        assert_eq!(level(between, 2, 10, mode), 1);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - `window`: a constant INTERVAL (`INTERVAL '1 hour'`), or an integer: seconds for timestamp
 //!   event times, days for DATE, raw units for integer event times. Must be positive.
 //! - `mode`: optional constant string of comma-separated ClickHouse modes: `strict_deduplication`,
-//!   `strict_order`, `strict_increase`, `strict_once`, `allow_reentry` (needs `strict_order`).
+//!   `strict_order`, `strict_increase`, `strict_once`, `allow_reentry` (needs `strict_order`),
+//!   and Cohort's exclusion steps `exclude(c:a-b)` (see [`level`]): condition `c`, one of the
+//!   last conditions and not a step, breaks a chain between its steps `a` and `b`.
 //! - `ts`: any timestamp (unit and time zone kept), DATE, or integer column. Rows with NULL `ts`
 //!   are ignored.
 //! - `cond1..condN`: 1 to 32 boolean conditions; NULL counts as false.
@@ -42,7 +44,7 @@ pub mod level;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{ScalarValue, plan_err};
+use datafusion::common::{DataFusionError, ScalarValue, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::function::{
@@ -57,7 +59,7 @@ use crate::common::{SingleGroup, constant, constant_string, is_string};
 use crate::conditions::{check_conditions, pack_conditions};
 use crate::time::{is_event_time, window_in_units};
 use accumulator::{FunnelArgs, FunnelGroupsAccumulator};
-use level::Mode;
+use level::{Exclusion, MAX_EXCLUSIONS, Mode};
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     let mut functions = vec![
@@ -142,12 +144,24 @@ pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
             "strict_increase" => mode.strict_increase = true,
             "strict_once" => mode.strict_once = true,
             "allow_reentry" => mode.allow_reentry = true,
+            exclusion if exclusion.starts_with("exclude") => {
+                let parsed = parse_exclusion(exclusion).ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "{name}: cannot read '{exclusion}': write exclude(c:a-b), condition c between steps a and b, e.g. exclude(4:1-3)"
+                    ))
+                })?;
+                if !mode.exclusions.push(parsed) {
+                    return plan_err!(
+                        "{name}: at most {MAX_EXCLUSIONS} exclusions, got more in '{text}'"
+                    );
+                }
+            }
             "strict" => {
                 return plan_err!("{name}: mode 'strict' was renamed 'strict_deduplication'");
             }
             other => {
                 return plan_err!(
-                    "{name}: unknown mode '{other}' (modes: strict_deduplication, strict_order, strict_increase, strict_once, allow_reentry)"
+                    "{name}: unknown mode '{other}' (modes: strict_deduplication, strict_order, strict_increase, strict_once, allow_reentry, exclude(c:a-b))"
                 );
             }
         }
@@ -155,7 +169,59 @@ pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
     if mode.allow_reentry && !mode.strict_order {
         return plan_err!("{name}: mode allow_reentry requires strict_order");
     }
+    if mode.strict_once && !mode.exclusions.is_empty() {
+        return plan_err!("{name}: exclusions do not combine with strict_once");
+    }
     Ok(mode)
+}
+
+/// `exclude(c:a-b)`.
+fn parse_exclusion(text: &str) -> Option<Exclusion> {
+    let inner = text
+        .strip_prefix("exclude")?
+        .trim()
+        .strip_prefix('(')?
+        .strip_suffix(')')?;
+    let (cond, range) = inner.split_once(':')?;
+    let (from, to) = range.split_once('-')?;
+    Some(Exclusion {
+        cond: cond.trim().parse().ok()?,
+        from: from.trim().parse().ok()?,
+        to: to.trim().parse().ok()?,
+    })
+}
+
+/// The number of steps of a funnel with `conditions` conditions under `mode`: the conditions
+/// its exclusions name are the last ones and are not steps; each names a range of steps.
+pub fn step_count(name: &str, mode: &Mode, conditions: usize) -> Result<u8> {
+    let exclusions = mode.exclusions.as_slice();
+    let steps = conditions - exclusions.len().min(conditions);
+    for exclusion in exclusions {
+        let cond = exclusion.cond as usize;
+        if cond <= steps || cond > conditions {
+            return plan_err!(
+                "{name}: exclusion condition {cond} must be one of the last {} conditions (after the {steps} steps), the ones exclusions name",
+                exclusions.len()
+            );
+        }
+        if exclusions
+            .iter()
+            .filter(|e| e.cond == exclusion.cond)
+            .count()
+            > 1
+        {
+            return plan_err!("{name}: condition {cond} is named by two exclusions");
+        }
+        if !(1 <= exclusion.from && exclusion.from < exclusion.to && exclusion.to as usize <= steps)
+        {
+            return plan_err!(
+                "{name}: exclusion {cond} between steps {} and {}: the steps must be 1 <= a < b <= {steps}",
+                exclusion.from,
+                exclusion.to
+            );
+        }
+    }
+    Ok(steps as u8)
 }
 
 impl AggregateUDFImpl for WindowFunnel {
@@ -259,7 +325,7 @@ impl WindowFunnel {
             Mode::default()
         };
         Ok(Arc::new(FunnelArgs {
-            steps: layout.steps as u8,
+            steps: step_count(name, &mode, layout.steps)?,
             window,
             mode,
             want_chain: self.steps_output,
