@@ -279,3 +279,88 @@ def test_funnel_exclusions_match_their_definition(histories, steps, between):
     assert sum(1 for u in expected if expected[u] < without[u]) >= 3, "the exclusion must break some chains"
     mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
     assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"
+
+
+def unordered_funnel_reference(rows, window, steps):
+    """The most distinct steps any user met within `window` (inclusive) of one of their step
+    events, in any order."""
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row)
+    out = {}
+    for user, events in by_user.items():
+        best = 0
+        for start in events:
+            if start["event"] not in steps:
+                continue
+            met = {
+                e["event"]
+                for e in events
+                if e["event"] in steps and start["ts"] <= e["ts"] <= start["ts"] + window
+            }
+            best = max(best, len(met))
+        out[user] = best
+    return out
+
+
+@pytest.mark.parametrize("days", [1, 7])
+def test_unordered_funnel_matches_its_definition(histories, days):
+    conn, rows = histories
+    steps = ["purchase", "login", "page_view"]
+    conditions = ", ".join(f"event = '{step}'" for step in steps)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT user_id, window_funnel(INTERVAL '{days} days', 'unordered', ts, {conditions}) "
+            "FROM events GROUP BY user_id"
+        )
+        ours = dict(cur.fetchall())
+        cur.execute(f"SELECT user_id, window_funnel(INTERVAL '{days} days', ts, {conditions}) FROM events GROUP BY user_id")
+        ordered = dict(cur.fetchall())
+    expected = unordered_funnel_reference(rows, datetime.timedelta(days=days), steps)
+    assert sum(1 for u in expected if expected[u] > ordered[u]) >= 10, "order must matter for some users"
+    mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
+    assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"
+
+
+def step_windows_reference(rows, windows, steps):
+    """window_funnel's scan with one window per transition: per step the newest chain, step k + 1
+    at most windows[k - 1] after that chain's step k; a full chain ends the scan."""
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row)
+    out = {}
+    for user, events in by_user.items():
+        matches = sorted(
+            (row["ts"], k + 1) for row in events for k, step in enumerate(steps) if row["event"] == step
+        )
+        latest = [None] * len(steps)  # per step: the newest chain's time at that step
+        for ts, cond in matches:
+            k = cond - 1
+            if k == 0:
+                latest[0] = ts
+            elif latest[k - 1] is not None and ts <= latest[k - 1] + windows[k - 1]:
+                latest[k] = ts
+                if k + 1 == len(steps):
+                    break
+        reached = [k for k in range(len(steps)) if latest[k] is not None]
+        out[user] = reached[-1] + 1 if reached else 0
+    return out
+
+
+def test_per_step_windows_match_their_definition(histories):
+    conn, rows = histories
+    steps = ["page_view", "login", "purchase"]
+    conditions = ", ".join(f"event = '{step}'" for step in steps)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT user_id, window_funnel(make_array(INTERVAL '2 days', INTERVAL '8 days'), ts, "
+            f"{conditions}) FROM events GROUP BY user_id"
+        )
+        ours = dict(cur.fetchall())
+        cur.execute(f"SELECT user_id, window_funnel(INTERVAL '10 days', ts, {conditions}) FROM events GROUP BY user_id")
+        total = dict(cur.fetchall())
+    day = datetime.timedelta(days=1)
+    expected = step_windows_reference(rows, [2 * day, 8 * day], steps)
+    assert sum(1 for u in expected if expected[u] != total[u]) >= 10, "per-step windows must matter for some users"
+    mismatches = {u: (ours.get(u), expected[u]) for u in expected if ours.get(u) != expected[u]}
+    assert not mismatches, f"(cohort, reference) {dict(list(mismatches.items())[:5])}"

@@ -41,10 +41,10 @@ use datafusion::logical_expr::AggregateUDF;
 use datafusion::logical_expr::function::AccumulatorArgs;
 
 use super::level::{self, Event, Mode, Scratch};
-use super::{parse_mode, step_count};
+use super::{funnel_window, is_window_type, parse_mode, step_count};
 use crate::common::{constant, constant_string, is_string};
 use crate::conditions::check_conditions;
-use crate::time::{is_event_time, window_in_units};
+use crate::time::is_event_time;
 use crate::value_events::{
     EventArguments, ValueEvent, ValueEventAggregate, ValueEventFunction, ValueEventUdaf, value_of,
 };
@@ -81,9 +81,9 @@ impl Layout {
                 "{NAME} needs a window, an attribution, a timestamp, a property and at least one condition: {USAGE}"
             );
         }
-        if !(types[0].is_integer() || matches!(types[0], DataType::Interval(_))) {
+        if !is_window_type(&types[0]) {
             return plan_err!(
-                "{NAME}: the window must be an INTERVAL or an integer, got {}: {USAGE}",
+                "{NAME}: the window must be an INTERVAL or an integer, or a list of them (one per step after the first), got {}: {USAGE}",
                 types[0]
             );
         }
@@ -179,12 +179,13 @@ impl ValueEventAggregate for WindowFunnelBreakdown {
             .map(|f| f.data_type().clone())
             .collect();
         let layout = Layout::from_types(&types)?;
-        let window = window_in_units(NAME, constant(NAME, args, 0, "window")?, &types[layout.ts])?;
-        let mode = match layout.mode {
+        let mut mode = match layout.mode {
             Some(index) => parse_mode(NAME, constant_string(NAME, args, index, "mode")?)?,
             None => Mode::default(),
         };
         let steps = step_count(NAME, &mode, layout.steps)?;
+        let window = constant(NAME, args, 0, "window")?;
+        let window = funnel_window(NAME, window, &types[layout.ts], steps, &mut mode)?;
         let attribution = parse_attribution(
             constant_string(NAME, args, layout.attribution, "attribution")?,
             steps as usize,
@@ -263,6 +264,10 @@ impl Spec {
         let step = match self.attribution {
             Attribution::FirstTouch => chain.first(),
             Attribution::LastTouch => chain.last(),
+            // Unordered, the chain is in time order: step k's event is the one meeting it.
+            Attribution::Step(k) if self.mode.unordered => {
+                chain.iter().find(|e| e.cond as usize == k)
+            }
             Attribution::Step(k) => chain.get(k - 1),
         };
         (level, step.map(|e| e.row as usize))

@@ -33,7 +33,61 @@ pub struct Mode {
     pub strict_increase: bool,
     pub strict_once: bool,
     pub allow_reentry: bool,
+    /// Cohort's: the steps in any order within the window.
+    pub unordered: bool,
     pub exclusions: Exclusions,
+    /// Cohort's: when set, step k + 1 must come at most `step_windows[k - 1]` after step k
+    /// (inclusive) instead of within the one window of step 1.
+    pub step_windows: StepWindows,
+}
+
+/// Most steps a funnel has (conditions are a 32-bit mask).
+pub const MAX_STEPS: usize = 32;
+
+/// One window per step transition, in the event time's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepWindows {
+    windows: [i64; MAX_STEPS - 1],
+    len: u8,
+}
+
+impl Default for StepWindows {
+    fn default() -> Self {
+        Self {
+            windows: [0; MAX_STEPS - 1],
+            len: 0,
+        }
+    }
+}
+
+impl StepWindows {
+    /// The windows of `windows.len() + 1` steps; `None` past [`MAX_STEPS`].
+    pub fn new(windows: &[i64]) -> Option<Self> {
+        let mut out = Self::default();
+        out.windows
+            .get_mut(..windows.len())?
+            .copy_from_slice(windows);
+        out.len = windows.len() as u8;
+        Some(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+}
+
+/// Whether an event at `ts` may be step `step` (0-based, > 0) of a chain whose first event is
+/// at `first` and whose step `step - 1` is at `previous`.
+fn extends(ts: i64, step: usize, first: i64, previous: i64, window: i64, mode: &Mode) -> bool {
+    if mode.step_windows.is_empty() {
+        within_window(ts, first, window)
+    } else {
+        within_window(ts, previous, mode.step_windows.windows[step - 1])
+    }
 }
 
 /// Most exclusions one funnel may have.
@@ -131,7 +185,16 @@ pub fn evaluate_into(
         }
         return 1;
     }
-    if mode.strict_once {
+    if mode.unordered {
+        if !events.is_sorted_by_key(|e| (e.ts, e.cond)) {
+            events.sort_unstable_by_key(|e| (e.ts, e.cond));
+        }
+        let outcome = scan_unordered(events, steps as usize, window);
+        if let Some(chain) = chain {
+            chain.extend(outcome.chain);
+        }
+        outcome.level
+    } else if mode.strict_once {
         events.sort_unstable_by_key(|e| (e.ts, e.cond, e.row));
         let outcome = scan_strict_once(events, steps as usize, window, mode);
         if let Some(chain) = chain {
@@ -224,8 +287,14 @@ fn scan(
             }
             break;
         } else if reached[step - 1] {
-            let matched = within_window(event.ts, first[step - 1], window)
-                && (!mode.strict_increase || last[step - 1] < event.ts);
+            let matched = extends(
+                event.ts,
+                step,
+                first[step - 1],
+                last[step - 1],
+                window,
+                &mode,
+            ) && (!mode.strict_increase || last[step - 1] < event.ts);
             if matched {
                 reached[step] = true;
                 first[step] = first[step - 1];
@@ -259,6 +328,50 @@ fn scan(
         chain.extend_from_slice(&chains[(level - 1) * steps..][..level]);
     }
     level as u8
+}
+
+/// `unordered`: from each event, the distinct steps met at most `window` after it (inclusive);
+/// the level is the most of any start, the earliest such start wins, and its chain is the first
+/// event of each of those steps, in time order.
+fn scan_unordered(events: &[Event], steps: usize, window: i64) -> Outcome {
+    let mut counts = vec![0u32; steps];
+    let (mut distinct, mut end) = (0, 0);
+    let mut best: Option<(usize, usize)> = None; // (distinct steps, start)
+    for start in 0..events.len() {
+        while end < events.len() && within_window(events[end].ts, events[start].ts, window) {
+            let step = events[end].cond as usize - 1;
+            if counts[step] == 0 {
+                distinct += 1;
+            }
+            counts[step] += 1;
+            end += 1;
+        }
+        if best.is_none_or(|(most, _)| distinct > most) {
+            best = Some((distinct, start));
+            if distinct == steps {
+                break;
+            }
+        }
+        let step = events[start].cond as usize - 1;
+        counts[step] -= 1;
+        if counts[step] == 0 {
+            distinct -= 1;
+        }
+    }
+    let Some((level, start)) = best else {
+        return Outcome::default();
+    };
+    let mut seen = vec![false; steps];
+    let chain = events[start..]
+        .iter()
+        .take_while(|e| within_window(e.ts, events[start].ts, window))
+        .filter(|e| !std::mem::replace(&mut seen[e.cond as usize - 1], true))
+        .copied()
+        .collect();
+    Outcome {
+        level: level as u8,
+        chain,
+    }
 }
 
 /// One chain: its events, step by step.
@@ -308,7 +421,8 @@ fn scan_strict_once(events: &[Event], steps: usize, window: i64, mode: Mode) -> 
             while i < previous.len() {
                 let candidate = &previous[i];
                 let first = candidate.events[0].ts;
-                let mut matched = within_window(event.ts, first, window);
+                let latest = candidate.events.last().expect("not empty").ts;
+                let mut matched = extends(event.ts, step, first, latest, window, &mode);
                 if !matched && previous.len() > 1 {
                     previous.remove(i);
                     continue;
@@ -411,6 +525,51 @@ mod tests {
         let later_range = excluding(4, 2, 3);
         let early: &[(i64, &[u8])] = &[(1, &[1]), (2, &[4]), (3, &[2]), (4, &[3])];
         assert_eq!(level(early, 3, 10, later_range), 3);
+    }
+
+    #[test]
+    fn unordered_steps_count_in_any_order_within_the_window() {
+        let mode = Mode {
+            unordered: true,
+            ..Mode::default()
+        };
+        // Step 3, then 1, then 2 within 10: all three; the window is from the first of them.
+        let rows: &[(i64, &[u8])] = &[(0, &[2]), (20, &[3]), (25, &[1]), (30, &[2]), (45, &[1])];
+        let outcome = evaluate(&mut events(rows, false), 3, 10, mode);
+        assert_eq!(outcome.level, 3);
+        assert_eq!(
+            outcome
+                .chain
+                .iter()
+                .map(|e| (e.ts, e.cond))
+                .collect::<Vec<_>>(),
+            [(20, 3), (25, 1), (30, 2)]
+        );
+        assert_eq!(level(rows, 3, 9, mode), 2);
+        // Repeats of one step count once.
+        let repeats: &[(i64, &[u8])] = &[(0, &[1]), (1, &[1]), (2, &[1])];
+        assert_eq!(level(repeats, 2, 10, mode), 1);
+        assert_eq!(level(&[], 2, 10, mode), 0);
+    }
+
+    #[test]
+    fn per_step_windows_measure_from_the_step_before() {
+        let mode = Mode {
+            step_windows: StepWindows::new(&[10, 100]).unwrap(),
+            ..Mode::default()
+        };
+        // 1 -> 2 within 10, 2 -> 3 within 100: reached, though 3 is 105 after 1.
+        let rows: &[(i64, &[u8])] = &[(0, &[1]), (5, &[2]), (105, &[3])];
+        assert_eq!(level(rows, 3, 0, mode), 3);
+        assert_eq!(level(rows, 3, 100, Mode::default()), 2);
+        let late: &[(i64, &[u8])] = &[(0, &[1]), (11, &[2]), (12, &[3])];
+        assert_eq!(level(late, 3, 0, mode), 1);
+        let strict_once = Mode {
+            strict_once: true,
+            ..mode
+        };
+        assert_eq!(level(rows, 3, 0, strict_once), 3);
+        assert_eq!(level(late, 3, 0, strict_once), 1);
     }
 
     #[test]

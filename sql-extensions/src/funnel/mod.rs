@@ -10,8 +10,9 @@
 //!   event times, days for DATE, raw units for integer event times. Must be positive.
 //! - `mode`: optional constant string of comma-separated ClickHouse modes: `strict_deduplication`,
 //!   `strict_order`, `strict_increase`, `strict_once`, `allow_reentry` (needs `strict_order`),
-//!   and Cohort's exclusion steps `exclude(c:a-b)` (see [`level`]): condition `c`, one of the
-//!   last conditions and not a step, breaks a chain between its steps `a` and `b`.
+//!   and Cohort's `unordered` (the steps in any order within the window) and exclusion steps
+//!   `exclude(c:a-b)` (see [`level`]): condition `c`, one of the last conditions and not a step,
+//!   breaks a chain between its steps `a` and `b`.
 //! - `ts`: any timestamp (unit and time zone kept), DATE, or integer column. Rows with NULL `ts`
 //!   are ignored.
 //! - `cond1..condN`: 1 to 32 boolean conditions; NULL counts as false.
@@ -59,7 +60,7 @@ use crate::common::{SingleGroup, constant, constant_string, is_string};
 use crate::conditions::{check_conditions, pack_conditions};
 use crate::time::{is_event_time, window_in_units};
 use accumulator::{FunnelArgs, FunnelGroupsAccumulator};
-use level::{Exclusion, MAX_EXCLUSIONS, Mode};
+use level::{Exclusion, MAX_EXCLUSIONS, MAX_STEPS, Mode, StepWindows};
 
 pub fn functions() -> Vec<Arc<AggregateUDF>> {
     let mut functions = vec![
@@ -108,9 +109,9 @@ impl Layout {
             );
         }
         let window = &types[0];
-        if !(window.is_integer() || matches!(window, DataType::Interval(_))) {
+        if !is_window_type(window) {
             return plan_err!(
-                "{name}: the window must be an INTERVAL or an integer, got {window}: {usage}"
+                "{name}: the window must be an INTERVAL or an integer, or a list of them (one per step after the first), got {window}: {usage}"
             );
         }
         let ts_index = if is_string(&types[1]) { 2 } else { 1 };
@@ -134,6 +135,57 @@ impl Layout {
     }
 }
 
+/// A window argument's type: an INTERVAL or integer, or a list of them (per-step windows).
+pub fn is_window_type(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+            is_single_window_type(item.data_type())
+        }
+        other => is_single_window_type(other),
+    }
+}
+
+fn is_single_window_type(data_type: &DataType) -> bool {
+    data_type.is_integer() || matches!(data_type, DataType::Interval(_))
+}
+
+/// The window of a funnel of `steps` steps, in the event time's units: one constant, or a list
+/// of one per step after the first, which goes into `mode` (the returned window is then unused).
+pub fn funnel_window(
+    name: &str,
+    value: &ScalarValue,
+    ts_type: &DataType,
+    steps: u8,
+    mode: &mut Mode,
+) -> Result<i64> {
+    let list = match value {
+        ScalarValue::List(list) => list.value(0),
+        ScalarValue::LargeList(list) => list.value(0),
+        ScalarValue::FixedSizeList(list) => list.value(0),
+        single => return window_in_units(name, single, ts_type),
+    };
+    if list.len() + 1 != steps as usize {
+        return plan_err!(
+            "{name}: {} per-step windows for {steps} steps: give one per step after the first ({})",
+            list.len(),
+            steps.saturating_sub(1)
+        );
+    }
+    if mode.unordered {
+        return plan_err!("{name}: per-step windows need ordered steps, not mode unordered");
+    }
+    let windows = (0..list.len())
+        .map(|i| window_in_units(name, &ScalarValue::try_from_array(&list, i)?, ts_type))
+        .collect::<Result<Vec<_>>>()?;
+    mode.step_windows = StepWindows::new(&windows).ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "{name}: at most {} per-step windows",
+            MAX_STEPS - 1
+        ))
+    })?;
+    Ok(0)
+}
+
 /// Parses a ClickHouse mode list such as `'strict_order, allow_reentry'`.
 pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
     let mut mode = Mode::default();
@@ -144,6 +196,7 @@ pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
             "strict_increase" => mode.strict_increase = true,
             "strict_once" => mode.strict_once = true,
             "allow_reentry" => mode.allow_reentry = true,
+            "unordered" => mode.unordered = true,
             exclusion if exclusion.starts_with("exclude") => {
                 let parsed = parse_exclusion(exclusion).ok_or_else(|| {
                     DataFusionError::Plan(format!(
@@ -161,13 +214,23 @@ pub fn parse_mode(name: &str, text: &str) -> Result<Mode> {
             }
             other => {
                 return plan_err!(
-                    "{name}: unknown mode '{other}' (modes: strict_deduplication, strict_order, strict_increase, strict_once, allow_reentry, exclude(c:a-b))"
+                    "{name}: unknown mode '{other}' (modes: strict_deduplication, strict_order, strict_increase, strict_once, allow_reentry, unordered, exclude(c:a-b))"
                 );
             }
         }
     }
     if mode.allow_reentry && !mode.strict_order {
         return plan_err!("{name}: mode allow_reentry requires strict_order");
+    }
+    let ordered_only = mode.strict_deduplication
+        || mode.strict_order
+        || mode.strict_increase
+        || mode.strict_once
+        || !mode.exclusions.is_empty();
+    if mode.unordered && ordered_only {
+        return plan_err!(
+            "{name}: mode unordered takes no other mode: the strict modes and exclusions are about the steps' order"
+        );
     }
     if mode.strict_once && !mode.exclusions.is_empty() {
         return plan_err!("{name}: exclusions do not combine with strict_once");
@@ -318,14 +381,16 @@ impl WindowFunnel {
             .map(|f| f.data_type().clone())
             .collect();
         let layout = Layout::from_types(name, &types, self.packed)?;
-        let window = window_in_units(name, constant(name, args, 0, "window")?, &layout.ts_type)?;
-        let mode = if layout.ts_index == 2 {
+        let mut mode = if layout.ts_index == 2 {
             parse_mode(name, constant_string(name, args, 1, "mode")?)?
         } else {
             Mode::default()
         };
+        let steps = step_count(name, &mode, layout.steps)?;
+        let window = constant(name, args, 0, "window")?;
+        let window = funnel_window(name, window, &layout.ts_type, steps, &mut mode)?;
         Ok(Arc::new(FunnelArgs {
-            steps: step_count(name, &mode, layout.steps)?,
+            steps,
             window,
             mode,
             want_chain: self.steps_output,
