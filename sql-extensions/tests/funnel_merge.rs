@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const STEPS: [&str; 4] = ["a", "b", "c", "d"];
-const MODES: [&str; 7] = [
+const MODES: [&str; 10] = [
     "",
     "strict_deduplication",
     "strict_order",
@@ -23,6 +23,10 @@ const MODES: [&str; 7] = [
     "strict_once",
     "strict_order, allow_reentry",
     "strict_once, strict_increase, strict_deduplication",
+    // Cohort's: condition 4 ('d') becomes an exclusion; steps in any order.
+    "exclude(4:1-3)",
+    "strict_increase, exclude(4:2-3)",
+    "unordered",
 ];
 
 fn data(seed: u64) -> (Vec<(i64, i64, String)>, RecordBatch) {
@@ -83,7 +87,13 @@ fn reference(rows: &[(i64, i64, String)], mode: Mode, window: i64) -> BTreeMap<i
     }
     per_user
         .into_iter()
-        .map(|(user, mut events)| (user, level::evaluate(&mut events, 4, window, mode).level))
+        .map(|(user, mut events)| {
+            let steps = (STEPS.len() - mode.exclusions.as_slice().len()) as u8;
+            (
+                user,
+                level::evaluate(&mut events, steps, window, mode).level,
+            )
+        })
         .collect()
 }
 
