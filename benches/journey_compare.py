@@ -14,7 +14,10 @@ fails if any differs. Reports:
 - next_node: sequence_next_node after the first add_to_cart vs sequenceNextNode (chdb) and
   lead() over a window (DuckDB);
 - paths: path_edges over event_path (from the first add_to_cart, deduplicated, 5 steps) vs
-  window functions and a self-join.
+  window functions and a self-join;
+- funnel: a 4-step one-hour window_funnel vs windowFunnel (chdb), and Cohort's own variants
+  (breakdown by a property, an exclusion step, unordered, per-step windows), which no peer has
+  as a function, timed against it.
 
 Needs: cargo build --release -p cohort-server --bin cohort; pip install duckdb chdb numpy.
 """
@@ -41,6 +44,20 @@ WEIGHTS = [0.40, 0.15, 0.15, 0.10, 0.08, 0.12]
 START = datetime.datetime(2026, 9, 7, tzinfo=datetime.timezone.utc)  # a Monday
 DAYS = 60
 WEEKS = 8
+DEVICES = ["android", "ios", "web"]
+FUNNEL = ["page_view", "add_to_cart", "checkout", "purchase"]
+FUNNEL_CONDITIONS = ", ".join(f"event = '{step}'" for step in FUNNEL)
+# Funnel variants only Cohort has, timed against its plain funnel.
+VARIANTS = {
+    "breakdown": "SELECT f['level'], f['value'], count(*) FROM (SELECT window_funnel_breakdown(INTERVAL '1 hour', 'first_touch', "
+    f"ts, device, {FUNNEL_CONDITIONS}) AS f FROM events GROUP BY user_id) GROUP BY 1, 2",
+    "exclusion": f"SELECT level, count(*) FROM (SELECT window_funnel(INTERVAL '1 hour', 'exclude(5:1-4)', ts, {FUNNEL_CONDITIONS}, "
+    "event = 'search') AS level FROM events GROUP BY user_id) GROUP BY level",
+    "unordered": f"SELECT level, count(*) FROM (SELECT window_funnel(INTERVAL '1 hour', 'unordered', ts, {FUNNEL_CONDITIONS}) AS level "
+    "FROM events GROUP BY user_id) GROUP BY level",
+    "step windows": "SELECT level, count(*) FROM (SELECT window_funnel(make_array(INTERVAL '10 minutes', INTERVAL '20 minutes', "
+    f"INTERVAL '30 minutes'), ts, {FUNNEL_CONDITIONS}) AS level FROM events GROUP BY user_id) GROUP BY level",
+}
 
 
 def generate(path, users, events, seed=20261204):
@@ -50,12 +67,14 @@ def generate(path, users, events, seed=20261204):
     first = int(START.timestamp()) - 21 * 86_400
     ts = first + rng.integers(0, DAYS * 86_400, size=events)
     event = rng.choice(len(EVENTS), size=events, p=WEIGHTS)
+    device = rng.choice(len(DEVICES), size=events)
     order = np.lexsort((ts, user))
     table = pa.table(
         {
             "user_id": pa.array(user[order], pa.int64()),
             "event": pa.DictionaryArray.from_arrays(pa.array(event[order], pa.int32()), pa.array(EVENTS)).cast(pa.string()),
             "ts": pa.array(ts[order] * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "device": pa.DictionaryArray.from_arrays(pa.array(device[order], pa.int32()), pa.array(DEVICES)).cast(pa.string()),
         }
     )
     pq.write_table(table, path, row_group_size=1_000_000)
@@ -64,6 +83,12 @@ def generate(path, users, events, seed=20261204):
 def queries():
     start = f"{START:%Y-%m-%d %H:%M:%S}"
     return {
+        "funnel": {
+            "cohort": f"SELECT level, count(*) FROM (SELECT window_funnel(INTERVAL '1 hour', ts, {FUNNEL_CONDITIONS}) AS level "
+            "FROM events GROUP BY user_id) GROUP BY level",
+            "chdb": f"SELECT level, count() FROM (SELECT user_id, windowFunnel(3600)(toDateTime(ts), {FUNNEL_CONDITIONS}) AS level "
+            "FROM {source} GROUP BY user_id) GROUP BY level",
+        },
         "stickiness": {
             "cohort": "SELECT days, count(*) FROM (SELECT user_id, active_periods(INTERVAL '1 day', ts, event = 'purchase') AS days "
             "FROM events GROUP BY user_id) WHERE days > 0 GROUP BY days",
@@ -225,7 +250,9 @@ def main():
         print(f"{'report':<11} {'engine':<14} {'time ms':>9} {'vs cohort':>10}")
         failures = []
         for report, sqls in queries().items():
-            runs = {"cohort": cohort_run(sqls["cohort"]), "duckdb": lambda sql=sqls["duckdb"]: duck.execute(sql).fetchall()}
+            runs = {"cohort": cohort_run(sqls["cohort"])}
+            if "duckdb" in sqls:
+                runs["duckdb"] = lambda sql=sqls["duckdb"]: duck.execute(sql).fetchall()
             if "chdb" in sqls:
                 runs["chdb parquet"] = chdb_run(sqls["chdb"].format(source=f"file('{parquet}', Parquet)"))
                 runs["chdb mergetree"] = chdb_run(sqls["chdb"].format(source="ev"))
@@ -237,6 +264,10 @@ def main():
                     failures.append(f"{report}: {engine} differs from cohort: {normalised(answer)[:5]} vs {reference[:5]}")
                 ratio = ms / results["cohort"][0]
                 print(f"{report:<11} {engine:<14} {ms:>9.1f} {ratio:>9.2f}x{'' if same else '  DIFFERENT'}")
+        funnel_ms = best_of(args.repeat, cohort_run(queries()["funnel"]["cohort"]))[0]
+        for variant, sql in VARIANTS.items():
+            ms = best_of(args.repeat, cohort_run(sql))[0]
+            print(f"{variant:<11} {'cohort':<14} {ms:>9.1f} {ms / funnel_ms:>9.2f}x of cohort's plain funnel")
         if failures:
             sys.exit("\n".join(failures))
         print("all engines agree")
