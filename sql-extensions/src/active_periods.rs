@@ -84,11 +84,7 @@ fn check_types(types: &[DataType]) -> Result<()> {
 }
 
 fn spec(args: &AccumulatorArgs) -> Result<Spec> {
-    let types: Vec<DataType> = args
-        .expr_fields
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
+    let types = crate::common::argument_types(args);
     check_types(&types)?;
     let ts_type = &types[TS];
     let period = window_in_units(NAME, constant(NAME, args, 0, "period")?, ts_type)?;

@@ -68,6 +68,14 @@ pub fn constant_count(
     }
 }
 
+/// The types of a call's arguments, as the planner resolved them.
+pub fn argument_types(args: &AccumulatorArgs) -> Vec<DataType> {
+    args.expr_fields
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect()
+}
+
 pub fn is_string(data_type: &DataType) -> bool {
     matches!(
         data_type,
@@ -140,6 +148,53 @@ pub fn append_event_list<K: ArrowPrimitiveType>(
             .copied()
             .zip(values.as_primitive::<K>().values().iter().copied()),
     );
+}
+
+/// Each group's events. The capacity of all of them is kept up to date as they grow and are
+/// emitted: DataFusion asks for `size()` after every batch, too often to sum over every group.
+#[derive(Debug)]
+pub struct GroupEvents<T> {
+    groups: Vec<Vec<T>>,
+    capacity: usize,
+}
+
+impl<T> Default for GroupEvents<T> {
+    fn default() -> Self {
+        Self {
+            groups: Vec::new(),
+            capacity: 0,
+        }
+    }
+}
+
+impl<T> GroupEvents<T> {
+    pub fn resize(&mut self, groups: usize) {
+        self.groups.resize_with(groups, Vec::new);
+    }
+
+    pub fn push(&mut self, group: usize, event: T) {
+        self.extend_group(group, |events| events.push(event));
+    }
+
+    /// Lets `add` append to `group`'s events.
+    pub fn extend_group(&mut self, group: usize, add: impl FnOnce(&mut Vec<T>)) {
+        let events = &mut self.groups[group];
+        let before = events.capacity();
+        add(events);
+        self.capacity += events.capacity() - before;
+    }
+
+    /// Takes the groups `emit_to` asks for, releasing their capacity from the total.
+    pub fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<T>> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        self.capacity -= groups.iter().map(Vec::capacity).sum::<usize>();
+        groups
+    }
+
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        self.groups.capacity() * size_of::<Vec<T>>() + self.capacity * size_of::<T>()
+    }
 }
 
 /// A `GroupsAccumulator` used as the plain `Accumulator` of one group, so each function's
@@ -219,26 +274,15 @@ pub type EventOf<F> = (
 /// The `GroupsAccumulator` of every [`EventListFunction`]: events per group as list state.
 pub struct EventListGroups<F: EventListFunction> {
     function: F,
-    groups: Vec<Vec<EventOf<F>>>,
-    /// Capacity of all the groups' vectors, kept up to date as they grow and are emitted:
-    /// DataFusion asks for `size()` after every batch, too often to sum over every group.
-    event_capacity: usize,
+    groups: GroupEvents<EventOf<F>>,
 }
 
 impl<F: EventListFunction> EventListGroups<F> {
     pub fn new(function: F) -> Self {
         Self {
             function,
-            groups: Vec::new(),
-            event_capacity: 0,
+            groups: GroupEvents::default(),
         }
-    }
-
-    /// Takes the groups `emit_to` asks for, releasing their capacity from the running total.
-    fn take_groups(&mut self, emit_to: EmitTo) -> Vec<Vec<EventOf<F>>> {
-        let groups = emit_to.take_needed(&mut self.groups);
-        self.event_capacity -= groups.iter().map(Vec::capacity).sum::<usize>();
-        groups
     }
 
     /// The events of each input row (empty for rows that record nothing).
@@ -269,29 +313,26 @@ impl<F: EventListFunction> GroupsAccumulator for EventListGroups<F> {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.groups.resize(total_num_groups);
         for (event, &group) in self
             .row_events(values, opt_filter)?
             .into_iter()
             .zip(group_indices)
         {
             if let Some(event) = event {
-                let events = &mut self.groups[group];
-                let before = events.capacity();
-                events.push(event);
-                self.event_capacity += events.capacity() - before;
+                self.groups.push(group, event);
             }
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut groups = self.take_groups(emit_to);
+        let mut groups = self.groups.take(emit_to);
         self.function.evaluate(&mut groups)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        event_list_state::<F::Value>(&self.take_groups(emit_to))
+        event_list_state::<F::Value>(&self.groups.take(emit_to))
     }
 
     fn merge_batch(
@@ -300,12 +341,11 @@ impl<F: EventListFunction> GroupsAccumulator for EventListGroups<F> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.groups.resize(total_num_groups);
         for (row, &group) in group_indices.iter().enumerate() {
-            let events = &mut self.groups[group];
-            let before = events.capacity();
-            append_event_list::<F::Value>(values, row, events);
-            self.event_capacity += events.capacity() - before;
+            self.groups.extend_group(group, |events| {
+                append_event_list::<F::Value>(values, row, events)
+            });
         }
         Ok(())
     }
@@ -324,8 +364,7 @@ impl<F: EventListFunction> GroupsAccumulator for EventListGroups<F> {
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * size_of::<Vec<EventOf<F>>>()
-            + self.event_capacity * size_of::<EventOf<F>>()
+        self.groups.size()
     }
 }
 

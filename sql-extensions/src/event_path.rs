@@ -132,11 +132,7 @@ impl ValueEventAggregate for EventPath {
     }
 
     fn function(args: &AccumulatorArgs) -> Result<Spec> {
-        let types: Vec<DataType> = args
-            .expr_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = crate::common::argument_types(args);
         let optional = check_types(&types)?;
         let max_steps = constant_count(NAME, args, MAX_STEPS, "max_steps", MAX_PATH_STEPS)?;
         let dedupe = match optional.option {

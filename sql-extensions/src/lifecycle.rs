@@ -143,11 +143,7 @@ fn output_type(ts_type: &DataType) -> DataType {
 }
 
 fn spec(args: &AccumulatorArgs) -> Result<Spec> {
-    let types: Vec<DataType> = args
-        .expr_fields
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
+    let types = crate::common::argument_types(args);
     check_types(&types)?;
     let ts_type = types[TS].clone();
     Ok(Spec {

@@ -162,11 +162,7 @@ fn check_types(types: &[DataType]) -> Result<usize> {
 }
 
 fn spec(args: &AccumulatorArgs) -> Result<Spec> {
-    let types: Vec<DataType> = args
-        .expr_fields
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
+    let types = crate::common::argument_types(args);
     let events = check_types(&types)?;
     let direction = match constant_string(NAME, args, 0, "direction")?.trim() {
         "forward" => Direction::Forward,

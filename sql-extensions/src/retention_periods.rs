@@ -120,11 +120,7 @@ fn ts_index(types: &[DataType]) -> Result<usize> {
 }
 
 fn spec(args: &AccumulatorArgs) -> Result<Spec> {
-    let types: Vec<DataType> = args
-        .expr_fields
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
+    let types = crate::common::argument_types(args);
     let ts_index = ts_index(&types)?;
     let period = window_in_units(NAME, constant(NAME, args, 0, "period")?, &types[ts_index])?;
     let periods = constant_count(NAME, args, 1, "number of periods", MAX_PERIODS)?;

@@ -21,7 +21,9 @@ use datafusion::error::Result;
 use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
-use crate::common::{GroupsAggregate, Udaf, filtered_out, list_column, list_state_field};
+use crate::common::{
+    GroupEvents, GroupsAggregate, Udaf, filtered_out, list_column, list_state_field,
+};
 use crate::conditions::condition_masks;
 use crate::time::event_times;
 
@@ -109,24 +111,20 @@ impl<A: ValueEventAggregate> GroupsAggregate for ValueEvents<A> {
 /// The accumulator: each group's events, with values kept once per distinct string.
 pub struct ValueEventGroups<F> {
     function: F,
-    groups: Vec<Vec<ValueEvent>>,
+    groups: GroupEvents<ValueEvent>,
     values: Vec<String>,
     value_ids: HashMap<String, u32>,
     value_bytes: usize,
-    /// Capacity of all the groups' vectors, kept up to date as they grow and are emitted:
-    /// DataFusion asks for `size()` after every batch, too often to sum over every group.
-    event_capacity: usize,
 }
 
 impl<F: ValueEventFunction> ValueEventGroups<F> {
     fn new(function: F) -> Self {
         Self {
             function,
-            groups: Vec::new(),
+            groups: GroupEvents::default(),
             values: Vec::new(),
             value_ids: HashMap::new(),
             value_bytes: 0,
-            event_capacity: 0,
         }
     }
 
@@ -139,19 +137,6 @@ impl<F: ValueEventFunction> ValueEventGroups<F> {
         self.value_ids.insert(value.to_string(), id);
         self.value_bytes += 2 * value.len();
         id
-    }
-
-    fn push(&mut self, group: usize, event: ValueEvent) {
-        let events = &mut self.groups[group];
-        let before = events.capacity();
-        events.push(event);
-        self.event_capacity += events.capacity() - before;
-    }
-
-    fn take_groups(&mut self, emit_to: EmitTo) -> Vec<Vec<ValueEvent>> {
-        let groups = emit_to.take_needed(&mut self.groups);
-        self.event_capacity -= groups.iter().map(Vec::capacity).sum::<usize>();
-        groups
     }
 
     /// The events in (time, value, mask) order, a NULL value first.
@@ -232,7 +217,7 @@ impl<F: ValueEventFunction> GroupsAccumulator for ValueEventGroups<F> {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.groups.resize(total_num_groups);
         let rows = Rows::decode(values, self.function.arguments(), opt_filter)?;
         for &row in &rows.events {
             let event = ValueEvent {
@@ -240,13 +225,13 @@ impl<F: ValueEventFunction> GroupsAccumulator for ValueEventGroups<F> {
                 mask: rows.masks[row],
                 value: self.id_of(&rows.values, row),
             };
-            self.push(group_indices[row], event);
+            self.groups.push(group_indices[row], event);
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut groups = self.take_groups(emit_to);
+        let mut groups = self.groups.take(emit_to);
         for events in groups.iter_mut() {
             self.sort(events);
         }
@@ -254,7 +239,7 @@ impl<F: ValueEventFunction> GroupsAccumulator for ValueEventGroups<F> {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = self.take_groups(emit_to);
+        let groups = self.groups.take(emit_to);
         let offsets = OffsetBuffer::<i32>::from_lengths(groups.iter().map(Vec::len));
         let events = || groups.iter().flatten();
         state_columns(
@@ -271,7 +256,7 @@ impl<F: ValueEventFunction> GroupsAccumulator for ValueEventGroups<F> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.groups.resize(total_num_groups);
         let lists: Vec<_> = values.iter().map(|v| v.as_list::<i32>()).collect();
         for (row, &group) in group_indices.iter().enumerate() {
             if lists[0].is_null(row) {
@@ -292,7 +277,7 @@ impl<F: ValueEventFunction> GroupsAccumulator for ValueEventGroups<F> {
                     mask: masks.value(i),
                     value,
                 };
-                self.push(group, event);
+                self.groups.push(group, event);
             }
         }
         Ok(())
@@ -320,9 +305,6 @@ impl<F: ValueEventFunction> GroupsAccumulator for ValueEventGroups<F> {
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * size_of::<Vec<ValueEvent>>()
-            + self.event_capacity * size_of::<ValueEvent>()
-            + self.values.capacity() * size_of::<String>()
-            + self.value_bytes
+        self.groups.size() + self.values.capacity() * size_of::<String>() + self.value_bytes
     }
 }

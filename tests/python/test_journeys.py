@@ -52,6 +52,14 @@ def histories(tmp_path_factory):
         yield conn, table.to_pylist()
 
 
+def rows_by_user(rows):
+    """Each user's rows, in arrival order."""
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row)
+    return by_user
+
+
 def lifecycle_reference(rows, period_days, periods, active):
     """Each user's (period start, status) list, decided period by period from the definitions."""
     period = datetime.timedelta(days=period_days)
@@ -112,11 +120,8 @@ def test_lifecycle_matches_posthog_definitions(histories, period_days, periods, 
 def path_reference(rows, max_steps, starts, dedupe):
     """Each user's path: events by (time, name), from the first that `starts` it, repeats
     dropped when deduplicating, at most `max_steps`."""
-    events = {}
-    for row in rows:
-        events.setdefault(row["user_id"], []).append(row)
     paths = {}
-    for user, history in events.items():
+    for user, history in rows_by_user(rows).items():
         history.sort(key=lambda row: (row["ts"], row["event"].encode()))
         start = next((i for i, row in enumerate(history) if starts(row)), len(history))
         path = []
@@ -163,9 +168,7 @@ def breakdown_reference(rows, window, steps, attribution):
     step) order, NULL campaigns first: per step the newest chain that reached it, a full chain
     ending the scan; then the campaign of the attributed step of the chain that reached the
     level."""
-    by_user = {}
-    for row in rows:
-        by_user.setdefault(row["user_id"], []).append(row)
+    by_user = rows_by_user(rows)
     out = {}
     for user, events in by_user.items():
         events.sort(key=lambda r: (r["ts"], r["campaign"] is not None, r["campaign"] or "", r["event"]))
@@ -223,9 +226,7 @@ def excluded_funnel_reference(rows, window, steps, exclusion, between):
     chain; an exclusion event strictly after a live chain's step `a` event, before it reaches
     step `b`, breaks it (it keeps its level); at equal times steps come first."""
     a, b = between
-    by_user = {}
-    for row in rows:
-        by_user.setdefault(row["user_id"], []).append(row)
+    by_user = rows_by_user(rows)
     out = {}
     for user, events in by_user.items():
         matches = []
@@ -284,9 +285,7 @@ def test_funnel_exclusions_match_their_definition(histories, steps, between):
 def unordered_funnel_reference(rows, window, steps):
     """The most distinct steps any user met within `window` (inclusive) of one of their step
     events, in any order."""
-    by_user = {}
-    for row in rows:
-        by_user.setdefault(row["user_id"], []).append(row)
+    by_user = rows_by_user(rows)
     out = {}
     for user, events in by_user.items():
         best = 0
@@ -325,9 +324,7 @@ def test_unordered_funnel_matches_its_definition(histories, days):
 def step_windows_reference(rows, windows, steps):
     """window_funnel's scan with one window per transition: per step the newest chain, step k + 1
     at most windows[k - 1] after that chain's step k; a full chain ends the scan."""
-    by_user = {}
-    for row in rows:
-        by_user.setdefault(row["user_id"], []).append(row)
+    by_user = rows_by_user(rows)
     out = {}
     for user, events in by_user.items():
         matches = sorted(

@@ -173,11 +173,7 @@ impl ValueEventAggregate for WindowFunnelBreakdown {
     }
 
     fn function(args: &AccumulatorArgs) -> Result<Spec> {
-        let types: Vec<DataType> = args
-            .expr_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = crate::common::argument_types(args);
         let layout = Layout::from_types(&types)?;
         let mut mode = match layout.mode {
             Some(index) => parse_mode(NAME, constant_string(NAME, args, index, "mode")?)?,

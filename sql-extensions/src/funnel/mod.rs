@@ -375,11 +375,7 @@ impl AggregateUDFImpl for WindowFunnel {
 impl WindowFunnel {
     fn funnel_args(&self, args: &AccumulatorArgs) -> Result<Arc<FunnelArgs>> {
         let name = self.name();
-        let types: Vec<DataType> = args
-            .expr_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = crate::common::argument_types(args);
         let layout = Layout::from_types(name, &types, self.packed)?;
         let mut mode = if layout.ts_index == 2 {
             parse_mode(name, constant_string(name, args, 1, "mode")?)?

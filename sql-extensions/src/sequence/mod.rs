@@ -109,11 +109,7 @@ impl Sequence {
 
     fn pattern(&self, args: &AccumulatorArgs) -> Result<Arc<Pattern>> {
         let name = self.name();
-        let types: Vec<DataType> = args
-            .expr_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = crate::common::argument_types(args);
         let conditions = self.check_types(&types)?;
         let text = constant_string(name, args, 0, "pattern")?;
         let ts_type = types[1].clone();
