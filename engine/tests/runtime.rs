@@ -95,3 +95,43 @@ async fn zero_memory_limit_is_a_configuration_error() {
         "invalid configuration: memory limit must be above zero"
     );
 }
+
+/// A query whose per-user states outgrow the memory pool still answers every user: the run
+/// aggregation's final step gives up its states and DataFusion's spilling operators run over
+/// the Delta scan again (which, read a second time without a fresh state, returned no rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_past_the_memory_limit_still_give_every_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store").to_string_lossy().into_owned();
+    let open = |memory_limit| {
+        Engine::open(EngineConfig {
+            data: data.clone(),
+            memory_limit,
+            target_partitions: Some(2),
+            ..Default::default()
+        })
+    };
+    let writer = open(None).await.unwrap();
+    writer
+        .execute(
+            "INSERT INTO events (user_id, event, ts) SELECT value % 20000, \
+             CASE value % 3 WHEN 0 THEN 'view' WHEN 1 THEN 'cart' ELSE 'buy' END, \
+             to_timestamp_seconds(1788220800 + value) FROM range(400000)",
+            None,
+        )
+        .await
+        .unwrap();
+    let sql = "SELECT count(*), CAST(sum(cardinality(p)) AS BIGINT) FROM \
+               (SELECT user_id, event_path(ts, event, 5) AS p FROM events GROUP BY user_id)";
+    for memory_limit in [None, Some(16 << 20)] {
+        let engine = open(memory_limit).await.unwrap();
+        let (_, batches) = engine.execute_collect(sql).await.unwrap();
+        let groups = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+        let items = batches[0].column(1).as_primitive::<Int64Type>().value(0);
+        assert_eq!(
+            (groups, items),
+            (20_000, 100_000),
+            "memory limit {memory_limit:?}"
+        );
+    }
+}

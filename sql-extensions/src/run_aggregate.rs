@@ -204,7 +204,11 @@ impl ExecutionPlan for RunAggregateExec {
         let aggregate = Arc::new(self.aggregate.clone()).with_new_children(children)?;
         match aggregate.downcast_ref::<AggregateExec>() {
             Some(aggregate) if Self::supports(aggregate) => {
-                Ok(Arc::new(Self::new(aggregate.clone())))
+                // The same metrics: a copy made to run the plan again (RunFinalExec's fallback)
+                // reports its work where EXPLAIN ANALYZE looks.
+                let mut copy = Self::new(aggregate.clone());
+                copy.metrics = self.metrics.clone();
+                Ok(Arc::new(copy))
             }
             // The new input changed what the aggregate is (e.g. now ordered): keep DataFusion's.
             _ => Ok(aggregate),

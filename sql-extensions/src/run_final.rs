@@ -40,6 +40,7 @@ use datafusion::logical_expr::EmitTo;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::repartition::{REPARTITION_RANDOM_STATE, RepartitionExec};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -170,7 +171,7 @@ impl ExecutionPlan for RunFinalExec {
             context: Arc::clone(&context),
         };
         let mut merge = Merge::new(&self.aggregate, partition, &context, &self.metrics)?;
-        let fallback = Arc::clone(&self.aggregate);
+        let aggregate = Arc::clone(&self.aggregate);
         let schema = self.aggregate.schema();
         let batches = futures::stream::once(async move {
             match execution.share(partition, sources).await {
@@ -180,7 +181,10 @@ impl ExecutionPlan for RunFinalExec {
                 }
                 // The states did not fit the memory pool (and are freed by now): DataFusion's
                 // operators, which spill, start over from the partial aggregation.
-                Err(e) if out_of_memory(&e) => Ok(fallback.execute(partition, context)?.boxed()),
+                Err(e) if out_of_memory(&e) => {
+                    let fallback = execution.fallback(&aggregate)?;
+                    Ok(fallback.execute(partition, context)?.boxed())
+                }
                 Err(e) => Err(e),
             }
         })
@@ -233,9 +237,24 @@ struct Shares {
 #[derive(Debug, Default)]
 struct Execution {
     shares: tokio::sync::OnceCell<Result<Shares, Arc<DataFusionError>>>,
+    /// The original operators, made once for all output partitions when the states do not fit.
+    fallback: std::sync::OnceLock<Result<Arc<dyn ExecutionPlan>, Arc<DataFusionError>>>,
 }
 
 impl Execution {
+    /// A fresh copy of `aggregate` to run instead, shared by the output partitions: its scans
+    /// have already been read once for the partial states, and a scan whose partitions take
+    /// files from one shared queue (DataFusion's file scans) would find it empty and return no
+    /// rows at all. The copy's state is new; the repartitioning in it reads the input once.
+    fn fallback(&self, aggregate: &Arc<AggregateExec>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.fallback
+            .get_or_init(|| {
+                reset_plan_states(Arc::clone(aggregate) as Arc<dyn ExecutionPlan>).map_err(Arc::new)
+            })
+            .clone()
+            .map_err(DataFusionError::Shared)
+    }
+
     /// The rows of output partition `output`, collecting every partial partition first.
     async fn share(&self, output: usize, sources: Sources) -> Result<Vec<RecordBatch>> {
         let shares = self
