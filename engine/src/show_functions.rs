@@ -123,5 +123,13 @@ mod tests {
         );
         let error = rewrite("SHOW FUNCTIONS LIKE 'a' extra").unwrap_err();
         assert!(error.to_string().contains("syntax error"), "{error}");
+        // A hostile condition is refused by the parser's recursion limit, not a stack overflow.
+        let deep = format!(
+            "SHOW FUNCTIONS WHERE {}1{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let error = rewrite(&deep).unwrap_err();
+        assert!(error.to_string().contains("syntax error"), "{error}");
     }
 }

@@ -25,12 +25,12 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringBuilder};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
-use datafusion::common::{ScalarValue, plan_err};
+use datafusion::common::plan_err;
 use datafusion::error::Result;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::logical_expr::function::AccumulatorArgs;
 
-use crate::common::{constant, constant_count, is_string, list_column};
+use crate::common::{constant_count, constant_string, is_string, list_column};
 use crate::conditions::check_boolean;
 use crate::time::check_event_time;
 use crate::value_events::{
@@ -137,14 +137,8 @@ impl ValueEventAggregate for EventPath {
         let max_steps = constant_count(NAME, args, MAX_STEPS, "max_steps", MAX_PATH_STEPS)?;
         let dedupe = match optional.option {
             None => false,
-            Some(index) => match constant(NAME, args, index, "option")? {
-                ScalarValue::Utf8(Some(text))
-                | ScalarValue::Utf8View(Some(text))
-                | ScalarValue::LargeUtf8(Some(text))
-                    if text.trim() == "dedupe" =>
-                {
-                    true
-                }
+            Some(index) => match constant_string(NAME, args, index, "option")?.trim() {
+                "dedupe" => true,
                 other => {
                     return plan_err!("{NAME}: unknown option '{other}' (options: 'dedupe')");
                 }
