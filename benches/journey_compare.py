@@ -171,6 +171,36 @@ def free_port():
         return s.getsockname()[1]
 
 
+def release_cohort(path=None):
+    """The cohort binary to measure: `path`, or the release build."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    cohort = Path(path) if path else target / "release" / "cohort"
+    if not cohort.exists():
+        sys.exit(f"{cohort} missing: cargo build --release -p cohort-server --bin cohort")
+    return cohort
+
+
+def serve(cohort, store):
+    """Starts `cohort serve` on `store`; returns the process and an ADBC connection to it."""
+    warnings.filterwarnings("ignore", message="Cannot disable autocommit")
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    port = free_port()
+    server = subprocess.Popen([cohort, "serve", "--data", store, "--listen", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            conn = flightsql.connect(f"grpc://127.0.0.1:{port}")
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchall()
+            return server, conn
+        except Exception:
+            time.sleep(0.2)
+    server.terminate()
+    sys.exit("cohort serve did not answer")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=500_000)
@@ -181,10 +211,7 @@ def main():
     parser.add_argument("--cohort", help="the cohort binary (default: the release build)")
     args = parser.parse_args()
 
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    cohort = Path(args.cohort) if args.cohort else target / "release" / "cohort"
-    if not cohort.exists():
-        sys.exit(f"{cohort} missing: cargo build --release -p cohort-server --bin cohort")
+    cohort = release_cohort(args.cohort)
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
     parquet = work / f"journeys-{args.users}-{args.events}.parquet"
@@ -196,27 +223,11 @@ def main():
     subprocess.run([cohort, "ingest", "--data", store, "--table", "events", parquet], check=True, capture_output=True)
     ingest_s = time.perf_counter() - started
 
-    warnings.filterwarnings("ignore", message="Cannot disable autocommit")
-    import adbc_driver_flightsql.dbapi as flightsql
     import duckdb
     from chdb import session as chdb_session
 
-    port = free_port()
-    server = subprocess.Popen([cohort, "serve", "--data", store, "--listen", f"127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, conn = serve(cohort, store)
     try:
-        for _ in range(300):
-            try:
-                conn = flightsql.connect(f"grpc://127.0.0.1:{port}")
-                with conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-                    cur.fetchall()
-                break
-            except Exception:
-                time.sleep(0.2)
-        else:
-            sys.exit("cohort serve did not answer")
-
         duck = duckdb.connect()
         duck.execute(f"SET threads = {args.threads}")
         duck.execute("SET TimeZone = 'UTC'")

@@ -1,8 +1,12 @@
-//! The catalog statements for tags and segments, recognised before DataFusion's parser sees
-//! the text (`OBJECT` is `TAG` or `SEGMENT`, `OBJECTS` its plural):
+//! The catalog statements for tags, segments, traits and holdouts, recognised before
+//! DataFusion's parser sees the text (`OBJECT` is `TAG`, `SEGMENT`, `TRAIT` or `HOLDOUT`,
+//! `OBJECTS` its plural):
 //!
 //! ```sql
 //! CREATE [OR REPLACE] OBJECT [IF NOT EXISTS] name [SCHEDULE 'cron'] AS <query>
+//! CREATE [OR REPLACE] TRAIT [IF NOT EXISTS] name TYPE BIGINT|DOUBLE|TEXT|BOOLEAN|TIMESTAMP [SCHEDULE 'cron'] AS <query>
+//! CREATE [OR REPLACE] SEGMENT [IF NOT EXISTS] name [SCHEDULE 'cron'] SPLIT (group weight, ...) [SEED 'text'] AS <query>
+//! CREATE [OR REPLACE] HOLDOUT [IF NOT EXISTS] name PERCENT p [SEED 'text']
 //! ALTER OBJECT name SET SCHEDULE 'cron'
 //! ALTER OBJECT name DROP SCHEDULE
 //! DROP OBJECT [IF EXISTS] name
@@ -26,6 +30,8 @@ use crate::error::{EngineError, Result};
 pub enum ObjectKind {
     Tag,
     Segment,
+    Trait,
+    Holdout,
 }
 
 impl ObjectKind {
@@ -33,6 +39,8 @@ impl ObjectKind {
         match self {
             ObjectKind::Tag => "tag",
             ObjectKind::Segment => "segment",
+            ObjectKind::Trait => "trait",
+            ObjectKind::Holdout => "holdout",
         }
     }
 
@@ -76,12 +84,28 @@ impl ObjectKind {
         }
     }
 
-    fn plural(self) -> &'static str {
+    pub fn plural(self) -> &'static str {
         match self {
             ObjectKind::Tag => "TAGS",
             ObjectKind::Segment => "SEGMENTS",
+            ObjectKind::Trait => "TRAITS",
+            ObjectKind::Holdout => "HOLDOUTS",
         }
     }
+}
+
+/// The clauses of CREATE besides the name and the query; which ones a kind takes is checked
+/// when the statement is parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// `TYPE word` of a trait, as written.
+    pub value_type: Option<String>,
+    /// `SPLIT (...)` of a segment, checked and normalised (`treatment 45, control 55`).
+    pub split: Option<String>,
+    /// `SEED 'text'` of a split segment or a holdout.
+    pub seed: Option<String>,
+    /// `PERCENT p` of a holdout, in hundredths of a percent (10,000 is everyone).
+    pub percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +113,10 @@ pub enum CatalogStatement {
     Create {
         kind: ObjectKind,
         name: String,
+        /// Empty for a holdout, which has no query.
         query: String,
         schedule: Option<String>,
+        options: CreateOptions,
         or_replace: bool,
         if_not_exists: bool,
     },
@@ -121,16 +147,21 @@ fn is_word(token: &Token, word: &str) -> bool {
 
 /// The object kind a token names in the singular (`TAG`) or plural (`TAGS`).
 fn object(token: &Token, plural: bool) -> Option<ObjectKind> {
-    [ObjectKind::Tag, ObjectKind::Segment]
-        .into_iter()
-        .find(|kind| {
-            let plural_word = kind.plural();
-            if plural {
-                is_word(token, plural_word)
-            } else {
-                is_word(token, &plural_word[..plural_word.len() - 1])
-            }
-        })
+    [
+        ObjectKind::Tag,
+        ObjectKind::Segment,
+        ObjectKind::Trait,
+        ObjectKind::Holdout,
+    ]
+    .into_iter()
+    .find(|kind| {
+        let plural_word = kind.plural();
+        if plural {
+            is_word(token, plural_word)
+        } else {
+            is_word(token, &plural_word[..plural_word.len() - 1])
+        }
+    })
 }
 
 /// The statement if `sql` is a catalog statement, `None` if it is something else.
@@ -156,12 +187,19 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
         parser.next_token(); // TAG / SEGMENT
         let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let name = object_name(&mut parser, kind)?;
-        let schedule = if is_word(&parser.peek_token().token, "SCHEDULE") {
-            parser.next_token();
-            Some(cron_text(&mut parser)?)
-        } else {
-            None
-        };
+        let (schedule, options) = create_clauses(&mut parser, kind)?;
+        if kind == ObjectKind::Holdout {
+            end(&mut parser)?;
+            return Ok(Some(CatalogStatement::Create {
+                kind,
+                name,
+                query: String::new(),
+                schedule,
+                options,
+                or_replace,
+                if_not_exists,
+            }));
+        }
         if !parser.parse_keyword(Keyword::AS) {
             return Err(syntax(&format!(
                 "expected AS <query> after the {} name, found {}",
@@ -179,6 +217,7 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
             name,
             query: query.to_string(),
             schedule,
+            options,
             or_replace,
             if_not_exists,
         }
@@ -242,6 +281,153 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
         return Ok(None);
     };
     Ok(Some(statement))
+}
+
+/// The clauses between the name and AS, in any order, each once and only where `kind` takes it.
+fn create_clauses(
+    parser: &mut Parser,
+    kind: ObjectKind,
+) -> Result<(Option<String>, CreateOptions)> {
+    let mut schedule = None;
+    let mut options = CreateOptions::default();
+    let clause_of = |clause: &str, takes: bool| {
+        if takes {
+            Ok(())
+        } else {
+            Err(syntax(&format!(
+                "a {} takes no {clause} clause",
+                kind.singular()
+            )))
+        }
+    };
+    loop {
+        let token = parser.peek_token().token;
+        let Token::Word(Word {
+            value,
+            quote_style: None,
+            ..
+        }) = &token
+        else {
+            break;
+        };
+        let clause = value.to_ascii_uppercase();
+        let seen = match clause.as_str() {
+            "SCHEDULE" => {
+                clause_of("SCHEDULE", kind != ObjectKind::Holdout)?;
+                parser.next_token();
+                schedule.replace(cron_text(parser)?).is_some()
+            }
+            "TYPE" => {
+                clause_of("TYPE", kind == ObjectKind::Trait)?;
+                parser.next_token();
+                let word = match parser.next_token().token {
+                    Token::Word(word) => word.value.to_uppercase(),
+                    other => {
+                        return Err(syntax(&format!(
+                            "expected a type after TYPE (BIGINT, DOUBLE, TEXT, BOOLEAN or TIMESTAMP), found {other}"
+                        )));
+                    }
+                };
+                options.value_type.replace(word).is_some()
+            }
+            "SPLIT" => {
+                clause_of("SPLIT", kind == ObjectKind::Segment)?;
+                parser.next_token();
+                options.split.replace(split_text(parser)?).is_some()
+            }
+            "SEED" => {
+                clause_of(
+                    "SEED",
+                    matches!(kind, ObjectKind::Segment | ObjectKind::Holdout),
+                )?;
+                parser.next_token();
+                let seed = parser
+                    .parse_literal_string()
+                    .map_err(|e| syntax(&format!("SEED takes a quoted text: {e}")))?;
+                options.seed.replace(seed).is_some()
+            }
+            "PERCENT" => {
+                clause_of("PERCENT", kind == ObjectKind::Holdout)?;
+                parser.next_token();
+                let percent = match parser.next_token().token {
+                    Token::Number(text, _) => percent_buckets(&text)?,
+                    other => {
+                        return Err(syntax(&format!(
+                            "PERCENT takes a number above 0 and below 100, found {other}"
+                        )));
+                    }
+                };
+                options.percent.replace(percent).is_some()
+            }
+            _ => break,
+        };
+        if seen {
+            return Err(syntax(&format!("{clause} is given twice")));
+        }
+    }
+    if kind == ObjectKind::Trait && options.value_type.is_none() {
+        return Err(syntax(
+            "expected TYPE BIGINT|DOUBLE|TEXT|BOOLEAN|TIMESTAMP after the trait name",
+        ));
+    }
+    if kind == ObjectKind::Holdout && options.percent.is_none() {
+        return Err(syntax("expected PERCENT p after the holdout name"));
+    }
+    if kind == ObjectKind::Segment && options.seed.is_some() && options.split.is_none() {
+        return Err(syntax(
+            "SEED applies to a SPLIT: add SPLIT (group weight, ...)",
+        ));
+    }
+    Ok((schedule, options))
+}
+
+/// `(name weight, name weight, ...)` after SPLIT, checked, as `SplitGroups` writes it.
+fn split_text(parser: &mut Parser) -> Result<String> {
+    if !parser.consume_token(&Token::LParen) {
+        return Err(syntax(
+            "SPLIT takes groups in parentheses: SPLIT (treatment 45, control 45, holdout 10)",
+        ));
+    }
+    let mut text = String::new();
+    loop {
+        match parser.next_token().token {
+            Token::RParen => break,
+            Token::EOF => return Err(syntax("SPLIT (...) is missing its ')'")),
+            Token::Comma => text.push(','),
+            Token::Word(word) => {
+                text.push(' ');
+                text.push_str(&word.value);
+            }
+            Token::Number(number, _) => {
+                text.push(' ');
+                text.push_str(&number);
+            }
+            other => return Err(syntax(&format!("unexpected {other} in SPLIT (...)"))),
+        }
+    }
+    let groups = cohort_sql_extensions::split::SplitGroups::parse(&text).map_err(|e| match e {
+        datafusion::error::DataFusionError::Plan(message) => syntax(&message),
+        other => syntax(&other.to_string()),
+    })?;
+    Ok(groups.to_string())
+}
+
+/// A holdout's percentage (up to two decimals, above 0 and below 100) in buckets.
+fn percent_buckets(text: &str) -> Result<u32> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let parsed = (fraction.len() <= 2 && fraction.chars().all(|c| c.is_ascii_digit()))
+        .then(|| whole.parse::<u32>().ok())
+        .flatten()
+        .and_then(|w| w.checked_mul(100))
+        .map(|w| w + format!("{fraction:0<2}").parse::<u32>().unwrap_or(0));
+    match parsed {
+        Some(buckets) if buckets > 0 && buckets < cohort_sql_extensions::split::BUCKETS => {
+            Ok(buckets)
+        }
+        _ => Err(syntax(&format!(
+            "PERCENT {text}: give a number above 0 and below 100 with at most two decimals"
+        ))),
+    }
 }
 
 /// The quoted cron expression after SCHEDULE, checked here so every statement that takes one
@@ -326,6 +512,7 @@ mod tests {
                 name: "vip".into(),
                 query: "SELECT user_id FROM profiles WHERE plan = 'pro'".into(),
                 schedule: None,
+                options: CreateOptions::default(),
                 or_replace: false,
                 if_not_exists: false,
             })
@@ -338,6 +525,7 @@ mod tests {
                 name: "s".into(),
                 query: "SELECT 1 AS user_id".into(),
                 schedule: Some("0 * * * *".into()),
+                options: CreateOptions::default(),
                 or_replace: true,
                 if_not_exists: true,
             })
@@ -384,6 +572,63 @@ mod tests {
                 name: Some("s".into())
             })
         );
+        assert_eq!(
+            parse(
+                "CREATE SEGMENT s SPLIT (Treatment 45, control 45.5, holdout 9.5) SEED 'spring' \
+                 SCHEDULE '0 * * * *' AS SELECT 1 AS user_id"
+            )
+            .unwrap(),
+            Some(CatalogStatement::Create {
+                kind: Segment,
+                name: "s".into(),
+                query: "SELECT 1 AS user_id".into(),
+                schedule: Some("0 * * * *".into()),
+                options: CreateOptions {
+                    split: Some("treatment 45, control 45.50, holdout 9.50".into()),
+                    seed: Some("spring".into()),
+                    ..Default::default()
+                },
+                or_replace: false,
+                if_not_exists: false,
+            })
+        );
+        assert_eq!(
+            parse("CREATE TRAIT ltv TYPE double AS SELECT user_id, 1.0 FROM profiles").unwrap(),
+            Some(CatalogStatement::Create {
+                kind: ObjectKind::Trait,
+                name: "ltv".into(),
+                query: "SELECT user_id, 1.0 FROM profiles".into(),
+                schedule: None,
+                options: CreateOptions {
+                    value_type: Some("DOUBLE".into()),
+                    ..Default::default()
+                },
+                or_replace: false,
+                if_not_exists: false,
+            })
+        );
+        assert_eq!(
+            parse("CREATE HOLDOUT global PERCENT 2.5 SEED 'q4'").unwrap(),
+            Some(CatalogStatement::Create {
+                kind: ObjectKind::Holdout,
+                name: "global".into(),
+                query: String::new(),
+                schedule: None,
+                options: CreateOptions {
+                    seed: Some("q4".into()),
+                    percent: Some(250),
+                    ..Default::default()
+                },
+                or_replace: false,
+                if_not_exists: false,
+            })
+        );
+        assert_eq!(
+            parse("show holdouts").unwrap(),
+            Some(CatalogStatement::Show {
+                kind: ObjectKind::Holdout
+            })
+        );
         assert_eq!(parse("SELECT 1").unwrap(), None);
         assert_eq!(parse("CREATE TABLE t (a INT)").unwrap(), None);
         assert_eq!(parse("DROP TABLE t").unwrap(), None);
@@ -399,5 +644,21 @@ mod tests {
         assert!(message("ALTER SEGMENT s SCHEDULE 'x'").contains("expected SET SCHEDULE"));
         assert!(message("DROP TAG t extra").contains("unexpected extra"));
         assert!(message("REFRESH SEGMENT").contains("expected a segment name"));
+        assert!(message("CREATE TRAIT t AS SELECT 1").contains("expected TYPE BIGINT|DOUBLE"));
+        assert!(message("CREATE TAG t TYPE BIGINT AS SELECT 1").contains("a tag takes no TYPE"));
+        assert!(
+            message("CREATE SEGMENT s SPLIT (a 50, b 40) AS SELECT 1")
+                .contains("the weights sum to 90, not 100")
+        );
+        assert!(
+            message("CREATE SEGMENT s SEED 'x' AS SELECT 1").contains("SEED applies to a SPLIT")
+        );
+        assert!(message("CREATE HOLDOUT h").contains("expected PERCENT p"));
+        assert!(message("CREATE HOLDOUT h PERCENT 100").contains("below 100"));
+        assert!(message("CREATE HOLDOUT h PERCENT 5 AS SELECT 1").contains("unexpected AS"));
+        assert!(
+            message("CREATE TRAIT t TYPE BIGINT TYPE TEXT AS SELECT 1")
+                .contains("TYPE is given twice")
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod depth;
 pub mod error;
 pub mod faults;
+pub mod holdouts;
 pub mod ingest;
 pub mod ipc;
 pub mod limits;
@@ -22,6 +23,7 @@ pub mod statement;
 pub mod store;
 pub mod tables;
 pub mod tags;
+pub mod traits;
 pub mod user_keys;
 
 use std::collections::HashMap;
@@ -84,6 +86,7 @@ pub struct Engine {
     /// Serialises tag (and later segment) definition changes and refreshes within this process.
     catalog_lock: Mutex<()>,
     tag_cache: tags::TagCache,
+    trait_cache: traits::TraitCache,
     segment_cache: segments::SegmentCache,
     /// Per-segment locks: one run of a segment at a time.
     segment_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -115,6 +118,7 @@ impl Engine {
             user_keys: Default::default(),
             catalog_lock: Mutex::new(()),
             tag_cache: Default::default(),
+            trait_cache: Default::default(),
             segment_cache: Default::default(),
             segment_locks: Default::default(),
             scheduler_wake: Arc::new(tokio::sync::Notify::new()),

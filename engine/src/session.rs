@@ -16,9 +16,13 @@ use datafusion::prelude::col;
 use crate::segments::functions::{LoadedSegments, SegmentChangesFunction, SegmentMembersFunction};
 use crate::segments::{self, SEGMENT_CHANGES, SEGMENT_MEMBERS};
 use crate::tables::{CATALOG, SCHEMA, SystemTable, TableKind, USER_ID, USER_KEY};
-use crate::tags::functions::{AudienceFunction, UsersOfBitmap, scalar_functions};
+use crate::tags::functions::{
+    AudienceFunction, AudienceOverlapFunction, UsersOfBitmap, scalar_functions,
+};
 use crate::tags::resolve::ResolvedTags;
-use crate::tags::{AUDIENCE, VALUE, bitmaps_schema};
+use crate::tags::{AUDIENCE, AUDIENCE_OVERLAP, VALUE, bitmaps_schema};
+use crate::traits::functions::{TraitFunction, TraitTables};
+use crate::traits::{TRAIT, TRAITS_VIEW, values_schema};
 use crate::{Engine, Result};
 
 /// Names under which the system tables are visible to SQL.
@@ -113,6 +117,31 @@ impl Engine {
             ])?
             .build()?;
         ctx.register_table(TAGS_VIEW, Arc::new(ViewTable::new(tags_view, None)))?;
+        let trait_values = self
+            .system_provider(&ctx, SystemTable::TraitValues, || {
+                values_schema().as_ref().clone()
+            })
+            .await?;
+        let trait_tables = TraitTables {
+            definitions: self.trait_definitions().await?,
+            now: trait_values,
+            at: Arc::new(tags.trait_tables.clone()),
+            user_keys: Arc::clone(&user_keys),
+            user_id_type: user_id_type.clone(),
+        };
+        ctx.register_table(TRAITS_VIEW, trait_tables.wide_view()?)?;
+        ctx.register_udtf(
+            TRAIT,
+            Arc::new(TraitFunction {
+                tables: trait_tables,
+            }),
+        );
+        ctx.register_udtf(
+            AUDIENCE_OVERLAP,
+            Arc::new(AudienceOverlapFunction {
+                tags: Arc::clone(&tags),
+            }),
+        );
         let users = UsersOfBitmap {
             user_keys,
             user_id_type,
@@ -128,16 +157,25 @@ impl Engine {
         for function in scalar_functions(&tags) {
             ctx.register_udf(function);
         }
+        let split_group = datafusion::execution::FunctionRegistry::udf(
+            &ctx,
+            cohort_sql_extensions::split::SPLIT_GROUP,
+        )?;
         ctx.register_udtf(
             SEGMENT_MEMBERS,
             Arc::new(SegmentMembersFunction {
                 segments: Arc::clone(&segments),
                 users: users.clone(),
+                split_group: Arc::clone(&split_group),
             }),
         );
         ctx.register_udtf(
             SEGMENT_CHANGES,
-            Arc::new(SegmentChangesFunction { segments, users }),
+            Arc::new(SegmentChangesFunction {
+                segments,
+                users,
+                split_group,
+            }),
         );
         self.register_segment_views(&ctx).await?;
         Ok(ctx)

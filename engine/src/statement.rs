@@ -422,6 +422,8 @@ impl Engine {
         match kind {
             ObjectKind::Tag => self.run_tag_statement(statement).await,
             ObjectKind::Segment => self.run_segment_statement(statement).await,
+            ObjectKind::Trait => self.run_trait_statement(statement).await,
+            ObjectKind::Holdout => self.run_holdout_statement(statement).await,
         }
     }
 

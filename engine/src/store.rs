@@ -176,6 +176,7 @@ impl Store {
             .await?
             .write(vec![arrow::record_batch::RecordBatch::new_empty(schema)])
             .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_partition_columns(location.partition_columns())
             .with_table_name(name)
             .await;
         match created {
@@ -212,7 +213,8 @@ impl Store {
     /// `schema` first if needed, and returns the table as committed. Two writers replacing
     /// overlapping rows at once conflict (the predicate is the commit's read set), so one of
     /// them fails rather than both landing. A commit storage reported as failed but that landed
-    /// counts as committed (see [`IdentifiedCommit`]).
+    /// counts as committed (see [`IdentifiedCommit`]). Columns `rows` has and the table lacks
+    /// are added (a store written by an older Cohort gains them; its rows read NULL there).
     pub async fn replace_where(
         &self,
         table: impl Into<TableLocation> + Copy,
@@ -226,6 +228,7 @@ impl Store {
             .clone()
             .write(vec![rows])
             .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
             .with_replace_where(predicate)
             .with_commit_properties(commit.properties())
             .await;
@@ -432,6 +435,14 @@ pub async fn scan_table(table: &DeltaTable) -> Result<datafusion::dataframe::Dat
     let ctx = datafusion::prelude::SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
     Ok(ctx.read_table(table.table_provider().await?)?)
+}
+
+/// The table provider of one version of a Delta table, for a session whose object stores
+/// already include the store's (every session registers them for its own tables).
+pub async fn table_provider(
+    table: &DeltaTable,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    Ok(table.table_provider().await?)
 }
 
 /// A column of a system-table batch as plain Utf8.

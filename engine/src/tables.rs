@@ -45,16 +45,25 @@ pub enum SystemTable {
     SegmentVersions,
     /// Start and end of every segment run.
     SegmentRuns,
+    /// One row per trait: name, type, query.
+    TraitDefinitions,
+    /// One row per (trait, user) with a value, partitioned by trait, replaced per trait on refresh.
+    TraitValues,
+    /// One row per holdout: name, percent, seed.
+    HoldoutDefinitions,
 }
 
 impl SystemTable {
-    pub const ALL: [SystemTable; 6] = [
+    pub const ALL: [SystemTable; 9] = [
         SystemTable::UserKeys,
         SystemTable::TagDefinitions,
         SystemTable::TagBitmaps,
         SystemTable::SegmentDefinitions,
         SystemTable::SegmentVersions,
         SystemTable::SegmentRuns,
+        SystemTable::TraitDefinitions,
+        SystemTable::TraitValues,
+        SystemTable::HoldoutDefinitions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +74,9 @@ impl SystemTable {
             SystemTable::SegmentDefinitions => "segment_definitions",
             SystemTable::SegmentVersions => "segment_versions",
             SystemTable::SegmentRuns => "segment_runs",
+            SystemTable::TraitDefinitions => "trait_definitions",
+            SystemTable::TraitValues => "trait_values",
+            SystemTable::HoldoutDefinitions => "holdout_definitions",
         }
     }
 }
@@ -79,7 +91,21 @@ impl From<SystemTable> for TableLocation {
             SystemTable::SegmentDefinitions => "_cohort/segment_definitions",
             SystemTable::SegmentVersions => "_cohort/segment_versions",
             SystemTable::SegmentRuns => "_cohort/segment_runs",
+            SystemTable::TraitDefinitions => "_cohort/trait_definitions",
+            SystemTable::TraitValues => "_cohort/trait_values",
+            SystemTable::HoldoutDefinitions => "_cohort/holdout_definitions",
         })
+    }
+}
+
+impl TableLocation {
+    /// Columns a system table is partitioned by when it is created.
+    pub fn partition_columns(self) -> Vec<String> {
+        if self == TableLocation::from(SystemTable::TraitValues) {
+            vec!["trait".to_string()]
+        } else {
+            vec![]
+        }
     }
 }
 

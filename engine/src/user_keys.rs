@@ -114,6 +114,15 @@ impl UserKeys {
     }
 }
 
+impl UserKeys {
+    /// Every key the dictionary holds now.
+    pub async fn all_keys(&self, store: &Store) -> Result<roaring::RoaringTreemap> {
+        let mut dictionary = self.dictionary.lock().await;
+        dictionary.refresh(store).await?;
+        Ok(dictionary.keys.values().map(|&key| key as u64).collect())
+    }
+}
+
 fn id_text(user_ids: &ArrayRef) -> Result<StringArray> {
     Ok(cast(user_ids, &DataType::Utf8)?.as_string::<i32>().clone())
 }

@@ -139,3 +139,97 @@ async fn tags_survive_restart_and_keep_their_history() {
         "{error}"
     );
 }
+
+/// Segment definitions written before splits existed (no `split`/`seed` columns) still read,
+/// and the first split segment adds the columns to the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_segments_join_definitions_written_before_splits() {
+    use std::sync::Arc;
+
+    use arrow::array::{StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::prelude::{col, lit};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path()).await;
+    engine
+        .execute_collect(
+            "INSERT INTO events (user_id, event, ts) VALUES (1, 'buy', '2026-11-01T00:00:00Z'), (2, 'view', '2026-11-01T00:00:00Z')",
+        )
+        .await
+        .unwrap();
+    let old_schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("schedule", DataType::Utf8, true),
+        Field::new(
+            "created_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let legacy = RecordBatch::try_new(
+        Arc::clone(&old_schema),
+        vec![
+            Arc::new(StringArray::from(vec!["legacy"])),
+            Arc::new(StringArray::from(vec![
+                "SELECT DISTINCT user_id FROM events",
+            ])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(TimestampMicrosecondArray::from(vec![0]).with_timezone("UTC")),
+        ],
+    )
+    .unwrap();
+    engine
+        .store()
+        .replace_where(
+            SystemTable::SegmentDefinitions,
+            old_schema,
+            col("name").eq(lit("legacy")),
+            legacy,
+        )
+        .await
+        .unwrap();
+    let definitions = engine.segment_definitions().await.unwrap();
+    assert_eq!(definitions.len(), 1);
+    assert_eq!(definitions[0].split, None);
+
+    engine
+        .execute_collect(
+            "CREATE SEGMENT arms SPLIT (a 50, b 50) AS SELECT DISTINCT user_id FROM events",
+        )
+        .await
+        .unwrap();
+    engine
+        .execute_collect("REFRESH SEGMENT legacy")
+        .await
+        .unwrap();
+    let definitions = engine.segment_definitions().await.unwrap();
+    assert_eq!(definitions.len(), 2);
+    let arms = definitions.iter().find(|d| d.name == "arms").unwrap();
+    let split = arms.split.as_ref().unwrap();
+    assert_eq!(
+        (split.groups.as_str(), split.seed.as_str()),
+        ("a 50, b 50", "arms")
+    );
+    assert_eq!(
+        definitions
+            .iter()
+            .find(|d| d.name == "legacy")
+            .unwrap()
+            .split,
+        None
+    );
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM segment_members('arms') WHERE split_group IN ('a', 'b')"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM segment_members('legacy')").await,
+        2
+    );
+}

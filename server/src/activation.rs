@@ -254,7 +254,7 @@ impl ActivationService for CohortActivationService {
         for segment in &mut segments {
             if segment.version > 0 {
                 segment.flight_ticket = crate::flight::statement_ticket(&format!(
-                    "SELECT user_id, user_key FROM segment_members('{}', {})",
+                    "SELECT * FROM segment_members('{}', {})",
                     segment.segment, segment.version
                 ));
             }
@@ -305,7 +305,7 @@ impl ActivationService for CohortActivationService {
             stall,
             move |messages| async move {
                 let sql = format!(
-                    "SELECT user_id, user_key FROM segment_members('{}', {version})",
+                    "SELECT * FROM segment_members('{}', {version})",
                     header.segment
                 );
                 send_version(&engine, &sql, &header, &messages).await
@@ -348,7 +348,7 @@ impl ActivationService for CohortActivationService {
             move |messages| async move {
                 for header in &headers {
                     let sql = format!(
-                        "SELECT user_id, user_key, change FROM segment_changes('{}', {}) \
+                        "SELECT * EXCLUDE (version, changed_at) FROM segment_changes('{}', {}) \
                      WHERE version = {}",
                         header.segment,
                         header.version - 1,

@@ -276,6 +276,22 @@ pub const ENTRIES: &[Entry] = &[
         "aggregate: ids present for every listed value of `column`",
         "SELECT intersect_count(b, event, 'signup', 'purchase') FROM (SELECT event, bitmap_agg(user_id) AS b FROM events GROUP BY event)",
     ),
+    entry(
+        "split_bucket",
+        Bitmap,
+        "split_bucket(user_key, seed)",
+        "Int32",
+        "the key's bucket 0..9999 by a salted hash of it: stable, independent between seeds",
+        "SELECT split_bucket(user_key, 'spring_sale') < 1000 AS in_first_tenth, count(*) FROM profiles GROUP BY 1",
+    ),
+    entry(
+        "split_group",
+        Bitmap,
+        "split_group(user_key, seed, 'name weight, ...')",
+        "Utf8",
+        "the key's group when buckets are split by percentage weights summing to 100 (`SPLIT` segments use it)",
+        "SELECT split_group(user_key, 'spring_sale', 'a 50, b 50') AS arm, count(*) FROM profiles GROUP BY arm",
+    ),
 ];
 
 /// The catalog's documentation of the function `name`.

@@ -21,6 +21,7 @@ pub mod retention_periods;
 pub mod run_aggregate;
 pub mod run_final;
 pub mod sequence;
+pub mod split;
 pub mod sum_for_each;
 pub mod time;
 pub mod utc_date;
@@ -35,7 +36,12 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 /// Every scalar function this crate provides.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    [bitmap::scalar_functions(), utc_date::functions()].concat()
+    [
+        bitmap::scalar_functions(),
+        split::functions(),
+        utc_date::functions(),
+    ]
+    .concat()
 }
 
 /// Every aggregate function this crate provides.

@@ -52,6 +52,7 @@ CREATE VIEW segments AS SELECT NULL::text AS segment, NULL::text AS schedule, NU
     NULL::timestamptz AS refreshed_at, NULL::text AS query;
 CREATE VIEW tags AS SELECT NULL::text AS tag, NULL::text AS value, NULL::bigint AS users,
     NULL::timestamptz AS refreshed_at;
+CREATE VIEW traits AS SELECT NULL::bigint AS user_id, NULL::bigint AS user_key;
 """
 
 

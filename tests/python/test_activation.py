@@ -124,3 +124,23 @@ def test_reflection_answers_v1alpha_clients(server):
         assert {"cohort.v1.ActivationService", "cohort.v1.AdminService", "grpc.health.v1.Health"} <= services
         described = database.FindFileContainingSymbol("cohort.v1.ActivationService")
         assert described.package == "cohort.v1"
+
+
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+def test_split_segments_stream_each_members_group(server, conn, activation):
+    """Members and changes of a SPLIT segment carry split_group, equal to segment_members'."""
+    pb, _ = activation
+    execute(conn, f"CREATE SEGMENT test_arms SPLIT (a 50, b 50) SEED 'arms' AS {ABANDONERS}")
+    client = stub(activation, server)
+    streamed = {}
+    for message in client.StreamMembers(pb.StreamMembersRequest(segment="test_arms")):
+        table = users(message)
+        assert table.column_names == ["user_id", "user_key", "split_group"]
+        streamed.update(zip(table.column("user_id").to_pylist(), table.column("split_group").to_pylist()))
+    expected = dict(execute(conn, "SELECT user_id, split_group FROM segment_members('test_arms')"))
+    assert streamed == expected and set(expected.values()) == {"a", "b"}
+    changed = {}
+    for message in client.StreamChanges(pb.StreamChangesRequest(segment="test_arms", after_version=0)):
+        for row in users(message).to_pylist():
+            changed[row["user_id"]] = row["split_group"]
+    assert changed == expected

@@ -93,6 +93,7 @@ async fn metadata_calls_describe_the_store() {
             "segment_versions",
             "segments",
             "tags",
+            "traits",
             "user_keys"
         ]
     );

@@ -2,8 +2,8 @@
 //!
 //! | name | kind | rows |
 //! |---|---|---|
-//! | `segment_members('name' [, version])` | table function | `user_id, user_key` of the newest (or given) version |
-//! | `segment_changes('name', since_version [, until_version])` | table function | `user_id, user_key, change ('entered' / 'exited'), version, changed_at` for every version after `since_version` (up to and including `until_version`) |
+//! | `segment_members('name' [, version])` | table function | `user_id, user_key` of the newest (or given) version, and `split_group` for a segment with a `SPLIT` |
+//! | `segment_changes('name', since_version [, until_version])` | table function | `user_id, user_key, [split_group,] change ('entered' / 'exited'), version, changed_at` for every version after `since_version` (up to and including `until_version`) |
 //! | `segments` | view | `segment, schedule, version, members, entered, exited, refreshed_at, query` |
 //! | `segment_versions` | view | `segment, version, run_id, committed_at, members, entered, exited`: size over time |
 //! | `segment_runs` | view | one row per run: `segment, run_id, trigger, scheduled_at, started_at, finished_at, status, version, members, entered, exited, error` |
@@ -26,10 +26,10 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::datasource::ViewTable;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{LogicalPlanBuilder, cast};
-use datafusion::prelude::lit;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, cast};
+use datafusion::prelude::{col, lit};
 
-use crate::tables::UTC;
+use crate::tables::{USER_KEY, UTC};
 use crate::tags::functions::{UsersOfBitmap, constant_string, table_argument};
 
 /// A committed version as the functions need it: bitmaps still serialized, decoded on use.
@@ -46,6 +46,26 @@ pub struct LoadedVersion {
 #[derive(Debug, Default)]
 pub struct LoadedSegments {
     pub versions: HashMap<String, Arc<Vec<LoadedVersion>>>,
+    /// The splits of those segments that have one.
+    pub splits: HashMap<String, super::Split>,
+}
+
+impl LoadedSegments {
+    /// `split_group` for the members of a split segment: their group, computed from the key.
+    fn group_columns(&self, name: &str, split_group: &ScalarUDF) -> Vec<Expr> {
+        match self.splits.get(&name.to_lowercase()) {
+            None => vec![],
+            Some(split) => vec![
+                split_group
+                    .call(vec![
+                        col(USER_KEY),
+                        lit(split.seed.as_str()),
+                        lit(split.groups.as_str()),
+                    ])
+                    .alias(super::SPLIT_GROUP_COLUMN),
+            ],
+        }
+    }
 }
 
 impl LoadedSegments {
@@ -102,6 +122,7 @@ fn bitmap(bytes: &[u8]) -> Result<RoaringTreemap> {
 pub struct SegmentMembersFunction {
     pub segments: Arc<LoadedSegments>,
     pub users: UsersOfBitmap,
+    pub split_group: Arc<ScalarUDF>,
 }
 
 impl TableFunctionImpl for SegmentMembersFunction {
@@ -126,7 +147,10 @@ impl TableFunctionImpl for SegmentMembersFunction {
                     })?
             }
         };
-        let plan = self.users.plan(&bitmap(&chosen.members)?, vec![])?;
+        let plan = self.users.plan(
+            &bitmap(&chosen.members)?,
+            self.segments.group_columns(&name, &self.split_group),
+        )?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }
@@ -135,6 +159,7 @@ impl TableFunctionImpl for SegmentMembersFunction {
 pub struct SegmentChangesFunction {
     pub segments: Arc<LoadedSegments>,
     pub users: UsersOfBitmap,
+    pub split_group: Arc<ScalarUDF>,
 }
 
 impl TableFunctionImpl for SegmentChangesFunction {
@@ -153,8 +178,10 @@ impl TableFunctionImpl for SegmentChangesFunction {
             None => i64::MAX,
         };
         let versions = self.segments.of(NAME, &name)?;
+        let groups = self.segments.group_columns(&name, &self.split_group);
         let columns = |change: &str, version: i64, at: i64| {
-            vec![
+            let mut columns = groups.clone();
+            columns.extend([
                 lit(change).alias("change"),
                 lit(version).alias("version"),
                 cast(
@@ -165,7 +192,8 @@ impl TableFunctionImpl for SegmentChangesFunction {
                     DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
                 )
                 .alias("changed_at"),
-            ]
+            ]);
+            columns
         };
         // An empty bitmap gives the schema when there is nothing to report.
         let mut plan = LogicalPlanBuilder::from(

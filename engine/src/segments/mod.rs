@@ -55,7 +55,20 @@ pub struct SegmentDefinition {
     pub schedule: Option<String>,
     /// Microseconds since the epoch.
     pub created_at: i64,
+    /// `SPLIT (...)`: each member's group by a salted hash of their key.
+    pub split: Option<Split>,
 }
+
+/// A segment's experiment split: `groups` as `SplitGroups` writes it, and the seed that salts
+/// the hash (the segment's name unless `SEED` gave one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub groups: String,
+    pub seed: String,
+}
+
+/// The column `segment_members` and the activation streams add for a split segment.
+pub const SPLIT_GROUP_COLUMN: &str = "split_group";
 
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +109,8 @@ pub fn definitions_schema() -> SchemaRef {
         Field::new("query", DataType::Utf8, false),
         Field::new("schedule", DataType::Utf8, true),
         Field::new("created_at", timestamp_type(), false),
+        Field::new("split", DataType::Utf8, true),
+        Field::new("seed", DataType::Utf8, true),
     ]))
 }
 
@@ -202,11 +217,16 @@ impl Engine {
                 name,
                 query,
                 schedule,
+                options,
                 or_replace,
                 if_not_exists,
                 ..
             } => {
                 let _catalog = self.catalog_lock.lock().await;
+                let split = options.split.map(|groups| Split {
+                    groups,
+                    seed: options.seed.unwrap_or_else(|| name.clone()),
+                });
                 let previous = self
                     .segment_definitions()
                     .await?
@@ -226,6 +246,7 @@ impl Engine {
                     query,
                     schedule,
                     created_at: now_micros(),
+                    split,
                 };
                 self.write_segment_definition(&definition).await?;
                 let version = match self
@@ -341,6 +362,12 @@ impl Engine {
                 Arc::new(
                     TimestampMicrosecondArray::from(vec![definition.created_at]).with_timezone(UTC),
                 ),
+                Arc::new(StringArray::from(vec![
+                    definition.split.as_ref().map(|s| s.groups.as_str()),
+                ])),
+                Arc::new(StringArray::from(vec![
+                    definition.split.as_ref().map(|s| s.seed.as_str()),
+                ])),
             ],
         )?;
         self.store
@@ -372,14 +399,29 @@ impl Engine {
                 text_column(batch, "schedule")?,
             );
             let created = micros_column(batch, "created_at")?;
+            // Definitions written before splits existed have neither column.
+            let optional = |name: &str| text_column(batch, name).ok();
+            let (splits, seeds) = (optional("split"), optional("seed"));
             for row in 0..batch.num_rows() {
+                let text = |column: &Option<StringArray>| {
+                    column
+                        .as_ref()
+                        .filter(|c| c.is_valid(row))
+                        .map(|c| c.value(row).to_string())
+                };
+                let name = names.value(row).to_string();
+                let split = text(&splits).map(|groups| Split {
+                    groups,
+                    seed: text(&seeds).unwrap_or_else(|| name.clone()),
+                });
                 definitions.push(SegmentDefinition {
-                    name: names.value(row).to_string(),
+                    name,
                     query: queries.value(row).to_string(),
                     schedule: schedules
                         .is_valid(row)
                         .then(|| schedules.value(row).to_string()),
                     created_at: created.value(row),
+                    split,
                 });
             }
         }
@@ -743,10 +785,13 @@ impl Engine {
         }
         let definitions = self.segment_definitions().await?;
         for name in names {
-            if !definitions.iter().any(|d| &d.name == name) {
+            let Some(definition) = definitions.iter().find(|d| &d.name == name) else {
                 return Err(unknown_segment(name));
-            }
+            };
             loaded.versions.insert(name.clone(), Arc::default());
+            if let Some(split) = &definition.split {
+                loaded.splits.insert(name.clone(), split.clone());
+            }
         }
         let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? else {
             return Ok(loaded);
@@ -838,6 +883,8 @@ type SegmentsByTableVersion = tokio::sync::Mutex<
 /// Scheduled tags share the scheduler with segments under this prefix (`:` is never part of a
 /// segment name).
 const TAG_JOB_PREFIX: &str = "tag:";
+/// Scheduled traits, likewise.
+const TRAIT_JOB_PREFIX: &str = "trait:";
 
 #[async_trait::async_trait]
 impl scheduler::Jobs for Engine {
@@ -863,6 +910,15 @@ impl scheduler::Jobs for Engine {
                 });
             }
         }
+        for definition in self.trait_definitions().await?.iter() {
+            if definition.schedule.is_some() {
+                jobs.push(scheduler::ScheduledJob {
+                    name: format!("{TRAIT_JOB_PREFIX}{}", definition.name),
+                    schedule: definition.schedule.clone(),
+                    created_at: time(definition.created_at),
+                });
+            }
+        }
         Ok(jobs)
     }
 
@@ -873,8 +929,9 @@ impl scheduler::Jobs for Engine {
         let time =
             |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
         let mut last: HashMap<String, i64> = HashMap::new();
-        let (tags, segments): (Vec<&String>, Vec<&String>) =
-            jobs.iter().partition(|j| j.starts_with(TAG_JOB_PREFIX));
+        let (catalog_jobs, segments): (Vec<&String>, Vec<&String>) = jobs
+            .iter()
+            .partition(|j| j.starts_with(TAG_JOB_PREFIX) || j.starts_with(TRAIT_JOB_PREFIX));
         if !segments.is_empty()
             && let Some(table) = self.store.latest(SystemTable::SegmentRuns).await?
         {
@@ -905,11 +962,20 @@ impl scheduler::Jobs for Engine {
                 }
             }
         }
-        // Tags keep no run history: their last refresh stands for the last scheduled run.
-        if !tags.is_empty() {
+        // Tags and traits keep no run history: their last refresh stands for the last
+        // scheduled run.
+        if catalog_jobs.iter().any(|j| j.starts_with(TAG_JOB_PREFIX)) {
             for (tag, refreshed) in self.tag_refresh_times().await? {
                 let job = format!("{TAG_JOB_PREFIX}{tag}");
-                if tags.contains(&&job) {
+                if catalog_jobs.contains(&&job) {
+                    last.insert(job, refreshed);
+                }
+            }
+        }
+        if catalog_jobs.iter().any(|j| j.starts_with(TRAIT_JOB_PREFIX)) {
+            for (name, (_, refreshed)) in self.trait_sizes().await? {
+                let job = format!("{TRAIT_JOB_PREFIX}{name}");
+                if let (Some(refreshed), true) = (refreshed, catalog_jobs.contains(&&job)) {
                     last.insert(job, refreshed);
                 }
             }
@@ -925,6 +991,9 @@ impl scheduler::Jobs for Engine {
     ) -> Result<()> {
         if let Some(tag) = segment.strip_prefix(TAG_JOB_PREFIX) {
             return self.refresh_tag(tag).await.map(|_| ());
+        }
+        if let Some(name) = segment.strip_prefix(TRAIT_JOB_PREFIX) {
+            return self.refresh_trait(name).await.map(|_| ());
         }
         let definition = self.segment_definition(segment).await?;
         self.refresh_segment(&definition, trigger, Some(scheduled_at.timestamp_micros()))

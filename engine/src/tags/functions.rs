@@ -300,3 +300,79 @@ impl TableFunctionImpl for AudienceFunction {
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }
+
+/// Most audiences one `audience_overlap` compares (1,128 pairs).
+const MAX_OVERLAP_AUDIENCES: usize = 48;
+
+/// `audience_overlap('a', 'b', ...)`: for every pair of audience expressions, in the order
+/// given, `a, b, both, a_only, b_only, jaccard` (both over the union; NULL when both are empty).
+#[derive(Debug)]
+pub struct AudienceOverlapFunction {
+    pub tags: Arc<ResolvedTags>,
+}
+
+impl TableFunctionImpl for AudienceOverlapFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        const NAME: &str = super::AUDIENCE_OVERLAP;
+        let exprs = args.exprs();
+        if exprs.len() < 2 || exprs.len() > MAX_OVERLAP_AUDIENCES {
+            return plan_err!(
+                "{NAME} takes 2 to {MAX_OVERLAP_AUDIENCES} audience expressions, got {}",
+                exprs.len()
+            );
+        }
+        let mut audiences = Vec::with_capacity(exprs.len());
+        for (i, expr) in exprs.iter().enumerate() {
+            let constant = table_argument(expr).ok_or_else(|| {
+                DataFusionError::Plan(format!("{NAME}: {expr} is not a constant"))
+            })?;
+            let Some(text) = constant_string(NAME, i + 1, &constant)? else {
+                return plan_err!("{NAME}: audience expression {} is NULL", i + 1);
+            };
+            let users = self
+                .tags
+                .evaluate(None, &TagExpr::parse(&text)?)
+                .map_err(engine_error)?;
+            audiences.push((text, users));
+        }
+        let (mut a, mut b, mut both, mut a_only, mut b_only, mut jaccard) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (i, (a_text, a_users)) in audiences.iter().enumerate() {
+            for (b_text, b_users) in &audiences[i + 1..] {
+                let shared = a_users.intersection_len(b_users);
+                let union = a_users.len() + b_users.len() - shared;
+                a.push(a_text.as_str());
+                b.push(b_text.as_str());
+                both.push(shared as i64);
+                a_only.push((a_users.len() - shared) as i64);
+                b_only.push((b_users.len() - shared) as i64);
+                jaccard.push((union > 0).then(|| shared as f64 / union as f64));
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, false),
+            Field::new("b", DataType::Utf8, false),
+            Field::new("both", DataType::Int64, false),
+            Field::new("a_only", DataType::Int64, false),
+            Field::new("b_only", DataType::Int64, false),
+            Field::new("jaccard", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(a)),
+                Arc::new(StringArray::from(b)),
+                Arc::new(Int64Array::from(both)),
+                Arc::new(Int64Array::from(a_only)),
+                Arc::new(Int64Array::from(b_only)),
+                Arc::new(Float64Array::from(jaccard)),
+            ],
+        )?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?))
+    }
+}

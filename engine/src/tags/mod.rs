@@ -57,6 +57,7 @@ pub const TAG_BITMAP: &str = "tag_bitmap";
 pub const AUDIENCE: &str = "audience";
 pub const AUDIENCE_BITMAP: &str = "audience_bitmap";
 pub const HAS_TAG: &str = "has_tag";
+pub const AUDIENCE_OVERLAP: &str = "audience_overlap";
 
 /// The column of a valued tag's query that holds the value (any name is accepted; this is the
 /// name the `tags` view uses).
@@ -212,6 +213,23 @@ impl Engine {
         if_not_exists: bool,
     ) -> Result<StatementOutcome> {
         let _catalog = self.catalog_lock.lock().await;
+        if name == crate::holdouts::HOLDOUT {
+            return Err(EngineError::InvalidStatement(
+                "'holdout' cannot name a tag: audience expressions read holdout:name as a holdout"
+                    .into(),
+            ));
+        }
+        if self
+            .trait_definitions()
+            .await?
+            .iter()
+            .any(|d| d.name == name)
+        {
+            return Err(EngineError::InvalidStatement(format!(
+                "'{name}' is already a trait: tags and traits share one namespace, so audience \
+                 expressions name exactly one of them"
+            )));
+        }
         let exists = self.tag_definitions().await?.iter().any(|d| d.name == name);
         if ObjectKind::Tag.create_taken(&name, exists, or_replace, if_not_exists)? {
             return Ok(StatementOutcome::RowsAffected(0));

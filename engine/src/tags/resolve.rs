@@ -23,27 +23,36 @@ use datafusion::sql::sqlparser::ast::{
     Visitor,
 };
 
-use cohort_sql_extensions::bitmap::expression::TagExpr;
+use cohort_sql_extensions::bitmap::expression::{TagExpr, Term};
+use datafusion::catalog::TableProvider;
 
-use super::{AUDIENCE, AUDIENCE_BITMAP, HAS_TAG, TAG_BITMAP};
+use super::{AUDIENCE, AUDIENCE_BITMAP, AUDIENCE_OVERLAP, HAS_TAG, TAG_BITMAP};
 use crate::Engine;
 use crate::error::{EngineError, Result};
+use crate::holdouts::HOLDOUT;
 use crate::tables::SystemTable;
+use crate::traits::index::TraitIndex;
 
 /// A point in time of the tag history, in microseconds since the epoch; `None` is now.
 pub type AsOf = Option<i64>;
 
-/// The tags each point in time of a statement refers to.
+/// The tags (and traits) each point in time of a statement refers to, and what else its
+/// catalog functions need read before planning.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TagRequests {
+    /// Names of tags and traits (audience terms name either).
     pub tags: HashMap<AsOf, BTreeSet<String>>,
     /// Segments named by `segment_members` / `segment_changes`.
     pub segments: BTreeSet<String>,
+    /// Holdouts named as `holdout:name`.
+    pub holdouts: BTreeSet<String>,
+    /// Points in time `trait('name', as_of)` reads.
+    pub trait_times: BTreeSet<i64>,
 }
 
 impl TagRequests {
     pub fn is_empty(&self) -> bool {
-        self.tags.is_empty()
+        self.tags.is_empty() && self.holdouts.is_empty() && self.trait_times.is_empty()
     }
 
     /// Every constant tag reference in `statement`. Arguments that are not constants are left
@@ -65,6 +74,21 @@ impl TagRequests {
 
     fn add(&mut self, as_of: AsOf, tags: impl IntoIterator<Item = String>) {
         self.tags.entry(as_of).or_default().extend(tags);
+    }
+
+    /// The names an audience expression refers to.
+    fn add_expression(&mut self, as_of: AsOf, expression: &TagExpr) {
+        for term in expression.terms() {
+            match term {
+                Term::Tag {
+                    name,
+                    value: Some(holdout),
+                } if name.eq_ignore_ascii_case(HOLDOUT) => {
+                    self.holdouts.insert(holdout.to_lowercase());
+                }
+                other => self.add(as_of, [other.name().to_lowercase()]),
+            }
+        }
     }
 }
 
@@ -104,10 +128,17 @@ impl Collector {
                         Some(at) => Some(parse_as_of(&at)?),
                         None => None,
                     };
-                    self.requests.add(
-                        as_of,
-                        expr.tags().into_iter().map(|(t, _)| t.to_lowercase()),
-                    );
+                    self.requests.add_expression(as_of, &expr);
+                }
+            }
+            AUDIENCE_OVERLAP => {
+                for text in args.iter().filter_map(constant_text) {
+                    self.requests.add_expression(None, &TagExpr::parse(&text)?);
+                }
+            }
+            crate::traits::TRAIT => {
+                if let Some(at) = constant(1) {
+                    self.requests.trait_times.insert(parse_as_of(&at)?);
                 }
             }
             crate::segments::SEGMENT_MEMBERS | crate::segments::SEGMENT_CHANGES => {
@@ -233,10 +264,21 @@ impl TagBitmaps {
     }
 }
 
-/// The bitmaps a statement's tag functions use.
+/// The bitmaps a statement's tag functions use, and the trait indexes, holdouts and trait
+/// tables its audience and trait functions use.
 #[derive(Debug, Default)]
 pub struct ResolvedTags {
     pub at: HashMap<AsOf, HashMap<String, Arc<TagBitmaps>>>,
+    pub traits: HashMap<AsOf, HashMap<String, Arc<TraitIndex>>>,
+    pub holdouts: HashMap<String, Arc<RoaringTreemap>>,
+    /// `_cohort/trait_values` at the points in time `trait('name', as_of)` reads.
+    pub trait_tables: HashMap<i64, Arc<dyn TableProvider>>,
+}
+
+fn not_loaded(name: &str) -> EngineError {
+    EngineError::InvalidStatement(format!(
+        "tag '{name}' is not loaded: tag names and expressions must be constant strings"
+    ))
 }
 
 impl ResolvedTags {
@@ -245,16 +287,58 @@ impl ResolvedTags {
         let found = self.at.get(&as_of).and_then(|tags| tags.get(&tag));
         match found {
             Some(bitmaps) => bitmaps.users(&tag, value),
-            None => Err(EngineError::InvalidStatement(format!(
-                "tag '{tag}' is not loaded: tag names and expressions must be constant strings"
+            None if self.trait_index(as_of, &tag).is_some() => {
+                Err(EngineError::InvalidStatement(format!(
+                    "'{tag}' is a trait: has_tag and tag_bitmap take tags; select by a trait \
+                     with audience_bitmap('{tag} >= ...')"
+                )))
+            }
+            None => Err(not_loaded(&tag)),
+        }
+    }
+
+    fn trait_index(&self, as_of: AsOf, name: &str) -> Option<&Arc<TraitIndex>> {
+        self.traits.get(&as_of).and_then(|traits| traits.get(name))
+    }
+
+    /// The users one term of an audience expression selects.
+    fn term_users(&self, as_of: AsOf, term: &Term) -> Result<RoaringTreemap> {
+        let name = term.name().to_lowercase();
+        if let Term::Tag {
+            value: Some(holdout),
+            ..
+        } = term
+            && name == HOLDOUT
+        {
+            return self
+                .holdouts
+                .get(&holdout.to_lowercase())
+                .map(|users| users.as_ref().clone())
+                .ok_or_else(|| crate::catalog_statement::ObjectKind::Holdout.unknown(holdout));
+        }
+        let is_tag = self
+            .at
+            .get(&as_of)
+            .is_some_and(|tags| tags.contains_key(&name));
+        match (term, self.trait_index(as_of, &name)) {
+            (Term::Tag { value, .. }, _) if is_tag => self.users(as_of, &name, value.as_deref()),
+            (_, None) if is_tag => Err(EngineError::InvalidStatement(format!(
+                "'{name}' is a tag: comparisons and intervals apply to traits (SHOW TRAITS)"
             ))),
+            (Term::Tag { value: None, .. }, Some(index)) => index.named(),
+            (Term::Tag { value: Some(v), .. }, Some(index)) => index.select(&[(
+                std::ops::Bound::Included(v.clone()),
+                std::ops::Bound::Included(v.clone()),
+            )]),
+            (_, Some(index)) => index.select(&term.ranges().unwrap_or_default()),
+            (_, None) => Err(not_loaded(&name)),
         }
     }
 
     pub fn evaluate(&self, as_of: AsOf, expression: &TagExpr) -> Result<RoaringTreemap> {
         let mut failure = None;
-        let result = expression.evaluate(&mut |tag, value| {
-            self.users(as_of, tag, value).map_err(|e| {
+        let result = expression.evaluate(&mut |term| {
+            self.term_users(as_of, term).map_err(|e| {
                 let message = e.to_string();
                 failure = Some(e);
                 datafusion::error::DataFusionError::Plan(message)
@@ -272,21 +356,87 @@ impl ResolvedTags {
 const MAX_CACHED_ABSENT_TAGS: usize = 1024;
 
 impl Engine {
-    /// Reads the bitmaps of every requested tag; an unknown tag is an error naming it.
+    /// Reads the bitmaps of every requested tag, the indexes of every requested trait, the
+    /// members of every requested holdout; an unknown name is an error naming it.
     pub(crate) async fn resolve_tags(&self, requests: &TagRequests) -> Result<ResolvedTags> {
         let mut resolved = ResolvedTags::default();
         if requests.is_empty() {
             return Ok(resolved);
         }
+        if !requests.holdouts.is_empty() {
+            let holdouts = self.holdout_definitions().await?;
+            for name in &requests.holdouts {
+                let definition = holdouts
+                    .iter()
+                    .find(|d| &d.name == name)
+                    .ok_or_else(|| crate::catalog_statement::ObjectKind::Holdout.unknown(name))?;
+                resolved.holdouts.insert(
+                    name.clone(),
+                    Arc::new(self.holdout_users(definition).await?),
+                );
+            }
+        }
+        for micros in &requests.trait_times {
+            let table = self
+                .store
+                .as_of(SystemTable::TraitValues, at_time(*micros)?)
+                .await?;
+            let provider: Arc<dyn TableProvider> = match table {
+                Some(table) => crate::store::table_provider(&table).await?,
+                None => Arc::new(datafusion::datasource::MemTable::try_new(
+                    crate::traits::values_schema(),
+                    vec![vec![]],
+                )?),
+            };
+            resolved.trait_tables.insert(*micros, provider);
+        }
         let definitions = self.tag_definitions().await?;
-        for (as_of, tags) in &requests.tags {
+        let trait_definitions = self.trait_definitions().await?;
+        for (as_of, names) in &requests.tags {
+            let (trait_names, tags): (BTreeSet<String>, BTreeSet<String>) =
+                names.iter().cloned().partition(|name| {
+                    !definitions.iter().any(|d| &d.name == name)
+                        && trait_definitions.iter().any(|d| &d.name == name)
+                });
+            if !trait_names.is_empty() {
+                let table = match as_of {
+                    None => self.store.latest(SystemTable::TraitValues).await?,
+                    Some(micros) => {
+                        self.store
+                            .as_of(SystemTable::TraitValues, at_time(*micros)?)
+                            .await?
+                    }
+                };
+                let mut indexes = match &table {
+                    Some(table) => {
+                        self.trait_indexes(table, &trait_definitions, &trait_names)
+                            .await?
+                    }
+                    None => HashMap::new(),
+                };
+                for definition in trait_definitions
+                    .iter()
+                    .filter(|d| trait_names.contains(&d.name))
+                {
+                    indexes.entry(definition.name.clone()).or_insert_with(|| {
+                        Arc::new(
+                            TraitIndex::build(&definition.name, definition.value_type, &[], &[])
+                                .expect("an empty index"),
+                        )
+                    });
+                }
+                resolved.traits.insert(*as_of, indexes);
+            }
+            let tags = &tags;
+            if tags.is_empty() {
+                continue;
+            }
             let table = match as_of {
                 None => self.store.latest(SystemTable::TagBitmaps).await?,
                 Some(micros) => {
-                    let at = DateTime::<Utc>::from_timestamp_micros(*micros).ok_or_else(|| {
-                        EngineError::InvalidStatement(format!("{micros} us is out of range"))
-                    })?;
-                    self.store.as_of(SystemTable::TagBitmaps, at).await?
+                    self.store
+                        .as_of(SystemTable::TagBitmaps, at_time(*micros)?)
+                        .await?
                 }
             };
             let mut found = match table {
@@ -313,7 +463,9 @@ impl Engine {
                         );
                     }
                     (_, None, None) => {
-                        return Err(crate::catalog_statement::ObjectKind::Tag.unknown(tag));
+                        return Err(EngineError::InvalidStatement(format!(
+                            "unknown tag '{tag}' (SHOW TAGS lists the tags, SHOW TRAITS the traits)"
+                        )));
                     }
                     (None, _, Some(micros)) => {
                         let at = DateTime::<Utc>::from_timestamp_micros(*micros)
@@ -370,6 +522,11 @@ impl Engine {
             .filter_map(|t| Some((t.clone(), Arc::clone(cached.get(t)?.as_ref()?))))
             .collect())
     }
+}
+
+fn at_time(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| EngineError::InvalidStatement(format!("{micros} us is out of range")))
 }
 
 async fn read_bitmaps(
