@@ -18,7 +18,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use cohort_sql_extensions::bitmap::RoaringTreemap;
 use cohort_sql_extensions::split::{BUCKETS, bucket};
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{SessionContext, col};
 
 use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, ObjectKind};
@@ -162,15 +162,14 @@ impl Engine {
                 ),
             ],
         )?;
-        self.store
-            .replace_where(
-                SystemTable::HoldoutDefinitions,
-                definitions_schema(),
-                col("name").eq(lit(definition.name.as_str())),
-                row,
-            )
-            .await?;
-        Ok(())
+        crate::catalog_objects::write_definition(
+            &self.store,
+            SystemTable::HoldoutDefinitions,
+            definitions_schema(),
+            &definition.name,
+            row,
+        )
+        .await
     }
 
     /// The users the store knows now who are in the holdout.

@@ -4,6 +4,7 @@
 //! Everything a server or the CLI does goes through [`Engine`]; it holds no per-query state,
 //! so one engine serves all sessions.
 
+mod catalog_objects;
 pub mod catalog_statement;
 mod column_order;
 pub mod demo;

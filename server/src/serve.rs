@@ -10,6 +10,7 @@ use cohort_engine::demo::DemoOptions;
 use cohort_proto::v1::activation_service_server::ActivationServiceServer;
 use cohort_proto::v1::admin_service_server::AdminServiceServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -176,7 +177,7 @@ pub async fn serve(settings: Settings, demo: bool, progress: &dyn Fn(u64)) -> an
         .add_service(admin)
         .add_service(activation)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            without_delay(TcpListenerStream::new(listener)),
             shutdown.clone().cancelled_owned(),
         );
     // After a shutdown signal, requests in flight get a grace period; clients that keep idle
@@ -324,4 +325,18 @@ impl ShutdownSignals {
         tracing::info!("shutting down: finishing requests in flight");
         shutdown.cancel();
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic sets TCP_NODELAY only on listeners
+/// it binds itself; on ours a small response (a FlightInfo, a one-row result) waited for the
+/// client's delayed ACK, about 40 ms per message: a `SELECT 1` over ADBC took 95 ms, 5 of them
+/// in the server.
+fn without_delay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    incoming.map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }

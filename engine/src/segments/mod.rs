@@ -370,15 +370,14 @@ impl Engine {
                 ])),
             ],
         )?;
-        self.store
-            .replace_where(
-                SystemTable::SegmentDefinitions,
-                definitions_schema(),
-                col("name").eq(lit(definition.name.as_str())),
-                row,
-            )
-            .await?;
-        Ok(())
+        crate::catalog_objects::write_definition(
+            &self.store,
+            SystemTable::SegmentDefinitions,
+            definitions_schema(),
+            &definition.name,
+            row,
+        )
+        .await
     }
 
     /// Every segment definition, in name order.

@@ -36,14 +36,14 @@ use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
 use crate::statement::StatementOutcome;
-use crate::store::{micros_column, text_column};
+use crate::store::{micros_column, stored_column, text_column};
 use crate::tables::{SystemTable, USER_ID, timestamp_type};
 
 /// Tag definitions and decoded bitmaps by Delta table version. A version never changes, so a
 /// cached entry is exact; a refresh makes a new version, which is read afresh.
 #[derive(Default)]
 pub(crate) struct TagCache {
-    definitions: tokio::sync::Mutex<Option<(u64, Arc<Vec<TagDefinition>>)>>,
+    definitions: crate::catalog_objects::DefinitionCache<TagDefinition>,
     bitmaps: tokio::sync::Mutex<std::collections::BTreeMap<u64, VersionTags>>,
 }
 
@@ -146,53 +146,34 @@ impl Engine {
 
     /// Every tag definition, in name order.
     pub async fn tag_definitions(&self) -> Result<Arc<Vec<TagDefinition>>> {
-        let Some(table) = self.store.latest(SystemTable::TagDefinitions).await? else {
-            return Ok(Arc::new(Vec::new()));
-        };
-        let version = table.version().unwrap_or_default();
-        let mut cached = self.tag_cache.definitions.lock().await;
-        if let Some((cached_version, definitions)) = cached.as_ref()
-            && *cached_version == version
-        {
-            return Ok(Arc::clone(definitions));
-        }
-        let batches = crate::store::scan_table(&table)
-            .await?
-            .select(vec![
-                col("name"),
-                col("query"),
-                col("valued"),
-                col("created_at"),
-                col("schedule"),
-            ])?
-            .sort(vec![col("name").sort(true, false)])?
-            .collect()
-            .await?;
-        let mut definitions = Vec::new();
-        for batch in &batches {
-            let (names, queries, schedules) = (
-                text_column(batch, "name")?,
-                text_column(batch, "query")?,
-                text_column(batch, "schedule")?,
-            );
-            let valued = cast(batch.column(2), &DataType::Boolean)?;
-            let valued = valued.as_boolean();
-            let created = micros_column(batch, "created_at")?;
-            for row in 0..batch.num_rows() {
-                definitions.push(TagDefinition {
-                    name: names.value(row).to_string(),
-                    query: queries.value(row).to_string(),
-                    valued: valued.value(row),
-                    schedule: schedules
-                        .is_valid(row)
-                        .then(|| schedules.value(row).to_string()),
-                    created_at: created.value(row),
-                });
-            }
-        }
-        let definitions = Arc::new(definitions);
-        *cached = Some((version, Arc::clone(&definitions)));
-        Ok(definitions)
+        self.tag_cache
+            .definitions
+            .read(&self.store, SystemTable::TagDefinitions, |batches| {
+                let mut definitions = Vec::new();
+                for batch in batches {
+                    let (names, queries, schedules) = (
+                        text_column(batch, "name")?,
+                        text_column(batch, "query")?,
+                        text_column(batch, "schedule")?,
+                    );
+                    let valued = cast(stored_column(batch, "valued")?, &DataType::Boolean)?;
+                    let valued = valued.as_boolean();
+                    let created = micros_column(batch, "created_at")?;
+                    for row in 0..batch.num_rows() {
+                        definitions.push(TagDefinition {
+                            name: names.value(row).to_string(),
+                            query: queries.value(row).to_string(),
+                            valued: valued.value(row),
+                            schedule: schedules
+                                .is_valid(row)
+                                .then(|| schedules.value(row).to_string()),
+                            created_at: created.value(row),
+                        });
+                    }
+                }
+                Ok(definitions)
+            })
+            .await
     }
 
     async fn tag_definition(&self, name: &str) -> Result<TagDefinition> {
@@ -268,15 +249,14 @@ impl Engine {
                 ),
             ],
         )?;
-        self.store
-            .replace_where(
-                SystemTable::TagDefinitions,
-                definitions_schema(),
-                col("name").eq(lit(definition.name.as_str())),
-                row,
-            )
-            .await?;
-        Ok(())
+        crate::catalog_objects::write_definition(
+            &self.store,
+            SystemTable::TagDefinitions,
+            definitions_schema(),
+            &definition.name,
+            row,
+        )
+        .await
     }
 
     /// Refreshes one tag now (the scheduler's entry point).

@@ -156,7 +156,7 @@ pub fn values_schema() -> SchemaRef {
 /// Definitions and built indexes by table version (a version never changes).
 #[derive(Default)]
 pub(crate) struct TraitCache {
-    definitions: tokio::sync::Mutex<Option<(u64, Arc<Vec<TraitDefinition>>)>>,
+    definitions: crate::catalog_objects::DefinitionCache<TraitDefinition>,
     indexes: tokio::sync::Mutex<BTreeMap<u64, HashMap<String, Arc<TraitIndex>>>>,
 }
 
@@ -236,45 +236,33 @@ impl Engine {
 
     /// Every trait definition, in name order.
     pub async fn trait_definitions(&self) -> Result<Arc<Vec<TraitDefinition>>> {
-        let Some(table) = self.store.latest(SystemTable::TraitDefinitions).await? else {
-            return Ok(Arc::new(Vec::new()));
-        };
-        let version = table.version().unwrap_or_default();
-        let mut cached = self.trait_cache.definitions.lock().await;
-        if let Some((cached_version, definitions)) = cached.as_ref()
-            && *cached_version == version
-        {
-            return Ok(Arc::clone(definitions));
-        }
-        let batches = crate::store::scan_table(&table)
-            .await?
-            .sort(vec![col("name").sort(true, false)])?
-            .collect()
-            .await?;
-        let mut definitions = Vec::new();
-        for batch in &batches {
-            let (names, types, queries, schedules) = (
-                text_column(batch, "name")?,
-                text_column(batch, "type")?,
-                text_column(batch, "query")?,
-                text_column(batch, "schedule")?,
-            );
-            let created = micros_column(batch, "created_at")?;
-            for row in 0..batch.num_rows() {
-                definitions.push(TraitDefinition {
-                    name: names.value(row).to_string(),
-                    value_type: TraitType::parse(types.value(row))?,
-                    query: queries.value(row).to_string(),
-                    schedule: schedules
-                        .is_valid(row)
-                        .then(|| schedules.value(row).to_string()),
-                    created_at: created.value(row),
-                });
-            }
-        }
-        let definitions = Arc::new(definitions);
-        *cached = Some((version, Arc::clone(&definitions)));
-        Ok(definitions)
+        self.trait_cache
+            .definitions
+            .read(&self.store, SystemTable::TraitDefinitions, |batches| {
+                let mut definitions = Vec::new();
+                for batch in batches {
+                    let (names, types, queries, schedules) = (
+                        text_column(batch, "name")?,
+                        text_column(batch, "type")?,
+                        text_column(batch, "query")?,
+                        text_column(batch, "schedule")?,
+                    );
+                    let created = micros_column(batch, "created_at")?;
+                    for row in 0..batch.num_rows() {
+                        definitions.push(TraitDefinition {
+                            name: names.value(row).to_string(),
+                            value_type: TraitType::parse(types.value(row))?,
+                            query: queries.value(row).to_string(),
+                            schedule: schedules
+                                .is_valid(row)
+                                .then(|| schedules.value(row).to_string()),
+                            created_at: created.value(row),
+                        });
+                    }
+                }
+                Ok(definitions)
+            })
+            .await
     }
 
     pub(crate) async fn trait_definition(&self, name: &str) -> Result<TraitDefinition> {
@@ -435,15 +423,14 @@ impl Engine {
                 ),
             ],
         )?;
-        self.store
-            .replace_where(
-                SystemTable::TraitDefinitions,
-                definitions_schema(),
-                col("name").eq(lit(definition.name.as_str())),
-                row,
-            )
-            .await?;
-        Ok(())
+        crate::catalog_objects::write_definition(
+            &self.store,
+            SystemTable::TraitDefinitions,
+            definitions_schema(),
+            &definition.name,
+            row,
+        )
+        .await
     }
 
     /// Refreshes one trait now (the scheduler's entry point).
