@@ -23,7 +23,7 @@ use datafusion::prelude::{SessionContext, col};
 use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
-use crate::statement::StatementOutcome;
+use crate::outcome::StatementOutcome;
 use crate::store::{micros_column, text_column};
 use crate::tables::{SystemTable, UTC, timestamp_type};
 

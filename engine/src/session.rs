@@ -13,12 +13,11 @@ use datafusion::datasource::{MemTable, ViewTable, provider_as_source};
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::col;
 
+use crate::function_args::UsersOfBitmap;
 use crate::segments::functions::{LoadedSegments, SegmentChangesFunction, SegmentMembersFunction};
 use crate::segments::{self, SEGMENT_CHANGES, SEGMENT_MEMBERS};
 use crate::tables::{CATALOG, SCHEMA, SystemTable, TableKind, USER_ID, USER_KEY};
-use crate::tags::functions::{
-    AudienceFunction, AudienceOverlapFunction, UsersOfBitmap, scalar_functions,
-};
+use crate::tags::functions::{AudienceFunction, AudienceOverlapFunction, scalar_functions};
 use crate::tags::resolve::ResolvedTags;
 use crate::tags::{AUDIENCE, AUDIENCE_OVERLAP, VALUE, bitmaps_schema};
 use crate::traits::functions::{TraitFunction, TraitTables};

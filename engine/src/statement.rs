@@ -23,22 +23,7 @@ use crate::params::rewrite_question_marks;
 use crate::tables::TableKind;
 use crate::tags::resolve::TagRequests;
 
-/// What a statement produced.
-pub enum StatementOutcome {
-    /// A query: its rows are produced when the DataFrame is executed.
-    Query(DataFrame),
-    /// A statement that changed data, with the number of rows it wrote.
-    RowsAffected(u64),
-}
-
-/// What the caller of a statement may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Queries and SHOW only.
-    ReadOnly,
-    /// Also INSERT and the tag and segment statements that define, change or refresh.
-    ReadWrite,
-}
+pub use crate::outcome::{Access, StatementOutcome, rows_affected_batch};
 
 /// The kinds of statement Cohort runs.
 enum Kind {
@@ -637,18 +622,6 @@ async fn name_insert_columns(
             )?)
         })
         .collect()
-}
-
-/// The one-row result a data-changing statement returns on the query path.
-pub fn rows_affected_batch(rows: u64) -> RecordBatch {
-    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-        arrow::datatypes::Field::new("rows_affected", arrow::datatypes::DataType::Int64, false),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![Arc::new(arrow::array::Int64Array::from(vec![rows as i64]))],
-    )
-    .expect("fixed schema")
 }
 
 #[cfg(test)]

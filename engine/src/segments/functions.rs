@@ -29,8 +29,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, cast};
 use datafusion::prelude::{col, lit};
 
+use crate::function_args::{UsersOfBitmap, constant_string, table_argument};
 use crate::tables::{USER_KEY, UTC};
-use crate::tags::functions::{UsersOfBitmap, constant_string, table_argument};
 
 /// A committed version as the functions need it: bitmaps still serialized, decoded on use.
 #[derive(Debug, Clone)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{SegmentVersion, all_versions};
+use super::SegmentVersion;
+use super::versions::all_versions;
 use crate::Engine;
 use crate::error::Result;
 use crate::tables::SystemTable;

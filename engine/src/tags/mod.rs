@@ -35,7 +35,7 @@ use futures::StreamExt;
 use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
-use crate::statement::StatementOutcome;
+use crate::outcome::StatementOutcome;
 use crate::store::{micros_column, stored_column, text_column};
 use crate::tables::{SystemTable, USER_ID, timestamp_type};
 

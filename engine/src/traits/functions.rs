@@ -25,8 +25,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::{col, lit};
 
 use super::{TRAIT, TraitDefinition};
+use crate::function_args::{constant_string, table_argument};
 use crate::tables::{USER_ID, USER_KEY};
-use crate::tags::functions::{constant_string, table_argument};
 use crate::tags::resolve::scalar_as_of;
 
 const VALUES: &str = "trait_values";

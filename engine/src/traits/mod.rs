@@ -38,7 +38,7 @@ use futures::StreamExt;
 use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, ObjectKind};
 use crate::error::{EngineError, Result};
-use crate::statement::StatementOutcome;
+use crate::outcome::StatementOutcome;
 use crate::store::{micros_column, text_column};
 use crate::tables::{SystemTable, USER_ID, USER_KEY, UTC, timestamp_type};
 use index::TraitIndex;

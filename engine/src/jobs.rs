@@ -1,0 +1,135 @@
+//! The scheduler's jobs: segments, and the tags and traits with a schedule. Above all three,
+//! so none of them depends on the others to be scheduled.
+
+use std::collections::HashMap;
+
+use arrow::array::Array;
+use datafusion::prelude::{col, lit};
+
+use crate::Engine;
+use crate::error::Result;
+use crate::segments::{Trigger, scheduler};
+use crate::store::{micros_column, text_column};
+use crate::tables::SystemTable;
+
+/// Scheduled tags share the scheduler with segments under this prefix (`:` is never part of a
+/// segment name).
+const TAG_JOB_PREFIX: &str = "tag:";
+/// Scheduled traits, likewise.
+const TRAIT_JOB_PREFIX: &str = "trait:";
+
+#[async_trait::async_trait]
+impl scheduler::Jobs for Engine {
+    async fn jobs(&self) -> Result<Vec<scheduler::ScheduledJob>> {
+        let time =
+            |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        let mut jobs: Vec<scheduler::ScheduledJob> = self
+            .segment_definitions()
+            .await?
+            .into_iter()
+            .map(|d| scheduler::ScheduledJob {
+                created_at: time(d.created_at),
+                name: d.name,
+                schedule: d.schedule,
+            })
+            .collect();
+        for tag in self.tag_definitions().await?.iter() {
+            if tag.schedule.is_some() {
+                jobs.push(scheduler::ScheduledJob {
+                    name: format!("{TAG_JOB_PREFIX}{}", tag.name),
+                    schedule: tag.schedule.clone(),
+                    created_at: time(tag.created_at),
+                });
+            }
+        }
+        for definition in self.trait_definitions().await?.iter() {
+            if definition.schedule.is_some() {
+                jobs.push(scheduler::ScheduledJob {
+                    name: format!("{TRAIT_JOB_PREFIX}{}", definition.name),
+                    schedule: definition.schedule.clone(),
+                    created_at: time(definition.created_at),
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn last_scheduled(
+        &self,
+        jobs: &[String],
+    ) -> Result<HashMap<String, chrono::DateTime<chrono::Utc>>> {
+        let time =
+            |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        let mut last: HashMap<String, i64> = HashMap::new();
+        let (catalog_jobs, segments): (Vec<&String>, Vec<&String>) = jobs
+            .iter()
+            .partition(|j| j.starts_with(TAG_JOB_PREFIX) || j.starts_with(TRAIT_JOB_PREFIX));
+        if !segments.is_empty()
+            && let Some(table) = self.store.latest(SystemTable::SegmentRuns).await?
+        {
+            let names = segments.iter().map(|s| lit(s.as_str())).collect();
+            let batches = crate::store::scan_table(&table)
+                .await?
+                .filter(
+                    col("segment")
+                        .in_list(names, false)
+                        .and(col("trigger").in_list(
+                            vec![lit(Trigger::Schedule.name()), lit(Trigger::CatchUp.name())],
+                            false,
+                        )),
+                )?
+                .select(vec![col("segment"), col("scheduled_at")])?
+                .collect()
+                .await?;
+            for batch in &batches {
+                let segments = text_column(batch, "segment")?;
+                let scheduled = micros_column(batch, "scheduled_at")?;
+                for row in 0..batch.num_rows() {
+                    if scheduled.is_valid(row) {
+                        let newest = last
+                            .entry(segments.value(row).to_string())
+                            .or_insert(i64::MIN);
+                        *newest = (*newest).max(scheduled.value(row));
+                    }
+                }
+            }
+        }
+        // Tags and traits keep no run history: their last refresh stands for the last
+        // scheduled run.
+        if catalog_jobs.iter().any(|j| j.starts_with(TAG_JOB_PREFIX)) {
+            for (tag, refreshed) in self.tag_refresh_times().await? {
+                let job = format!("{TAG_JOB_PREFIX}{tag}");
+                if catalog_jobs.contains(&&job) {
+                    last.insert(job, refreshed);
+                }
+            }
+        }
+        if catalog_jobs.iter().any(|j| j.starts_with(TRAIT_JOB_PREFIX)) {
+            for (name, (_, refreshed)) in self.trait_sizes().await? {
+                let job = format!("{TRAIT_JOB_PREFIX}{name}");
+                if let (Some(refreshed), true) = (refreshed, catalog_jobs.contains(&&job)) {
+                    last.insert(job, refreshed);
+                }
+            }
+        }
+        Ok(last.into_iter().map(|(job, m)| (job, time(m))).collect())
+    }
+
+    async fn run(
+        &self,
+        segment: &str,
+        trigger: Trigger,
+        scheduled_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        if let Some(tag) = segment.strip_prefix(TAG_JOB_PREFIX) {
+            return self.refresh_tag(tag).await.map(|_| ());
+        }
+        if let Some(name) = segment.strip_prefix(TRAIT_JOB_PREFIX) {
+            return self.refresh_trait(name).await.map(|_| ());
+        }
+        let definition = self.segment_definition(segment).await?;
+        self.refresh_segment(&definition, trigger, Some(scheduled_at.timestamp_micros()))
+            .await
+            .map(|_| ())
+    }
+}
