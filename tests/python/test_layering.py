@@ -288,6 +288,9 @@ def test_split_groups_are_stable_balanced_and_independent(local_store):
         query = "SELECT user_id FROM profiles WHERE member"
         scalar(conn, f"CREATE SEGMENT launch SPLIT (treatment 45, control 45, holdout 10) AS {query}")
         scalar(conn, f"CREATE SEGMENT other SPLIT (treatment 45, control 45, holdout 10) SEED 'other' AS {query}")
+        shown = {row["name"]: row for row in rows(conn, "SHOW SEGMENTS").to_pylist()}
+        assert (shown["launch"]["split"], shown["launch"]["seed"]) == ("treatment 45, control 45, holdout 10", "launch")
+        assert shown["other"]["seed"] == "other"
         groups = {}
         for refresh in range(5):
             if refresh:

@@ -380,7 +380,8 @@ impl Engine {
             .ok_or_else(|| unknown_segment(name))
     }
 
-    /// `SHOW SEGMENTS`: name, schedule, version, members, refreshed_at, next_run, query.
+    /// `SHOW SEGMENTS`: name, schedule, version, members, refreshed_at, next_run, split, seed,
+    /// query.
     async fn show_segments(&self) -> Result<DataFrame> {
         let definitions = self.segment_definitions().await?;
         let mut latest: HashMap<String, SegmentVersion> = HashMap::new();
@@ -402,6 +403,8 @@ impl Engine {
             Field::new("members", DataType::Int64, true),
             Field::new("refreshed_at", timestamp_type(), true),
             Field::new("next_run", timestamp_type(), true),
+            Field::new("split", DataType::Utf8, true),
+            Field::new("seed", DataType::Utf8, true),
             Field::new("query", DataType::Utf8, false),
         ]));
         let version_of = |d: &SegmentDefinition| latest.get(&d.name);
@@ -438,6 +441,16 @@ impl Engine {
                         .collect::<TimestampMicrosecondArray>()
                         .with_timezone(UTC),
                 ),
+                Arc::new(StringArray::from_iter(
+                    definitions
+                        .iter()
+                        .map(|d| d.split.as_ref().map(|s| s.groups.as_str())),
+                )),
+                Arc::new(StringArray::from_iter(
+                    definitions
+                        .iter()
+                        .map(|d| d.split.as_ref().map(|s| s.seed.as_str())),
+                )),
                 Arc::new(StringArray::from_iter_values(
                     definitions.iter().map(|d| d.query.as_str()),
                 )),
