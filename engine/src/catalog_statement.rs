@@ -414,13 +414,7 @@ fn split_text(parser: &mut Parser) -> Result<String> {
 
 /// A holdout's percentage (up to two decimals, above 0 and below 100) in buckets.
 fn percent_buckets(text: &str) -> Result<u32> {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let parsed = (fraction.len() <= 2 && fraction.chars().all(|c| c.is_ascii_digit()))
-        .then(|| whole.parse::<u32>().ok())
-        .flatten()
-        .and_then(|w| w.checked_mul(100))
-        .map(|w| w + format!("{fraction:0<2}").parse::<u32>().unwrap_or(0));
-    match parsed {
+    match cohort_sql_extensions::split::percent_in_buckets(text) {
         Some(buckets) if buckets > 0 && buckets < cohort_sql_extensions::split::BUCKETS => {
             Ok(buckets)
         }

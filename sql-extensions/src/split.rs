@@ -130,28 +130,29 @@ impl std::fmt::Display for SplitGroups {
     }
 }
 
-/// A weight in percent (`45`, `12.5`, `0.25`) as a number of buckets.
-fn weight_buckets(text: &str) -> Result<u32> {
-    let invalid = || {
-        plan_err!("split: weight '{text}' must be a percentage above 0 with at most two decimals")
-    };
+/// A percentage with at most two decimals (`45`, `12.5`, `0.25`) in buckets (hundredths of a
+/// percent); `None` for anything else. Weights and holdout shares are both read with it.
+pub fn percent_in_buckets(text: &str) -> Option<u32> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty()
-        || fraction.len() > 2
-        || !whole
-            .chars()
-            .chain(fraction.chars())
-            .all(|c| c.is_ascii_digit())
-    {
-        return invalid();
+    let digits = |part: &str| part.chars().all(|c| c.is_ascii_digit());
+    if whole.is_empty() || fraction.len() > 2 || !digits(whole) || !digits(fraction) {
+        return None;
     }
-    let Ok(whole) = whole.parse::<u32>() else {
-        return invalid();
-    };
-    let fraction: u32 = format!("{fraction:0<2}").parse().unwrap_or(0);
-    match whole.checked_mul(100).and_then(|w| w.checked_add(fraction)) {
+    let fraction: u32 = format!("{fraction:0<2}").parse().ok()?;
+    whole
+        .parse::<u32>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(fraction)
+}
+
+/// A weight in percent as a number of buckets.
+fn weight_buckets(text: &str) -> Result<u32> {
+    match percent_in_buckets(text) {
         Some(buckets) if buckets > 0 && buckets <= BUCKETS => Ok(buckets),
-        _ => invalid(),
+        _ => plan_err!(
+            "split: weight '{text}' must be a percentage above 0 with at most two decimals"
+        ),
     }
 }
 
