@@ -1,18 +1,22 @@
-//! The catalog statements for tags, segments, traits and holdouts, recognised before
-//! DataFusion's parser sees the text (`OBJECT` is `TAG`, `SEGMENT`, `TRAIT` or `HOLDOUT`,
-//! `OBJECTS` its plural):
+//! The catalog statements for tags, segments, traits, holdouts and identity rules, recognised
+//! before DataFusion's parser sees the text (`OBJECT` is `TAG`, `SEGMENT`, `TRAIT`, `HOLDOUT` or
+//! `IDENTITY RULE`, `OBJECTS` its plural):
 //!
 //! ```sql
 //! CREATE [OR REPLACE] OBJECT [IF NOT EXISTS] name [SCHEDULE 'cron'] AS <query>
 //! CREATE [OR REPLACE] TRAIT [IF NOT EXISTS] name TYPE BIGINT|DOUBLE|TEXT|BOOLEAN|TIMESTAMP [SCHEDULE 'cron'] AS <query>
 //! CREATE [OR REPLACE] SEGMENT [IF NOT EXISTS] name [SCHEDULE 'cron'] SPLIT (group weight, ...) [SEED 'text'] AS <query>
 //! CREATE [OR REPLACE] HOLDOUT [IF NOT EXISTS] name PERCENT p [SEED 'text']
+//! CREATE [OR REPLACE] IDENTITY RULE [IF NOT EXISTS] name [PRIORITY n] [LIMIT m] AS <query>
 //! ALTER OBJECT name SET SCHEDULE 'cron'
 //! ALTER OBJECT name DROP SCHEDULE
 //! DROP OBJECT [IF EXISTS] name
 //! SHOW OBJECTS
 //! REFRESH OBJECT name
 //! REFRESH OBJECTS
+//! REFRESH IDENTITY [SCHEDULE 'cron']
+//! ALTER IDENTITY SET SCHEDULE 'cron' | DROP SCHEDULE
+//! SHOW IDENTITY
 //! ```
 //!
 //! The query after `AS` is kept as the user wrote it (the text from `AS` to the end), so `SHOW`
@@ -32,15 +36,25 @@ pub enum ObjectKind {
     Segment,
     Trait,
     Holdout,
+    IdentityRule,
 }
 
 impl ObjectKind {
+    const ALL: [ObjectKind; 5] = [
+        ObjectKind::Tag,
+        ObjectKind::Segment,
+        ObjectKind::Trait,
+        ObjectKind::Holdout,
+        ObjectKind::IdentityRule,
+    ];
+
     pub fn singular(self) -> &'static str {
         match self {
             ObjectKind::Tag => "tag",
             ObjectKind::Segment => "segment",
             ObjectKind::Trait => "trait",
             ObjectKind::Holdout => "holdout",
+            ObjectKind::IdentityRule => "identity rule",
         }
     }
 
@@ -90,7 +104,29 @@ impl ObjectKind {
             ObjectKind::Segment => "SEGMENTS",
             ObjectKind::Trait => "TRAITS",
             ObjectKind::Holdout => "HOLDOUTS",
+            ObjectKind::IdentityRule => "IDENTITY RULES",
         }
+    }
+
+    /// "a" or "an", as the kind's name needs.
+    pub fn article(self) -> &'static str {
+        if self.singular().starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        }
+    }
+
+    /// The words that name the kind, in the singular or plural.
+    fn words(self, plural: bool) -> Vec<&'static str> {
+        let plural_words: Vec<&'static str> = self.plural().split(' ').collect();
+        if plural {
+            return plural_words;
+        }
+        let mut words = plural_words;
+        let last = words.pop().expect("a word");
+        words.push(&last[..last.len() - 1]);
+        words
     }
 }
 
@@ -106,6 +142,21 @@ pub struct CreateOptions {
     pub seed: Option<String>,
     /// `PERCENT p` of a holdout, in hundredths of a percent (10,000 is everyone).
     pub percent: Option<u32>,
+    /// `PRIORITY n` of an identity rule (lower first).
+    pub priority: Option<u32>,
+    /// `LIMIT m` of an identity rule.
+    pub limit: Option<u32>,
+}
+
+/// The statements about identity as a whole rather than one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityStatement {
+    /// `REFRESH IDENTITY [SCHEDULE 'cron']`: resolve now (and from now on on the schedule).
+    Refresh { schedule: Option<String> },
+    /// `ALTER IDENTITY SET SCHEDULE 'cron'` (`Some`) or `DROP SCHEDULE` (`None`).
+    SetSchedule(Option<String>),
+    /// `SHOW IDENTITY`: the current resolution and its schedule.
+    Show,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,28 +190,49 @@ pub enum CatalogStatement {
         kind: ObjectKind,
         name: Option<String>,
     },
+    Identity(IdentityStatement),
+}
+
+impl CatalogStatement {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            CatalogStatement::Create { kind, .. }
+            | CatalogStatement::AlterSchedule { kind, .. }
+            | CatalogStatement::Drop { kind, .. }
+            | CatalogStatement::Show { kind }
+            | CatalogStatement::Refresh { kind, .. } => *kind,
+            CatalogStatement::Identity(_) => ObjectKind::IdentityRule,
+        }
+    }
+
+    /// The error for a statement routed to another kind's handler than its own.
+    pub fn misrouted(&self) -> EngineError {
+        EngineError::InvalidStatement(format!("not a statement of this kind: {self:?}"))
+    }
+
+    /// Whether the statement only reads.
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            CatalogStatement::Show { .. } | CatalogStatement::Identity(IdentityStatement::Show)
+        )
+    }
 }
 
 fn is_word(token: &Token, word: &str) -> bool {
     matches!(token, Token::Word(Word { value, quote_style: None, .. }) if value.eq_ignore_ascii_case(word))
 }
 
-/// The object kind a token names in the singular (`TAG`) or plural (`TAGS`).
-fn object(token: &Token, plural: bool) -> Option<ObjectKind> {
-    [
-        ObjectKind::Tag,
-        ObjectKind::Segment,
-        ObjectKind::Trait,
-        ObjectKind::Holdout,
-    ]
-    .into_iter()
-    .find(|kind| {
-        let plural_word = kind.plural();
-        if plural {
-            is_word(token, plural_word)
-        } else {
-            is_word(token, &plural_word[..plural_word.len() - 1])
-        }
+/// The object kind the tokens from `at` name in the singular (`TAG`) or plural (`TAGS`), and
+/// how many tokens that takes.
+fn object(tokens: &[Token], at: usize, plural: bool) -> Option<(ObjectKind, usize)> {
+    ObjectKind::ALL.into_iter().find_map(|kind| {
+        let words = kind.words(plural);
+        let matches = words
+            .iter()
+            .enumerate()
+            .all(|(i, word)| tokens.get(at + i).is_some_and(|token| is_word(token, word)));
+        matches.then_some((kind, words.len()))
     })
 }
 
@@ -171,20 +243,24 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
         // Not even tokenizable: DataFusion's parser reports it.
         return Ok(None);
     };
-    let [first, second, third, fourth] = parser.peek_tokens::<4>();
-    let create_kind = if is_word(&first, "CREATE") {
-        object(&second, false).or_else(|| {
-            (is_word(&second, "OR") && is_word(&third, "REPLACE"))
-                .then(|| object(&fourth, false))
+    let tokens: Vec<Token> = parser.peek_tokens::<6>().to_vec();
+    let (first, second) = (&tokens[0], &tokens[1]);
+    if let Some(statement) = identity_statement(&mut parser, &tokens)? {
+        return Ok(Some(statement));
+    }
+    let create_kind = if is_word(first, "CREATE") {
+        object(&tokens, 1, false).or_else(|| {
+            (is_word(second, "OR") && is_word(&tokens[2], "REPLACE"))
+                .then(|| object(&tokens, 3, false))
                 .flatten()
         })
     } else {
         None
     };
-    let statement = if let Some(kind) = create_kind {
+    let statement = if let Some((kind, words)) = create_kind {
         parser.next_token();
         let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
-        parser.next_token(); // TAG / SEGMENT
+        skip(&mut parser, words); // TAG / IDENTITY RULE
         let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let name = object_name(&mut parser, kind)?;
         let (schedule, options) = create_clauses(&mut parser, kind)?;
@@ -221,9 +297,9 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
             or_replace,
             if_not_exists,
         }
-    } else if let (true, Some(kind)) = (is_word(&first, "ALTER"), object(&second, false)) {
-        parser.next_token();
-        parser.next_token();
+    } else if let (true, Some((kind, words))) = (is_word(first, "ALTER"), object(&tokens, 1, false))
+    {
+        skip(&mut parser, 1 + words);
         let name = object_name(&mut parser, kind)?;
         let schedule = if parser.parse_keyword(Keyword::SET)
             && is_word(&parser.peek_token().token, "SCHEDULE")
@@ -247,9 +323,9 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
             name,
             schedule,
         }
-    } else if let (true, Some(kind)) = (is_word(&first, "DROP"), object(&second, false)) {
-        parser.next_token();
-        parser.next_token();
+    } else if let (true, Some((kind, words))) = (is_word(first, "DROP"), object(&tokens, 1, false))
+    {
+        skip(&mut parser, 1 + words);
         let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name = object_name(&mut parser, kind)?;
         end(&mut parser)?;
@@ -258,19 +334,20 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
             name,
             if_exists,
         }
-    } else if let (true, Some(kind)) = (is_word(&first, "SHOW"), object(&second, true)) {
-        parser.next_token();
-        parser.next_token();
+    } else if let (true, Some((kind, words))) = (is_word(first, "SHOW"), object(&tokens, 1, true)) {
+        skip(&mut parser, 1 + words);
         end(&mut parser)?;
         CatalogStatement::Show { kind }
-    } else if let (true, Some(kind)) = (is_word(&first, "REFRESH"), object(&second, true)) {
-        parser.next_token();
-        parser.next_token();
+    } else if let (true, Some((kind, words))) =
+        (is_word(first, "REFRESH"), object(&tokens, 1, true))
+    {
+        skip(&mut parser, 1 + words);
         end(&mut parser)?;
         CatalogStatement::Refresh { kind, name: None }
-    } else if let (true, Some(kind)) = (is_word(&first, "REFRESH"), object(&second, false)) {
-        parser.next_token();
-        parser.next_token();
+    } else if let (true, Some((kind, words))) =
+        (is_word(first, "REFRESH"), object(&tokens, 1, false))
+    {
+        skip(&mut parser, 1 + words);
         let name = object_name(&mut parser, kind)?;
         end(&mut parser)?;
         CatalogStatement::Refresh {
@@ -281,6 +358,54 @@ pub fn parse(sql: &str) -> Result<Option<CatalogStatement>> {
         return Ok(None);
     };
     Ok(Some(statement))
+}
+
+fn skip(parser: &mut Parser, tokens: usize) {
+    for _ in 0..tokens {
+        parser.next_token();
+    }
+}
+
+/// `REFRESH IDENTITY [SCHEDULE 'cron']`, `ALTER IDENTITY SET|DROP SCHEDULE`, `SHOW IDENTITY`;
+/// `None` for anything else (`IDENTITY RULE` statements are the catalog's usual forms).
+fn identity_statement(parser: &mut Parser, tokens: &[Token]) -> Result<Option<CatalogStatement>> {
+    let verb = ["REFRESH", "ALTER", "SHOW"]
+        .into_iter()
+        .find(|verb| is_word(&tokens[0], verb));
+    let Some(verb) = verb else {
+        return Ok(None);
+    };
+    if !is_word(&tokens[1], "IDENTITY")
+        || is_word(&tokens[2], "RULE")
+        || is_word(&tokens[2], "RULES")
+    {
+        return Ok(None);
+    }
+    skip(parser, 2);
+    let statement = match verb {
+        "REFRESH" => {
+            let schedule = if is_word(&parser.peek_token().token, "SCHEDULE") {
+                parser.next_token();
+                Some(cron_text(parser)?)
+            } else {
+                None
+            };
+            IdentityStatement::Refresh { schedule }
+        }
+        "ALTER" => {
+            let set = parser.parse_keyword(Keyword::SET);
+            let dropped = !set && parser.parse_keyword(Keyword::DROP);
+            if !(set || dropped) || !is_word(&parser.next_token().token, "SCHEDULE") {
+                return Err(syntax(
+                    "expected SET SCHEDULE 'cron' or DROP SCHEDULE after ALTER IDENTITY",
+                ));
+            }
+            IdentityStatement::SetSchedule(if set { Some(cron_text(parser)?) } else { None })
+        }
+        _ => IdentityStatement::Show,
+    };
+    end(parser)?;
+    Ok(Some(CatalogStatement::Identity(statement)))
 }
 
 /// The clauses between the name and AS, in any order, each once and only where `kind` takes it.
@@ -295,7 +420,8 @@ fn create_clauses(
             Ok(())
         } else {
             Err(syntax(&format!(
-                "a {} takes no {clause} clause",
+                "{} {} takes no {clause} clause",
+                kind.article(),
                 kind.singular()
             )))
         }
@@ -313,7 +439,10 @@ fn create_clauses(
         let clause = value.to_ascii_uppercase();
         let seen = match clause.as_str() {
             "SCHEDULE" => {
-                clause_of("SCHEDULE", kind != ObjectKind::Holdout)?;
+                clause_of(
+                    "SCHEDULE",
+                    !matches!(kind, ObjectKind::Holdout | ObjectKind::IdentityRule),
+                )?;
                 parser.next_token();
                 schedule.replace(cron_text(parser)?).is_some()
             }
@@ -358,6 +487,26 @@ fn create_clauses(
                     }
                 };
                 options.percent.replace(percent).is_some()
+            }
+            "PRIORITY" | "LIMIT" => {
+                clause_of(&clause, kind == ObjectKind::IdentityRule)?;
+                parser.next_token();
+                let number = match parser.next_token().token {
+                    Token::Number(text, _) => text.parse::<u32>().ok(),
+                    _ => None,
+                };
+                let minimum = u32::from(clause == "LIMIT");
+                let Some(number) = number.filter(|n| *n >= minimum) else {
+                    return Err(syntax(&format!(
+                        "{clause} takes a whole number of at least {minimum}"
+                    )));
+                };
+                let slot = if clause == "LIMIT" {
+                    &mut options.limit
+                } else {
+                    &mut options.priority
+                };
+                slot.replace(number).is_some()
             }
             _ => break,
         };
@@ -623,6 +772,59 @@ mod tests {
                 kind: ObjectKind::Holdout
             })
         );
+        assert_eq!(
+            parse("create or replace identity rule if not exists login priority 1 limit 2 as select a, b from t")
+                .unwrap(),
+            Some(CatalogStatement::Create {
+                kind: ObjectKind::IdentityRule,
+                name: "login".into(),
+                query: "select a, b from t".into(),
+                schedule: None,
+                options: CreateOptions {
+                    priority: Some(1),
+                    limit: Some(2),
+                    ..Default::default()
+                },
+                or_replace: true,
+                if_not_exists: true,
+            })
+        );
+        assert_eq!(
+            parse("SHOW IDENTITY RULES").unwrap(),
+            Some(CatalogStatement::Show {
+                kind: ObjectKind::IdentityRule
+            })
+        );
+        assert_eq!(
+            parse("drop identity rule if exists login").unwrap(),
+            Some(CatalogStatement::Drop {
+                kind: ObjectKind::IdentityRule,
+                name: "login".into(),
+                if_exists: true
+            })
+        );
+        assert_eq!(
+            parse("REFRESH IDENTITY").unwrap(),
+            Some(CatalogStatement::Identity(IdentityStatement::Refresh {
+                schedule: None
+            }))
+        );
+        assert_eq!(
+            parse("refresh identity schedule '0 * * * *';").unwrap(),
+            Some(CatalogStatement::Identity(IdentityStatement::Refresh {
+                schedule: Some("0 * * * *".into())
+            }))
+        );
+        assert_eq!(
+            parse("ALTER IDENTITY DROP SCHEDULE").unwrap(),
+            Some(CatalogStatement::Identity(IdentityStatement::SetSchedule(
+                None
+            )))
+        );
+        assert_eq!(
+            parse("show identity").unwrap(),
+            Some(CatalogStatement::Identity(IdentityStatement::Show))
+        );
         assert_eq!(parse("SELECT 1").unwrap(), None);
         assert_eq!(parse("CREATE TABLE t (a INT)").unwrap(), None);
         assert_eq!(parse("DROP TABLE t").unwrap(), None);
@@ -648,6 +850,12 @@ mod tests {
             message("CREATE SEGMENT s SEED 'x' AS SELECT 1").contains("SEED applies to a SPLIT")
         );
         assert!(message("CREATE HOLDOUT h").contains("expected PERCENT p"));
+        assert!(message("REFRESH IDENTITY SCHEDULE 'nonsense'").contains("expected 5 fields"));
+        assert!(message("SHOW IDENTITY now").contains("unexpected now"));
+        assert!(
+            message("CREATE IDENTITY RULE r LIMIT many AS SELECT 1, 2")
+                .contains("LIMIT takes a whole number")
+        );
         assert!(message("CREATE HOLDOUT h PERCENT 100").contains("below 100"));
         assert!(message("CREATE HOLDOUT h PERCENT 5 AS SELECT 1").contains("unexpected AS"));
         assert!(

@@ -60,6 +60,7 @@ impl Engine {
         statement: CatalogStatement,
     ) -> Result<StatementOutcome> {
         match statement {
+            misrouted @ CatalogStatement::Identity(_) => Err(misrouted.misrouted()),
             CatalogStatement::Create {
                 name,
                 options,

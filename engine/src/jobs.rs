@@ -1,5 +1,5 @@
-//! The scheduler's jobs: segments, and the tags and traits with a schedule. Above all three,
-//! so none of them depends on the others to be scheduled.
+//! The scheduler's jobs: segments, the tags and traits with a schedule, and identity when it
+//! has one. Above all of them, so none depends on the others to be scheduled.
 
 use std::collections::HashMap;
 
@@ -51,6 +51,13 @@ impl scheduler::Jobs for Engine {
                 });
             }
         }
+        if let Some((schedule, updated_at)) = self.identity_schedule().await? {
+            jobs.push(scheduler::ScheduledJob {
+                name: crate::identity::IDENTITY_JOB.to_string(),
+                schedule: Some(schedule),
+                created_at: time(updated_at),
+            });
+        }
         Ok(jobs)
     }
 
@@ -61,9 +68,11 @@ impl scheduler::Jobs for Engine {
         let time =
             |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
         let mut last: HashMap<String, i64> = HashMap::new();
-        let (catalog_jobs, segments): (Vec<&String>, Vec<&String>) = jobs
-            .iter()
-            .partition(|j| j.starts_with(TAG_JOB_PREFIX) || j.starts_with(TRAIT_JOB_PREFIX));
+        let (catalog_jobs, segments): (Vec<&String>, Vec<&String>) = jobs.iter().partition(|j| {
+            j.starts_with(TAG_JOB_PREFIX)
+                || j.starts_with(TRAIT_JOB_PREFIX)
+                || *j == crate::identity::IDENTITY_JOB
+        });
         if !segments.is_empty()
             && let Some(table) = self.store.latest(SystemTable::SegmentRuns).await?
         {
@@ -112,6 +121,11 @@ impl scheduler::Jobs for Engine {
                 }
             }
         }
+        if catalog_jobs.contains(&&crate::identity::IDENTITY_JOB.to_string())
+            && let Some(refreshed) = self.identity_refreshed_at().await?
+        {
+            last.insert(crate::identity::IDENTITY_JOB.to_string(), refreshed);
+        }
         Ok(last.into_iter().map(|(job, m)| (job, time(m))).collect())
     }
 
@@ -123,6 +137,9 @@ impl scheduler::Jobs for Engine {
     ) -> Result<()> {
         if let Some(tag) = segment.strip_prefix(TAG_JOB_PREFIX) {
             return self.refresh_tag(tag).await.map(|_| ());
+        }
+        if segment == crate::identity::IDENTITY_JOB {
+            return self.refresh_identity().await.map(|_| ());
         }
         if let Some(name) = segment.strip_prefix(TRAIT_JOB_PREFIX) {
             return self.refresh_trait(name).await.map(|_| ());

@@ -13,6 +13,7 @@ pub mod error;
 pub mod faults;
 mod function_args;
 pub mod holdouts;
+pub mod identity;
 pub mod ingest;
 pub mod ipc;
 mod jobs;
@@ -91,6 +92,7 @@ pub struct Engine {
     catalog_lock: Mutex<()>,
     tag_cache: tags::TagCache,
     trait_cache: traits::TraitCache,
+    identity_cache: identity::IdentityCache,
     segment_cache: segments::SegmentCache,
     /// Per-segment locks: one run of a segment at a time.
     segment_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -123,6 +125,7 @@ impl Engine {
             catalog_lock: Mutex::new(()),
             tag_cache: Default::default(),
             trait_cache: Default::default(),
+            identity_cache: Default::default(),
             segment_cache: Default::default(),
             segment_locks: Default::default(),
             scheduler_wake: Arc::new(tokio::sync::Notify::new()),

@@ -14,6 +14,10 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::col;
 
 use crate::function_args::UsersOfBitmap;
+use crate::identity::{
+    self,
+    person_key::{PersonSource, WithPersonKey},
+};
 use crate::segments::functions::{LoadedSegments, SegmentChangesFunction, SegmentMembersFunction};
 use crate::segments::{self, SEGMENT_CHANGES, SEGMENT_MEMBERS};
 use crate::tables::{CATALOG, SCHEMA, SystemTable, TableKind, USER_ID, USER_KEY};
@@ -82,9 +86,14 @@ impl Engine {
                 .with_default_features(),
         )?;
         let ctx = SessionContext::new_with_state(state);
+        let identity_version = self.store.latest(SystemTable::IdentityPersons).await?;
+        let persons = PersonSource {
+            table: identity_version.clone(),
+            cache: self.identity_cache.persons.clone(),
+        };
         for kind in TableKind::ALL {
             let provider = self.table_provider(&ctx, kind).await?;
-            ctx.register_table(kind.name(), provider)?;
+            ctx.register_table(kind.name(), WithPersonKey::wrap(provider, persons.clone()))?;
         }
         let user_id_type = ctx
             .table_provider(TableKind::Events.name())
@@ -177,7 +186,68 @@ impl Engine {
             }),
         );
         self.register_segment_views(&ctx).await?;
+        self.register_identity_views(&ctx, identity_version).await?;
         Ok(ctx)
+    }
+
+    /// `identities`, `identity_merges` and `identity_refusals` at the identity version
+    /// `persons` (logs of later, uncommitted versions stay hidden).
+    async fn register_identity_views(
+        &self,
+        ctx: &SessionContext,
+        persons: Option<deltalake::DeltaTable>,
+    ) -> Result<()> {
+        let version = persons.as_ref().and_then(|t| t.version()).unwrap_or(0);
+        let sources = SessionContext::new();
+        sources.register_table(USER_KEYS_TABLE, ctx.table_provider(USER_KEYS_TABLE).await?)?;
+        let persons: Arc<dyn TableProvider> = match persons {
+            Some(table) => {
+                table.update_datafusion_session(&ctx.state())?;
+                table.table_provider().await?
+            }
+            None => Arc::new(MemTable::try_new(identity::persons_schema(), vec![vec![]])?),
+        };
+        sources.register_table("persons", persons)?;
+        for (name, table, schema) in [
+            (
+                "merges",
+                SystemTable::IdentityMerges,
+                identity::merges_schema(),
+            ),
+            (
+                "refusals",
+                SystemTable::IdentityRefusals,
+                identity::refusals_schema(),
+            ),
+        ] {
+            let provider = self
+                .system_provider(ctx, table, || schema.as_ref().clone())
+                .await?;
+            sources.register_table(name, provider)?;
+        }
+        let identities =
+            "SELECT k.user_id, k.user_key, coalesce(p.person_key, k.user_key) AS person_key \
+             FROM user_keys k LEFT JOIN persons p ON p.user_key = k.user_key"
+                .to_string();
+        let merges = format!(
+            "SELECT version, person_key, merged_person_key, rule, merged_at FROM merges \
+             WHERE version <= {version}"
+        );
+        let refusals = format!(
+            "SELECT r.version, r.rule, r.limited_by, a.user_id, b.user_id AS other_user_id, \
+             r.user_key, r.other_user_key, r.refused_at FROM refusals r \
+             LEFT JOIN user_keys a ON a.user_key = r.user_key \
+             LEFT JOIN user_keys b ON b.user_key = r.other_user_key WHERE r.version <= {version}"
+        );
+        for (view, sql) in [
+            (identity::IDENTITIES_VIEW, identities),
+            (identity::IDENTITY_MERGES_VIEW, merges),
+            (identity::IDENTITY_REFUSALS_VIEW, refusals),
+        ] {
+            let plan = sources.sql(&sql).await?.into_unoptimized_plan();
+            ctx.register_table(view, Arc::new(ViewTable::new(plan, Some(sql))))?;
+        }
+        Ok(())
     }
 
     /// `segments`, `segment_versions` and `segment_runs`, planned over the system tables.

@@ -75,8 +75,9 @@ fn query_options() -> SQLOptions {
 impl Kind {
     fn writes(&self) -> bool {
         match self {
-            Kind::Query(_) | Kind::Catalog(CatalogStatement::Show { .. }) => false,
-            Kind::Insert { .. } | Kind::Catalog(_) => true,
+            Kind::Query(_) => false,
+            Kind::Catalog(statement) => !statement.reads_only(),
+            Kind::Insert { .. } => true,
         }
     }
 }
@@ -397,18 +398,12 @@ impl Engine {
     }
 
     async fn run_catalog_statement(&self, statement: CatalogStatement) -> Result<StatementOutcome> {
-        let kind = match &statement {
-            CatalogStatement::Create { kind, .. }
-            | CatalogStatement::AlterSchedule { kind, .. }
-            | CatalogStatement::Drop { kind, .. }
-            | CatalogStatement::Show { kind }
-            | CatalogStatement::Refresh { kind, .. } => *kind,
-        };
-        match kind {
+        match statement.kind() {
             ObjectKind::Tag => self.run_tag_statement(statement).await,
             ObjectKind::Segment => self.run_segment_statement(statement).await,
             ObjectKind::Trait => self.run_trait_statement(statement).await,
             ObjectKind::Holdout => self.run_holdout_statement(statement).await,
+            ObjectKind::IdentityRule => self.run_identity_statement(statement).await,
         }
     }
 

@@ -26,6 +26,9 @@ pub fn timestamp_type() -> DataType {
 
 /// Key of a user in bitmaps: a dense non-negative integer assigned at ingest, never reassigned.
 pub const USER_KEY: &str = "user_key";
+/// Key of the person an identifier belongs to (identity resolution): the smallest user key
+/// among the person's identifiers; a user key when identity was never resolved.
+pub const PERSON_KEY: &str = "person_key";
 
 /// Where a Delta table lives inside the store, relative to its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,10 +54,23 @@ pub enum SystemTable {
     TraitValues,
     /// One row per holdout: name, percent, seed.
     HoldoutDefinitions,
+    /// One row per identity rule: name, priority, limit, query.
+    IdentityRules,
+    /// The identity refresh schedule (one row).
+    IdentitySettings,
+    /// `user_key -> person_key` for identifiers whose person is not keyed by themselves;
+    /// overwritten by each refresh, whose commit is the identity version.
+    IdentityPersons,
+    /// Persons of an earlier version that became one, per identity version.
+    IdentityMerges,
+    /// Pairs a rule's LIMIT kept apart, per identity version.
+    IdentityRefusals,
+    /// One row per identity refresh: its version, counts and key watermark.
+    IdentityRefreshes,
 }
 
 impl SystemTable {
-    pub const ALL: [SystemTable; 9] = [
+    pub const ALL: [SystemTable; 15] = [
         SystemTable::UserKeys,
         SystemTable::TagDefinitions,
         SystemTable::TagBitmaps,
@@ -64,6 +80,12 @@ impl SystemTable {
         SystemTable::TraitDefinitions,
         SystemTable::TraitValues,
         SystemTable::HoldoutDefinitions,
+        SystemTable::IdentityRules,
+        SystemTable::IdentitySettings,
+        SystemTable::IdentityPersons,
+        SystemTable::IdentityMerges,
+        SystemTable::IdentityRefusals,
+        SystemTable::IdentityRefreshes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +99,12 @@ impl SystemTable {
             SystemTable::TraitDefinitions => "trait_definitions",
             SystemTable::TraitValues => "trait_values",
             SystemTable::HoldoutDefinitions => "holdout_definitions",
+            SystemTable::IdentityRules => "identity_rules",
+            SystemTable::IdentitySettings => "identity_settings",
+            SystemTable::IdentityPersons => "identity_persons",
+            SystemTable::IdentityMerges => "identity_merges",
+            SystemTable::IdentityRefusals => "identity_refusals",
+            SystemTable::IdentityRefreshes => "identity_refreshes",
         }
     }
 }
@@ -94,6 +122,12 @@ impl From<SystemTable> for TableLocation {
             SystemTable::TraitDefinitions => "_cohort/trait_definitions",
             SystemTable::TraitValues => "_cohort/trait_values",
             SystemTable::HoldoutDefinitions => "_cohort/holdout_definitions",
+            SystemTable::IdentityRules => "_cohort/identity_rules",
+            SystemTable::IdentitySettings => "_cohort/identity_settings",
+            SystemTable::IdentityPersons => "_cohort/identity_persons",
+            SystemTable::IdentityMerges => "_cohort/identity_merges",
+            SystemTable::IdentityRefusals => "_cohort/identity_refusals",
+            SystemTable::IdentityRefreshes => "_cohort/identity_refreshes",
         })
     }
 }

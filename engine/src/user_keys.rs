@@ -115,6 +115,13 @@ impl UserKeys {
 }
 
 impl UserKeys {
+    /// How many keys the dictionary holds now; they are `0..count` (keys are dense).
+    pub async fn key_count(&self, store: &Store) -> Result<u64> {
+        let mut dictionary = self.dictionary.lock().await;
+        dictionary.refresh(store).await?;
+        Ok(dictionary.next.max(0) as u64)
+    }
+
     /// Every key the dictionary holds now.
     pub async fn all_keys(&self, store: &Store) -> Result<roaring::RoaringTreemap> {
         let mut dictionary = self.dictionary.lock().await;

@@ -1,4 +1,4 @@
-//! Storage faults injected under ingest, tag refresh and segment runs: whatever fails, no
+//! Storage faults injected under ingest, tag refresh, segment runs and identity refresh: whatever fails, no
 //! acknowledged row is lost, no row is duplicated, nothing half-written is visible, and the
 //! error says what happened. Every check reads the store through a second engine without
 //! faults, i.e. what a restarted server would see.
@@ -328,6 +328,65 @@ async fn segment_runs_under_failing_puts_keep_versions_whole_and_gapless() {
                 .await,
                 [members]
             );
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_refresh_under_failing_puts_keeps_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, plan) = faulty_engine(dir.path()).await;
+    engine.execute(&insert_events(0, 5), None).await.unwrap();
+    engine
+        .execute(
+            "CREATE IDENTITY RULE crowd AS SELECT user_id, 'crowd' FROM events",
+            None,
+        )
+        .await
+        .unwrap();
+    // After the helper's first, unfaulted refresh (version 1): users 0..=5 and 'crowd' are
+    // one person, keyed by user 0.
+    let mut version = 1;
+    let mut stitched = 7;
+    refresh_under_each_failing_put(
+        &engine,
+        &plan,
+        "REFRESH IDENTITY",
+        5,
+        async |fault, n, error, users| {
+            let clean = clean_engine(dir.path()).await;
+            let now = integers(&clean, "SHOW IDENTITY").await[0];
+            let joined = integers(
+                &clean,
+                "SELECT count(*) FROM identities WHERE person_key = 0",
+            )
+            .await[0];
+            match error {
+                None => {
+                    assert_eq!(
+                        now,
+                        version + 1,
+                        "{fault:?} on put {n}: versions are gapless"
+                    );
+                    assert_eq!(joined, users + 1, "{fault:?} on put {n}");
+                }
+                Some(e) => {
+                    assert!(e.to_string().contains("injected fault"), "{e}");
+                    assert_eq!(now, version, "{fault:?} on put {n}: the version stays");
+                    assert_eq!(joined, stitched, "{fault:?} on put {n}: so do the persons");
+                }
+            }
+            version = now;
+            stitched = joined;
+            // What SHOW IDENTITY reports is the refresh of the version that is current.
+            let (_, shown) = clean.execute_collect("SHOW IDENTITY").await.unwrap();
+            let identifiers = shown[0]
+                .column_by_name("identifiers")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .value(0);
+            assert_eq!(identifiers, stitched, "{fault:?} on put {n}");
         },
     )
     .await;

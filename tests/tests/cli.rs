@@ -50,7 +50,7 @@ fn output_formats() {
     let (ok, out, _) = run_cli(&["sql", "--data", &store, "SELECT * FROM events"]);
     assert!(ok);
     assert!(
-        out.starts_with("(0 rows; columns: user_id, event, ts, event_date, user_key)"),
+        out.starts_with("(0 rows; columns: user_id, event, ts, event_date, user_key, person_key)"),
         "{out}"
     );
     // Lists print as their text in CSV; an empty result still has its header.
@@ -637,7 +637,7 @@ fn a_new_table_starts_with_its_base_columns_and_event_date_must_match_ts() {
     let out = csv("SELECT * FROM events");
     assert_eq!(
         out.lines().next().unwrap(),
-        "user_id,event,ts,event_date,user_key,alpha,zeta"
+        "user_id,event,ts,event_date,user_key,person_key,alpha,zeta"
     );
     // A later property joins at the end; the base columns stay first (the Delta log itself puts
     // the partition column event_date behind the others when a write adds a column).
@@ -653,9 +653,9 @@ fn a_new_table_starts_with_its_base_columns_and_event_date_must_match_ts() {
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
-            "user_id,event,ts,event_date,user_key,alpha,zeta,campaign",
-            "u1,a,2026-01-01T10:00:00Z,2026-01-01,0,x,1,",
-            "u3,c,2026-01-02T10:00:00Z,2026-01-02,1,,,autumn",
+            "user_id,event,ts,event_date,user_key,person_key,alpha,zeta,campaign",
+            "u1,a,2026-01-01T10:00:00Z,2026-01-01,0,0,x,1,",
+            "u3,c,2026-01-02T10:00:00Z,2026-01-02,1,1,,,autumn",
         ]
     );
     let out = csv("SELECT campaign, event_date, user_id FROM events WHERE user_key = 1");

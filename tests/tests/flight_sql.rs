@@ -88,6 +88,9 @@ async fn metadata_calls_describe_the_store() {
         strings(&tables, "table_name"),
         [
             "events",
+            "identities",
+            "identity_merges",
+            "identity_refusals",
             "profiles",
             "segment_runs",
             "segment_versions",

@@ -87,6 +87,12 @@ impl Normalizer {
                     "column 'user_key' is assigned by Cohort from user_id; leave it out of the input",
                 ));
             }
+            if name == crate::tables::PERSON_KEY {
+                return Err(EngineError::invalid_input(
+                    source,
+                    "column 'person_key' is computed by identity resolution (REFRESH IDENTITY);                      leave it out of the input or rename it",
+                ));
+            }
             if let Some(bad) = name.chars().find(|c| FORBIDDEN_IN_NAMES.contains(c)) {
                 return Err(EngineError::invalid_input(
                     source,
