@@ -4,6 +4,7 @@
 //!
 //! ```sql
 //! CREATE [OR REPLACE] OBJECT [IF NOT EXISTS] name [SCHEDULE 'cron'] AS <query>
+//! CREATE [OR REPLACE] TAG [IF NOT EXISTS] name [BY PERSON] [SCHEDULE 'cron'] AS <query>
 //! CREATE [OR REPLACE] TRAIT [IF NOT EXISTS] name TYPE BIGINT|DOUBLE|TEXT|BOOLEAN|TIMESTAMP [SCHEDULE 'cron'] AS <query>
 //! CREATE [OR REPLACE] SEGMENT [IF NOT EXISTS] name [SCHEDULE 'cron'] SPLIT (group weight, ...) [SEED 'text'] AS <query>
 //! CREATE [OR REPLACE] HOLDOUT [IF NOT EXISTS] name PERCENT p [SEED 'text']
@@ -146,6 +147,8 @@ pub struct CreateOptions {
     pub priority: Option<u32>,
     /// `LIMIT m` of an identity rule.
     pub limit: Option<u32>,
+    /// `BY PERSON` of a tag: members are persons, not identifiers.
+    pub by_person: bool,
 }
 
 /// The statements about identity as a whole rather than one rule.
@@ -487,6 +490,14 @@ fn create_clauses(
                     }
                 };
                 options.percent.replace(percent).is_some()
+            }
+            "BY" => {
+                clause_of("BY PERSON", kind == ObjectKind::Tag)?;
+                parser.next_token();
+                if !is_word(&parser.next_token().token, "PERSON") {
+                    return Err(syntax("expected PERSON after BY"));
+                }
+                std::mem::replace(&mut options.by_person, true)
             }
             "PRIORITY" | "LIMIT" => {
                 clause_of(&clause, kind == ObjectKind::IdentityRule)?;
@@ -850,6 +861,20 @@ mod tests {
             message("CREATE SEGMENT s SEED 'x' AS SELECT 1").contains("SEED applies to a SPLIT")
         );
         assert!(message("CREATE HOLDOUT h").contains("expected PERCENT p"));
+        assert!(
+            message("CREATE SEGMENT s BY PERSON AS SELECT 1")
+                .contains("a segment takes no BY PERSON")
+        );
+        assert!(message("CREATE TAG t BY USER AS SELECT 1").contains("expected PERSON after BY"));
+        assert_eq!(
+            parse("CREATE TAG t BY PERSON SCHEDULE '0 * * * *' AS SELECT 1 AS user_id")
+                .unwrap()
+                .map(|s| match s {
+                    CatalogStatement::Create { options, .. } => options.by_person,
+                    _ => false,
+                }),
+            Some(true)
+        );
         assert!(message("REFRESH IDENTITY SCHEDULE 'nonsense'").contains("expected 5 fields"));
         assert!(message("SHOW IDENTITY now").contains("unexpected now"));
         assert!(

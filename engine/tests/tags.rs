@@ -56,6 +56,7 @@ async fn tags_survive_restart_and_keep_their_history() {
         [
             "name",
             "kind",
+            "members",
             "schedule",
             "values",
             "users",
@@ -65,10 +66,11 @@ async fn tags_survive_restart_and_keep_their_history() {
     );
     assert_eq!(shown.column(0).as_string::<i32>().value(0), "buyer");
     assert_eq!(shown.column(1).as_string::<i32>().value(0), "boolean");
-    assert!(shown.column(2).is_null(0), "no schedule");
-    assert!(shown.column(3).is_null(0), "a boolean tag has no values");
-    assert_eq!(shown.column(4).as_primitive::<Int64Type>().value(0), 1);
-    assert!(shown.column(5).is_valid(0));
+    assert_eq!(shown.column(2).as_string::<i32>().value(0), "users");
+    assert!(shown.column(3).is_null(0), "no schedule");
+    assert!(shown.column(4).is_null(0), "a boolean tag has no values");
+    assert_eq!(shown.column(5).as_primitive::<Int64Type>().value(0), 1);
+    assert!(shown.column(6).is_valid(0));
 
     // Time travel needs commits at distinct milliseconds.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -22,6 +22,7 @@ CREATE TABLE events (
     ts timestamp with time zone,
     event_date date,
     user_key bigint,
+    person_key bigint,
     session_id bigint,
     page text,
     device text,
@@ -30,6 +31,7 @@ CREATE TABLE events (
 CREATE TABLE profiles (
     user_id bigint,
     user_key bigint,
+    person_key bigint,
     country text,
     plan text,
     age bigint,
@@ -53,6 +55,12 @@ CREATE VIEW segments AS SELECT NULL::text AS segment, NULL::text AS schedule, NU
 CREATE VIEW tags AS SELECT NULL::text AS tag, NULL::text AS value, NULL::bigint AS users,
     NULL::timestamptz AS refreshed_at;
 CREATE VIEW traits AS SELECT NULL::bigint AS user_id, NULL::bigint AS user_key;
+CREATE VIEW identities AS SELECT NULL::text AS user_id, NULL::bigint AS user_key, NULL::bigint AS person_key;
+CREATE VIEW identity_merges AS SELECT NULL::bigint AS version, NULL::bigint AS person_key,
+    NULL::bigint AS merged_person_key, NULL::text AS rule, NULL::timestamptz AS merged_at;
+CREATE VIEW identity_refusals AS SELECT NULL::bigint AS version, NULL::text AS rule, NULL::text AS limited_by,
+    NULL::text AS user_id, NULL::text AS other_user_id, NULL::bigint AS user_key,
+    NULL::bigint AS other_user_key, NULL::timestamptz AS refused_at;
 """
 
 

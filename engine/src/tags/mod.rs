@@ -13,7 +13,10 @@
 //!   every (tag, value) with its user count.
 //!
 //! Users are stored by `user_key` (see [`crate::user_keys`]); ids a tag query returns that the
-//! store has never seen are left out and counted in the log.
+//! store has never seen are left out and counted in the log. A tag created `BY PERSON` stores
+//! each returned identifier's person instead (its `person_key` at the identity version current
+//! when the tag is refreshed), so it counts people, and `audience('tag')` returns each person
+//! once, by its key identifier.
 
 pub mod functions;
 pub mod resolve;
@@ -73,6 +76,8 @@ pub struct TagDefinition {
     pub schedule: Option<String>,
     /// Microseconds since the epoch.
     pub created_at: i64,
+    /// Members are persons (`BY PERSON`).
+    pub by_person: bool,
 }
 
 fn definitions_schema() -> SchemaRef {
@@ -82,6 +87,8 @@ fn definitions_schema() -> SchemaRef {
         Field::new("valued", DataType::Boolean, false),
         Field::new("schedule", DataType::Utf8, true),
         Field::new("created_at", timestamp_type(), false),
+        // Absent from stores written before BY PERSON: read as false.
+        Field::new("by_person", DataType::Boolean, true),
     ]))
 }
 
@@ -111,12 +118,24 @@ impl Engine {
                 name,
                 query,
                 schedule,
+                options,
                 or_replace,
                 if_not_exists,
                 ..
             } => {
                 let outcome = self
-                    .create_tag(name, query, schedule, or_replace, if_not_exists)
+                    .create_tag(
+                        TagDefinition {
+                            name,
+                            query,
+                            valued: false,
+                            schedule,
+                            created_at: now_micros(),
+                            by_person: options.by_person,
+                        },
+                        or_replace,
+                        if_not_exists,
+                    )
                     .await?;
                 self.scheduler_wake.notify_one();
                 Ok(outcome)
@@ -160,6 +179,16 @@ impl Engine {
                     let valued = cast(stored_column(batch, "valued")?, &DataType::Boolean)?;
                     let valued = valued.as_boolean();
                     let created = micros_column(batch, "created_at")?;
+                    let by_person = match batch.column_by_name("by_person") {
+                        Some(column) => Some(cast(column, &DataType::Boolean)?),
+                        None => None,
+                    };
+                    let by_person = |row: usize| {
+                        by_person.as_ref().is_some_and(|c| {
+                            let c = c.as_boolean();
+                            c.is_valid(row) && c.value(row)
+                        })
+                    };
                     for row in 0..batch.num_rows() {
                         definitions.push(TagDefinition {
                             name: names.value(row).to_string(),
@@ -169,6 +198,7 @@ impl Engine {
                                 .is_valid(row)
                                 .then(|| schedules.value(row).to_string()),
                             created_at: created.value(row),
+                            by_person: by_person(row),
                         });
                     }
                 }
@@ -186,15 +216,15 @@ impl Engine {
             .ok_or_else(|| ObjectKind::Tag.unknown(name))
     }
 
+    /// Creates `definition` (whose `valued` the query decides).
     async fn create_tag(
         &self,
-        name: String,
-        query: String,
-        schedule: Option<String>,
+        mut definition: TagDefinition,
         or_replace: bool,
         if_not_exists: bool,
     ) -> Result<StatementOutcome> {
         let _catalog = self.catalog_lock.lock().await;
+        let name = definition.name.clone();
         if name == crate::holdouts::HOLDOUT {
             return Err(EngineError::InvalidStatement(
                 "'holdout' cannot name a tag: audience expressions read holdout:name as a holdout"
@@ -216,14 +246,7 @@ impl Engine {
         if ObjectKind::Tag.create_taken(&name, exists, or_replace, if_not_exists)? {
             return Ok(StatementOutcome::RowsAffected(0));
         }
-        let valued = self.validate_tag_query(&name, &query).await?;
-        let definition = TagDefinition {
-            name,
-            query,
-            valued,
-            schedule,
-            created_at: now_micros(),
-        };
+        definition.valued = self.validate_tag_query(&name, &definition.query).await?;
         // Evaluate before storing anything: a query that fails at run time creates no tag.
         let evaluated = self.evaluate_tag(&definition).await?;
         self.write_tag_definition(&definition).await?;
@@ -248,6 +271,7 @@ impl Engine {
                     TimestampMicrosecondArray::from(vec![definition.created_at])
                         .with_timezone(crate::tables::UTC),
                 ),
+                Arc::new(BooleanArray::from(vec![definition.by_person])),
             ],
         )?;
         crate::catalog_objects::write_definition(
@@ -321,9 +345,19 @@ impl Engine {
             values.insert(None, RoaringTreemap::new());
         }
         let mut unknown = 0usize;
+        let persons = if definition.by_person {
+            Some(self.person_map().await?)
+        } else {
+            None
+        };
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let keys = self.user_keys.lookup(&self.store, batch.column(0)).await?;
+            let mut keys = self.user_keys.lookup(&self.store, batch.column(0)).await?;
+            if let Some(persons) = &persons {
+                for key in keys.iter_mut().flatten() {
+                    *key = persons.person_of(*key);
+                }
+            }
             let tag_values = if definition.valued {
                 if batch.num_columns() != 2 {
                     return Err(EngineError::InvalidStatement(format!(
@@ -485,6 +519,7 @@ impl Engine {
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("kind", DataType::Utf8, false),
+            Field::new("members", DataType::Utf8, false),
             Field::new("schedule", DataType::Utf8, true),
             Field::new("values", DataType::Int64, true),
             Field::new("users", DataType::Int64, false),
@@ -501,6 +536,11 @@ impl Engine {
                     definitions
                         .iter()
                         .map(|d| if d.valued { "valued" } else { "boolean" }),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    definitions
+                        .iter()
+                        .map(|d| if d.by_person { "persons" } else { "users" }),
                 )),
                 Arc::new(StringArray::from_iter(
                     definitions.iter().map(|d| d.schedule.as_deref()),
