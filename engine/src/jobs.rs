@@ -121,7 +121,9 @@ impl scheduler::Jobs for Engine {
                 }
             }
         }
-        if catalog_jobs.contains(&&crate::identity::IDENTITY_JOB.to_string())
+        if catalog_jobs
+            .iter()
+            .any(|j| *j == crate::identity::IDENTITY_JOB)
             && let Some(refreshed) = self.identity_refreshed_at().await?
         {
             last.insert(crate::identity::IDENTITY_JOB.to_string(), refreshed);

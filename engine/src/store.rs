@@ -469,6 +469,19 @@ pub fn stored_column<'a>(
         .ok_or_else(|| EngineError::Corrupt(format!("a stored table has no column '{name}'")))
 }
 
+/// A column of a system-table batch as Int64.
+pub fn int64_column(
+    batch: &arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<arrow::array::Int64Array> {
+    let column = stored_column(batch, name)?;
+    Ok(
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)?
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .clone(),
+    )
+}
+
 /// A column of a system-table batch as UTC microseconds.
 pub fn micros_column(
     batch: &arrow::record_batch::RecordBatch,

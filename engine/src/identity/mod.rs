@@ -35,7 +35,7 @@ use crate::Engine;
 use crate::catalog_statement::{CatalogStatement, IdentityStatement, ObjectKind};
 use crate::error::{EngineError, Result};
 use crate::outcome::StatementOutcome;
-use crate::store::{micros_column, text_column};
+use crate::store::{int64_column, micros_column, text_column};
 use crate::tables::{PERSON_KEY, SystemTable, USER_KEY, UTC, timestamp_type};
 use components::{Previous, RulePairs};
 use person_key::PersonMap;
@@ -246,14 +246,10 @@ impl Engine {
                 for batch in batches {
                     let (names, queries) =
                         (text_column(batch, "name")?, text_column(batch, "query")?);
-                    let number = |name: &str| -> Result<Int64Array> {
-                        Ok(
-                            cast(crate::store::stored_column(batch, name)?, &DataType::Int64)?
-                                .as_primitive::<arrow::datatypes::Int64Type>()
-                                .clone(),
-                        )
-                    };
-                    let (priorities, limits) = (number("priority")?, number("limit")?);
+                    let (priorities, limits) = (
+                        int64_column(batch, "priority")?,
+                        int64_column(batch, "limit")?,
+                    );
                     let created = micros_column(batch, "created_at")?;
                     let get = |values: &Int64Array, row: usize| {
                         values
@@ -427,7 +423,12 @@ impl Engine {
             .ensure(SystemTable::IdentityPersons, persons_schema())
             .await?;
         let current = persons_table.version().unwrap_or_default() as i64;
-        let previous = self.person_map().await?;
+        // The map of the very version `current` names, not of a newer one read again.
+        let previous = self
+            .identity_cache
+            .persons
+            .get(Some(&persons_table))
+            .await?;
         let watermark = self.refresh_row(current).await?.map(|r| r.key_watermark);
         let version = current + 1;
         let pairs: usize = inputs.iter().map(|r| r.pairs.len()).sum();
@@ -609,13 +610,7 @@ impl Engine {
             .await?;
         let mut found = None;
         for batch in &batches {
-            let number = |name: &str| -> Result<Int64Array> {
-                Ok(
-                    cast(crate::store::stored_column(batch, name)?, &DataType::Int64)?
-                        .as_primitive::<arrow::datatypes::Int64Type>()
-                        .clone(),
-                )
-            };
+            let number = |name: &str| int64_column(batch, name);
             let refreshed_at = micros_column(batch, "refreshed_at")?;
             let seconds = cast(
                 crate::store::stored_column(batch, "seconds")?,
@@ -649,20 +644,22 @@ impl Engine {
         Ok(found)
     }
 
-    /// When the current identity version was refreshed.
-    pub(crate) async fn identity_refreshed_at(&self) -> Result<Option<i64>> {
-        let Some(version) = self
+    /// The refresh row of the current identity version, if a refresh made it.
+    async fn current_refresh(&self) -> Result<Option<Refreshed>> {
+        let current = self
             .store
             .latest(SystemTable::IdentityPersons)
             .await?
-            .and_then(|t| t.version())
-        else {
-            return Ok(None);
-        };
-        Ok(self
-            .refresh_row(version as i64)
-            .await?
-            .map(|r| r.refreshed_at))
+            .and_then(|t| t.version());
+        match current {
+            Some(version) => self.refresh_row(version as i64).await,
+            None => Ok(None),
+        }
+    }
+
+    /// When the current identity version was refreshed.
+    pub(crate) async fn identity_refreshed_at(&self) -> Result<Option<i64>> {
+        Ok(self.current_refresh().await?.map(|r| r.refreshed_at))
     }
 
     /// `SHOW IDENTITY RULES`: rule, priority, limit, query, created_at, in the order applied.
@@ -698,16 +695,7 @@ impl Engine {
 
     /// `SHOW IDENTITY`: the current version and what its refresh found, and the schedule.
     async fn show_identity(&self) -> Result<DataFrame> {
-        let current = self
-            .store
-            .latest(SystemTable::IdentityPersons)
-            .await?
-            .and_then(|t| t.version())
-            .map(|v| v as i64);
-        let refreshed = match current {
-            Some(version) => self.refresh_row(version).await?,
-            None => None,
-        };
+        let refreshed = self.current_refresh().await?;
         let schedule = self.identity_schedule().await?.map(|(cron, _)| cron);
         let mut fields = vec![Field::new("version", DataType::Int64, true)];
         fields.push(Field::new("refreshed_at", timestamp_type(), true));

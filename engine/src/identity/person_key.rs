@@ -99,14 +99,13 @@ impl PersonMapCache {
 }
 
 fn key_column(batch: &arrow::record_batch::RecordBatch, name: &str) -> Result<Int64Array> {
-    let column = crate::store::stored_column(batch, name)?;
-    let column = arrow::compute::cast(column, &DataType::Int64)?;
+    let column = crate::store::int64_column(batch, name)?;
     if column.null_count() > 0 {
         return Err(EngineError::Corrupt(format!(
             "_cohort/identity_persons holds a NULL {name}"
         )));
     }
-    Ok(column.as_primitive::<Int64Type>().clone())
+    Ok(column)
 }
 
 /// Where a session's scans find the person map: one identity version, fixed at planning.
