@@ -152,3 +152,67 @@ impl scheduler::Jobs for Engine {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EngineConfig;
+    use crate::identity::IDENTITY_JOB;
+    use arrow::array::AsArray;
+    use scheduler::Jobs;
+
+    #[tokio::test]
+    async fn an_identity_schedule_is_a_job_the_scheduler_runs_and_remembers() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(EngineConfig {
+            data: dir.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let run = |sql: &'static str| {
+            let engine = &engine;
+            async move { engine.execute(sql, None).await.unwrap() }
+        };
+        run("INSERT INTO events (user_id, event, ts, device) VALUES ('a', 'view', '2026-11-01T00:00:00Z', 'd1'), ('b', 'view', '2026-11-01T00:00:00Z', 'd1')").await;
+        run("CREATE IDENTITY RULE device AS SELECT user_id, device FROM events").await;
+        let identity_jobs = |jobs: Vec<scheduler::ScheduledJob>| -> Vec<(String, Option<String>)> {
+            jobs.into_iter()
+                .filter(|j| j.name == IDENTITY_JOB)
+                .map(|j| (j.name, j.schedule))
+                .collect()
+        };
+        assert!(identity_jobs(engine.jobs().await.unwrap()).is_empty());
+
+        run("ALTER IDENTITY SET SCHEDULE '*/15 * * * *'").await;
+        assert_eq!(
+            identity_jobs(engine.jobs().await.unwrap()),
+            [(IDENTITY_JOB.to_string(), Some("*/15 * * * *".to_string()))]
+        );
+        let names = [IDENTITY_JOB.to_string()];
+        assert!(engine.last_scheduled(&names).await.unwrap().is_empty());
+
+        let before = chrono::Utc::now();
+        engine
+            .run(IDENTITY_JOB, Trigger::Schedule, before)
+            .await
+            .unwrap();
+        let last = engine.last_scheduled(&names).await.unwrap();
+        assert!(last[IDENTITY_JOB] >= before - chrono::Duration::seconds(1));
+        let (_, batches) = engine
+            .execute_collect("SELECT count(DISTINCT person_key) FROM identities")
+            .await
+            .unwrap();
+        let persons = batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(
+            persons, 1,
+            "the scheduled run resolved a, b and d1 into one person"
+        );
+
+        run("ALTER IDENTITY DROP SCHEDULE").await;
+        assert!(identity_jobs(engine.jobs().await.unwrap()).is_empty());
+    }
+}
