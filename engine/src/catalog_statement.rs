@@ -6,7 +6,7 @@
 //! CREATE [OR REPLACE] OBJECT [IF NOT EXISTS] name [SCHEDULE 'cron'] AS <query>
 //! CREATE [OR REPLACE] TAG [IF NOT EXISTS] name [BY PERSON] [SCHEDULE 'cron'] AS <query>
 //! CREATE [OR REPLACE] TRAIT [IF NOT EXISTS] name TYPE BIGINT|DOUBLE|TEXT|BOOLEAN|TIMESTAMP [SCHEDULE 'cron'] AS <query>
-//! CREATE [OR REPLACE] SEGMENT [IF NOT EXISTS] name [SCHEDULE 'cron'] SPLIT (group weight, ...) [SEED 'text'] AS <query>
+//! CREATE [OR REPLACE] SEGMENT [IF NOT EXISTS] name [BY PERSON] [SCHEDULE 'cron'] [SPLIT (group weight, ...) [SEED 'text']] AS <query>
 //! CREATE [OR REPLACE] HOLDOUT [IF NOT EXISTS] name PERCENT p [SEED 'text']
 //! CREATE [OR REPLACE] IDENTITY RULE [IF NOT EXISTS] name [PRIORITY n] [LIMIT m] AS <query>
 //! ALTER OBJECT name SET SCHEDULE 'cron'
@@ -147,7 +147,7 @@ pub struct CreateOptions {
     pub priority: Option<u32>,
     /// `LIMIT m` of an identity rule.
     pub limit: Option<u32>,
-    /// `BY PERSON` of a tag: members are persons, not identifiers.
+    /// `BY PERSON` of a tag or segment: members are persons, not identifiers.
     pub by_person: bool,
 }
 
@@ -492,7 +492,10 @@ fn create_clauses(
                 options.percent.replace(percent).is_some()
             }
             "BY" => {
-                clause_of("BY PERSON", kind == ObjectKind::Tag)?;
+                clause_of(
+                    "BY PERSON",
+                    matches!(kind, ObjectKind::Tag | ObjectKind::Segment),
+                )?;
                 parser.next_token();
                 if !is_word(&parser.next_token().token, "PERSON") {
                     return Err(syntax("expected PERSON after BY"));
@@ -862,8 +865,8 @@ mod tests {
         );
         assert!(message("CREATE HOLDOUT h").contains("expected PERCENT p"));
         assert!(
-            message("CREATE SEGMENT s BY PERSON AS SELECT 1")
-                .contains("a segment takes no BY PERSON")
+            message("CREATE TRAIT t TYPE BIGINT BY PERSON AS SELECT 1")
+                .contains("a trait takes no BY PERSON")
         );
         assert!(message("CREATE TAG t BY USER AS SELECT 1").contains("expected PERSON after BY"));
         assert_eq!(

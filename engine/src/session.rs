@@ -9,9 +9,10 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
 
 use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{MemTable, ViewTable, provider_as_source};
-use datafusion::logical_expr::LogicalPlanBuilder;
-use datafusion::prelude::col;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast};
+use datafusion::prelude::{col, lit};
 
 use crate::function_args::UsersOfBitmap;
 use crate::identity::{
@@ -35,13 +36,13 @@ pub const SEGMENTS_VIEW: &str = "segments";
 pub const SEGMENT_VERSIONS_VIEW: &str = "segment_versions";
 pub const SEGMENT_RUNS_VIEW: &str = "segment_runs";
 
-const SEGMENTS_SQL: &str = "SELECT d.name AS segment, d.schedule, v.version, v.members, v.entered, \
+const SEGMENTS_SQL: &str = "SELECT d.name AS segment, d.schedule, v.version, v.members, v.persons, v.entered, \
      v.exited, v.committed_at AS refreshed_at, d.query FROM definitions d LEFT JOIN \
      (SELECT *, row_number() OVER (PARTITION BY segment ORDER BY version DESC) AS newest FROM versions) v \
      ON v.segment = d.name AND v.newest = 1";
 
-const SEGMENT_VERSIONS_SQL: &str = "SELECT segment, version, run_id, committed_at, members, entered, \
-     exited FROM versions";
+const SEGMENT_VERSIONS_SQL: &str = "SELECT segment, version, run_id, committed_at, members, persons, \
+     entered, exited FROM versions";
 
 /// A run writes a `running` row when it starts and a final row when it ends; a run shows its
 /// final row once there is one.
@@ -223,7 +224,31 @@ impl Engine {
             let provider = self
                 .system_provider(ctx, table, || schema.as_ref().clone())
                 .await?;
-            sources.register_table(name, provider)?;
+            // A store written before a column was added lacks it: the views read it as NULL.
+            let stored = provider.schema();
+            let missing: Vec<_> = schema
+                .fields()
+                .iter()
+                .filter(|f| stored.field_with_name(f.name()).is_err())
+                .collect();
+            if missing.is_empty() {
+                sources.register_table(name, provider)?;
+            } else {
+                let mut columns: Vec<Expr> = stored
+                    .fields()
+                    .iter()
+                    .map(|f| col(Column::from_name(f.name())))
+                    .collect();
+                columns.extend(
+                    missing.iter().map(|f| {
+                        cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
+                    }),
+                );
+                let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
+                    .project(columns)?
+                    .build()?;
+                sources.register_table(name, Arc::new(ViewTable::new(plan, None)))?;
+            }
         }
         let identities =
             "SELECT k.user_id, k.user_key, coalesce(p.person_key, k.user_key) AS person_key \
@@ -269,7 +294,31 @@ impl Engine {
             let provider = self
                 .system_provider(ctx, table, || schema.as_ref().clone())
                 .await?;
-            sources.register_table(name, provider)?;
+            // A store written before a column was added lacks it: the views read it as NULL.
+            let stored = provider.schema();
+            let missing: Vec<_> = schema
+                .fields()
+                .iter()
+                .filter(|f| stored.field_with_name(f.name()).is_err())
+                .collect();
+            if missing.is_empty() {
+                sources.register_table(name, provider)?;
+            } else {
+                let mut columns: Vec<Expr> = stored
+                    .fields()
+                    .iter()
+                    .map(|f| col(Column::from_name(f.name())))
+                    .collect();
+                columns.extend(
+                    missing.iter().map(|f| {
+                        cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
+                    }),
+                );
+                let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
+                    .project(columns)?
+                    .build()?;
+                sources.register_table(name, Arc::new(ViewTable::new(plan, None)))?;
+            }
         }
         for (view, sql) in [
             (SEGMENTS_VIEW, SEGMENTS_SQL),

@@ -482,6 +482,22 @@ pub fn int64_column(
     )
 }
 
+/// A flag column added to a system table after its first release: each row's value, false
+/// where it is NULL or the column is absent (a table written before the flag existed).
+pub fn added_flag_column(
+    batch: &arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<Vec<bool>> {
+    let Some(column) = batch.column_by_name(name) else {
+        return Ok(vec![false; batch.num_rows()]);
+    };
+    let column = arrow::compute::cast(column, &arrow::datatypes::DataType::Boolean)?;
+    let column = column.as_boolean();
+    Ok((0..batch.num_rows())
+        .map(|row| arrow::array::Array::is_valid(column, row) && column.value(row))
+        .collect())
+}
+
 /// A column of a system-table batch as UTC microseconds.
 pub fn micros_column(
     batch: &arrow::record_batch::RecordBatch,

@@ -198,6 +198,17 @@ def test_persons_are_the_connected_components_and_the_funnel_follows_them(identi
     )[0]["n"]
     assert per_identifier < theirs.get(3, 0)
 
+    # A segment by person holds every identifier of the reference persons that bought.
+    rows(conn, "CREATE SEGMENT buyers BY PERSON AS SELECT user_id FROM events WHERE event = 'purchase'")
+    buyers = {e["user_id"] for e in events if e["event"] == "purchase"}
+    buying_persons = [group for group in partition(reference) if group & buyers]
+    members = rows(conn, "SELECT user_id, person_key FROM segment_members('buyers')")
+    assert sorted(m["user_id"] for m in members) == sorted(set().union(*buying_persons))
+    assert all(m["person_key"] == ours[m["user_id"]] for m in members)
+    assert rows(conn, "SELECT members, persons FROM segments WHERE segment = 'buyers'") == [
+        {"members": len(members), "persons": len(buying_persons)}
+    ]
+
 
 def test_a_limit_keeps_shared_kiosks_from_fusing_people(identity):
     conn, events, profiles, _ = identity

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Int64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use async_trait::async_trait;
+use cohort_sql_extensions::bitmap::RoaringTreemap;
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::{ColumnStatistics, Constraints, Statistics, plan_err};
 use datafusion::error::Result as DfResult;
@@ -31,27 +32,97 @@ use deltalake::DeltaTable;
 use crate::error::{EngineError, Result};
 use crate::tables::{PERSON_KEY, USER_KEY};
 
-/// `user_key -> person_key` of one identity version.
+/// `user_key -> person_key` of one identity version, or of the members of one segment version.
 #[derive(Debug, Default)]
 pub struct PersonMap {
-    /// The `_cohort/identity_persons` version; `None` before the first refresh.
+    /// The `_cohort/identity_persons` version; `None` before the first refresh and for a
+    /// segment's members.
     version: Option<u64>,
-    /// Indexed by user key; keys past the end are their own person.
-    persons: Vec<i64>,
+    persons: Lookup,
+}
+
+/// Only identifiers whose person is another identifier are listed; the rest are their own.
+#[derive(Debug)]
+enum Lookup {
+    /// Indexed by user key: a whole identity version.
+    Dense(Vec<i64>),
+    /// `(user_key, person_key)` sorted by user key: the few identifiers of a segment.
+    Sparse(Vec<(i64, i64)>),
+}
+
+impl Default for Lookup {
+    fn default() -> Self {
+        Lookup::Dense(Vec::new())
+    }
 }
 
 impl PersonMap {
     pub fn person_of(&self, key: i64) -> i64 {
-        usize::try_from(key)
-            .ok()
-            .and_then(|k| self.persons.get(k).copied())
-            .unwrap_or(key)
+        match &self.persons {
+            Lookup::Dense(persons) => usize::try_from(key)
+                .ok()
+                .and_then(|k| persons.get(k).copied())
+                .unwrap_or(key),
+            Lookup::Sparse(pairs) => match pairs.binary_search_by_key(&key, |(k, _)| *k) {
+                Ok(at) => pairs[at].1,
+                Err(_) => key,
+            },
+        }
+    }
+
+    /// The identity version this map is of (`None`: never refreshed, or a segment's members).
+    pub fn version(&self) -> Option<u64> {
+        self.version
     }
 
     /// Whether every identifier is its own person.
     pub fn is_identity(&self) -> bool {
-        self.persons.is_empty()
+        match &self.persons {
+            Lookup::Dense(persons) => persons.is_empty(),
+            Lookup::Sparse(pairs) => pairs.is_empty(),
+        }
     }
+
+    /// The map of a segment version's members (`pairs` as [`PersonMap::members`] gives them).
+    pub fn from_pairs(mut pairs: Vec<(i64, i64)>) -> Self {
+        pairs.sort_unstable();
+        PersonMap {
+            version: None,
+            persons: Lookup::Sparse(pairs),
+        }
+    }
+
+    /// Every identifier whose person is in `persons` (a person's key is one of its
+    /// identifiers), and those among them whose person is another identifier, as
+    /// `(user_key, person_key)` sorted by user key. One pass over the map.
+    pub fn members(&self, persons: &RoaringTreemap) -> (RoaringTreemap, Vec<(i64, i64)>) {
+        let mut identifiers = persons.clone();
+        let mut moved = Vec::new();
+        let mut add = |key: i64, person: i64| {
+            if key != person && persons.contains(person as u64) {
+                identifiers.insert(key as u64);
+                moved.push((key, person));
+            }
+        };
+        match &self.persons {
+            Lookup::Dense(map) => {
+                for (key, person) in map.iter().enumerate() {
+                    add(key as i64, *person);
+                }
+            }
+            Lookup::Sparse(pairs) => {
+                for (key, person) in pairs {
+                    add(*key, *person);
+                }
+            }
+        }
+        (identifiers, moved)
+    }
+}
+
+/// `user_key` of each row mapped to its person through `map` (for plans over user keys).
+pub(crate) fn person_key_of(map: Arc<PersonMap>, user_key: Expr) -> Expr {
+    ScalarUDF::from(PersonKeyOf { map }).call(vec![user_key])
 }
 
 /// The person map of the newest version read, shared by the engine and its sessions.
@@ -91,7 +162,7 @@ impl PersonMapCache {
         }
         let map = Arc::new(PersonMap {
             version: table.version(),
-            persons,
+            persons: Lookup::Dense(persons),
         });
         *cached = Some(Arc::clone(&map));
         Ok(map)

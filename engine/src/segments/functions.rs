@@ -2,10 +2,10 @@
 //!
 //! | name | kind | rows |
 //! |---|---|---|
-//! | `segment_members('name' [, version])` | table function | `user_id, user_key` of the newest (or given) version, and `split_group` for a segment with a `SPLIT` |
-//! | `segment_changes('name', since_version [, until_version])` | table function | `user_id, user_key, [split_group,] change ('entered' / 'exited'), version, changed_at` for every version after `since_version` (up to and including `until_version`) |
-//! | `segments` | view | `segment, schedule, version, members, entered, exited, refreshed_at, query` |
-//! | `segment_versions` | view | `segment, version, run_id, committed_at, members, entered, exited`: size over time |
+//! | `segment_members('name' [, version])` | table function | `user_id, user_key` of the newest (or given) version, `person_key` for a segment `BY PERSON`, and `split_group` for a segment with a `SPLIT` |
+//! | `segment_changes('name', since_version [, until_version])` | table function | `user_id, user_key, [person_key,] [split_group,] change ('entered' / 'exited'), version, changed_at` for every version after `since_version` (up to and including `until_version`) |
+//! | `segments` | view | `segment, schedule, version, members, persons, entered, exited, refreshed_at, query` |
+//! | `segment_versions` | view | `segment, version, run_id, committed_at, members, persons, entered, exited`: size over time |
 //! | `segment_runs` | view | one row per run: `segment, run_id, trigger, scheduled_at, started_at, finished_at, status, version, members, entered, exited, error` |
 //!
 //! ```sql
@@ -16,8 +16,13 @@
 //!
 //! A consumer that stored the last version it processed resumes with
 //! `segment_changes('name', last_version)`: versions are numbered without gaps and never change.
+//!
+//! A segment `BY PERSON` lists every identifier of each member person, with the `person_key`
+//! it had in that version (an exited identifier: in the version it left), so an activation
+//! tool receives all of a person's ids together; `members` counts identifiers and `persons`
+//! people. Its split groups are drawn per person, so a person's identifiers share a group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, TimeUnit};
@@ -30,7 +35,8 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, cast};
 use datafusion::prelude::{col, lit};
 
 use crate::function_args::{UsersOfBitmap, constant_string, table_argument};
-use crate::tables::{USER_KEY, UTC};
+use crate::identity::person_key::{PersonMap, person_key_of};
+use crate::tables::{PERSON_KEY, USER_KEY, UTC};
 
 /// A committed version as the functions need it: bitmaps still serialized, decoded on use.
 #[derive(Debug, Clone)]
@@ -40,6 +46,8 @@ pub struct LoadedVersion {
     pub members: Vec<u8>,
     pub entered: Vec<u8>,
     pub exited: Vec<u8>,
+    /// BY PERSON: `(user_key, person_key)` of the members that are not their person's key.
+    pub person_keys: Option<Vec<u8>>,
 }
 
 /// The versions of the segments a statement refers to, ascending, read before planning.
@@ -48,23 +56,45 @@ pub struct LoadedSegments {
     pub versions: HashMap<String, Arc<Vec<LoadedVersion>>>,
     /// The splits of those segments that have one.
     pub splits: HashMap<String, super::Split>,
+    /// Those of them defined `BY PERSON`.
+    pub by_person: HashSet<String>,
 }
 
 impl LoadedSegments {
-    /// `split_group` for the members of a split segment: their group, computed from the key.
-    fn group_columns(&self, name: &str, split_group: &ScalarUDF) -> Vec<Expr> {
-        match self.splits.get(&name.to_lowercase()) {
-            None => vec![],
-            Some(split) => vec![
+    /// The columns after `user_id, user_key` for the members of `version`: `person_key` for a
+    /// segment BY PERSON, and `split_group` for a split segment (drawn from the person's key
+    /// when there is one, so that a person's identifiers share a group).
+    fn member_columns(
+        &self,
+        name: &str,
+        version: &LoadedVersion,
+        split_group: &ScalarUDF,
+    ) -> Result<Vec<Expr>> {
+        let name = name.to_lowercase();
+        let mut columns = Vec::new();
+        let mut key = col(USER_KEY);
+        if self.by_person.contains(&name) {
+            let pairs = match &version.person_keys {
+                Some(bytes) => super::versions::decode_person_keys(&name, bytes)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                // A version made before the segment was redefined BY PERSON.
+                None => Vec::new(),
+            };
+            key = person_key_of(Arc::new(PersonMap::from_pairs(pairs)), col(USER_KEY));
+            columns.push(key.clone().alias(PERSON_KEY));
+        }
+        if let Some(split) = self.splits.get(&name) {
+            columns.push(
                 split_group
                     .call(vec![
-                        col(USER_KEY),
+                        key,
                         lit(split.seed.as_str()),
                         lit(split.groups.as_str()),
                     ])
                     .alias(super::SPLIT_GROUP_COLUMN),
-            ],
+            );
         }
+        Ok(columns)
     }
 }
 
@@ -149,7 +179,8 @@ impl TableFunctionImpl for SegmentMembersFunction {
         };
         let plan = self.users.plan(
             &bitmap(&chosen.members)?,
-            self.segments.group_columns(&name, &self.split_group),
+            self.segments
+                .member_columns(&name, chosen, &self.split_group)?,
         )?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
@@ -178,9 +209,10 @@ impl TableFunctionImpl for SegmentChangesFunction {
             None => i64::MAX,
         };
         let versions = self.segments.of(NAME, &name)?;
-        let groups = self.segments.group_columns(&name, &self.split_group);
-        let columns = |change: &str, version: i64, at: i64| {
-            let mut columns = groups.clone();
+        let columns = |member: &LoadedVersion, change: &str, version: i64, at: i64| {
+            let mut columns = self
+                .segments
+                .member_columns(&name, member, &self.split_group)?;
             columns.extend([
                 lit(change).alias("change"),
                 lit(version).alias("version"),
@@ -193,23 +225,28 @@ impl TableFunctionImpl for SegmentChangesFunction {
                 )
                 .alias("changed_at"),
             ]);
-            columns
+            Ok::<_, DataFusionError>(columns)
         };
         // An empty bitmap gives the schema when there is nothing to report.
-        let mut plan = LogicalPlanBuilder::from(
-            self.users
-                .plan(&RoaringTreemap::new(), columns("entered", 0, 0))?,
-        );
+        let mut plan = LogicalPlanBuilder::from(self.users.plan(
+            &RoaringTreemap::new(),
+            columns(&versions[0], "entered", 0, 0)?,
+        )?);
         // Only the versions asked for are decoded and planned: a consumer catching up version
         // by version must not pay for the whole history on each step.
-        for version in versions
-            .iter()
-            .filter(|v| v.version > since && v.version <= until)
-        {
-            for (change, bytes) in [("entered", &version.entered), ("exited", &version.exited)] {
+        for (at, version) in versions.iter().enumerate() {
+            if version.version <= since || version.version > until {
+                continue;
+            }
+            // An identifier that exited is reported with the person it had while a member.
+            let before = at.checked_sub(1).map_or(version, |b| &versions[b]);
+            for (change, bytes, member) in [
+                ("entered", &version.entered, version),
+                ("exited", &version.exited, before),
+            ] {
                 let rows = self.users.plan(
                     &bitmap(bytes)?,
-                    columns(change, version.version, version.committed_at),
+                    columns(member, change, version.version, version.committed_at)?,
                 )?;
                 plan = plan.union(rows)?;
             }

@@ -14,6 +14,12 @@
 //! - Every run is recorded in `_cohort/segment_runs`: a `running` row when it starts, a
 //!   `succeeded` / `unchanged` / `failed` row when it ends. Runs found `running` when the server starts were
 //!   interrupted and are marked failed.
+//! - `BY PERSON`: the query's identifiers are taken as their persons at the identity version
+//!   current when the run starts, and the members are every identifier of those persons. A
+//!   version then also stores each member's `person_key` (for the identifiers that are not
+//!   their person's key) and counts `persons`; its diffs stay per identifier, so a consumer
+//!   that applies them holds exactly the identifiers of the current version, and a new
+//!   identifier joining a member person enters.
 //! - SQL: `segment_members('name' [, version])`, `segment_changes('name', since_version)`, and the
 //!   views `segments` and `segment_runs`.
 
@@ -31,7 +37,9 @@ use versions::all_versions;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, col};
@@ -55,6 +63,8 @@ pub struct SegmentDefinition {
     pub created_at: i64,
     /// `SPLIT (...)`: each member's group by a salted hash of their key.
     pub split: Option<Split>,
+    /// Members are persons (`BY PERSON`).
+    pub by_person: bool,
 }
 
 /// A segment's experiment split: `groups` as `SplitGroups` writes it, and the seed that salts
@@ -99,6 +109,8 @@ pub struct SegmentVersion {
     pub members: i64,
     pub entered: i64,
     pub exited: i64,
+    /// People among the members, for a segment `BY PERSON`.
+    pub persons: Option<i64>,
 }
 
 pub fn definitions_schema() -> SchemaRef {
@@ -109,6 +121,8 @@ pub fn definitions_schema() -> SchemaRef {
         Field::new("created_at", timestamp_type(), false),
         Field::new("split", DataType::Utf8, true),
         Field::new("seed", DataType::Utf8, true),
+        // Absent from stores written before BY PERSON: read as false.
+        Field::new("by_person", DataType::Boolean, true),
     ]))
 }
 
@@ -124,6 +138,12 @@ pub fn versions_schema() -> SchemaRef {
         Field::new("members_bitmap", DataType::Binary, false),
         Field::new("entered_bitmap", DataType::Binary, false),
         Field::new("exited_bitmap", DataType::Binary, false),
+        // BY PERSON only (absent from stores written before it): the identity version the
+        // members were resolved at, their person count, and `(user_key, person_key)` of the
+        // members that are not their person's key, as little-endian i64 pairs.
+        Field::new("identity_version", DataType::Int64, true),
+        Field::new("persons", DataType::Int64, true),
+        Field::new("person_keys", DataType::Binary, true),
     ]))
 }
 
@@ -193,6 +213,7 @@ impl Engine {
                     schedule,
                     created_at: now_micros(),
                     split,
+                    by_person: options.by_person,
                 };
                 self.write_segment_definition(&definition).await?;
                 let version = match self
@@ -314,6 +335,7 @@ impl Engine {
                 Arc::new(StringArray::from(vec![
                     definition.split.as_ref().map(|s| s.seed.as_str()),
                 ])),
+                Arc::new(BooleanArray::from(vec![definition.by_person])),
             ],
         )?;
         crate::catalog_objects::write_definition(
@@ -347,6 +369,7 @@ impl Engine {
             // Definitions written before splits existed have neither column.
             let optional = |name: &str| text_column(batch, name).ok();
             let (splits, seeds) = (optional("split"), optional("seed"));
+            let by_person = crate::store::added_flag_column(batch, "by_person")?;
             for row in 0..batch.num_rows() {
                 let text = |column: &Option<StringArray>| {
                     column
@@ -367,6 +390,7 @@ impl Engine {
                         .then(|| schedules.value(row).to_string()),
                     created_at: created.value(row),
                     split,
+                    by_person: by_person[row],
                 });
             }
         }
@@ -381,8 +405,8 @@ impl Engine {
             .ok_or_else(|| unknown_segment(name))
     }
 
-    /// `SHOW SEGMENTS`: name, schedule, version, members, refreshed_at, next_run, split, seed,
-    /// query.
+    /// `SHOW SEGMENTS`: name, schedule, version, members, persons, refreshed_at, next_run,
+    /// split, seed, query.
     async fn show_segments(&self) -> Result<DataFrame> {
         let definitions = self.segment_definitions().await?;
         let mut latest: HashMap<String, SegmentVersion> = HashMap::new();
@@ -402,6 +426,7 @@ impl Engine {
             Field::new("schedule", DataType::Utf8, true),
             Field::new("version", DataType::Int64, true),
             Field::new("members", DataType::Int64, true),
+            Field::new("persons", DataType::Int64, true),
             Field::new("refreshed_at", timestamp_type(), true),
             Field::new("next_run", timestamp_type(), true),
             Field::new("split", DataType::Utf8, true),
@@ -427,6 +452,11 @@ impl Engine {
                 )),
                 Arc::new(Int64Array::from_iter(
                     definitions.iter().map(|d| version_of(d).map(|v| v.members)),
+                )),
+                Arc::new(Int64Array::from_iter(
+                    definitions
+                        .iter()
+                        .map(|d| version_of(d).and_then(|v| v.persons)),
                 )),
                 Arc::new(
                     definitions

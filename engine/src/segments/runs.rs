@@ -16,7 +16,7 @@ use datafusion::prelude::{col, lit};
 use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 
-use super::versions::read_versions;
+use super::versions::{encode_person_keys, read_versions};
 use super::{SegmentDefinition, SegmentVersion, Trigger, now_micros, runs_schema, versions_schema};
 use crate::Engine;
 use crate::error::{EngineError, Result};
@@ -237,11 +237,12 @@ impl Engine {
         Ok(failed)
     }
 
-    /// The newest committed version of a segment, with its members.
+    /// The newest committed version of a segment, with its members and (BY PERSON) their
+    /// stored person keys.
     async fn latest_segment_version(
         &self,
         segment: &str,
-    ) -> Result<Option<(SegmentVersion, RoaringTreemap)>> {
+    ) -> Result<Option<(SegmentVersion, RoaringTreemap, Option<Vec<u8>>)>> {
         let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? else {
             return Ok(None);
         };
@@ -261,7 +262,18 @@ impl Engine {
             &DataType::Binary,
         )?;
         let members = decode("segment", bitmap.as_binary::<i32>().value(0))?;
-        Ok(versions.into_iter().next().map(|v| (v, members)))
+        let person_keys = match batch.column_by_name("person_keys") {
+            Some(column) => {
+                let column = cast(column, &DataType::Binary)?;
+                let column = column.as_binary::<i32>();
+                column.is_valid(0).then(|| column.value(0).to_vec())
+            }
+            None => None,
+        };
+        Ok(versions
+            .into_iter()
+            .next()
+            .map(|v| (v, members, person_keys)))
     }
 
     async fn materialise(
@@ -276,6 +288,12 @@ impl Engine {
                 definition.name
             ))
         })?;
+        // Resolved before the query runs: the persons are those of one identity version.
+        let persons = if definition.by_person {
+            Some(self.person_map().await?)
+        } else {
+            None
+        };
         let mut stream = df.execute_stream().await?;
         let mut members = RoaringTreemap::new();
         let mut unknown = 0usize;
@@ -294,15 +312,31 @@ impl Engine {
             tracing::warn!(segment = %definition.name, rows = unknown,
                 "segment query returned user ids the store has never seen; they were left out");
         }
+        // BY PERSON: the members become every identifier of the persons the query named.
+        let by_person = persons.map(|map| {
+            let people = members
+                .iter()
+                .map(|key| map.person_of(key as i64) as u64)
+                .collect();
+            let (identifiers, moved) = map.members(&people);
+            members = identifiers;
+            (
+                map.version(),
+                people.len() as i64,
+                encode_person_keys(&moved),
+            )
+        });
+        let person_keys = by_person.as_ref().map(|(_, _, keys)| keys.clone());
         let previous = self.latest_segment_version(&definition.name).await?;
         let (number, before) = match previous {
             // A version with nobody entering or leaving would only make consumers page through
             // empty diffs (a schedule every few seconds would pile them up): the run is recorded,
-            // the current version stays.
-            Some((version, bitmap)) if bitmap == members => {
+            // the current version stays. For a segment BY PERSON the persons of its members
+            // must not have changed either (two members merged).
+            Some((version, bitmap, keys)) if bitmap == members && keys == person_keys => {
                 return Ok(Materialised::Unchanged(version));
             }
-            Some((version, bitmap)) => (version.version + 1, bitmap),
+            Some((version, bitmap, _)) => (version.version + 1, bitmap),
             None => (1, RoaringTreemap::new()),
         };
         let entered = &members - &before;
@@ -315,7 +349,12 @@ impl Engine {
             members: members.len() as i64,
             entered: entered.len() as i64,
             exited: exited.len() as i64,
+            persons: by_person.as_ref().map(|(_, persons, _)| *persons),
         };
+        let identity_version = by_person
+            .as_ref()
+            .and_then(|(version, _, _)| *version)
+            .map(|v| v as i64);
         let row = RecordBatch::try_new(
             versions_schema(),
             vec![
@@ -331,6 +370,9 @@ impl Engine {
                 Arc::new(BinaryArray::from_iter_values([encode(&members)])),
                 Arc::new(BinaryArray::from_iter_values([encode(&entered)])),
                 Arc::new(BinaryArray::from_iter_values([encode(&exited)])),
+                Arc::new(Int64Array::from(vec![identity_version])),
+                Arc::new(Int64Array::from(vec![version.persons])),
+                Arc::new(BinaryArray::from_iter([person_keys.as_deref()])),
             ],
         )?;
         // Conditional on nobody else having committed this version number meanwhile.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BinaryArray, Int64Array, RecordBatch};
+use arrow::array::{Array, AsArray, BinaryArray, Int64Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::{col, lit};
@@ -33,6 +33,9 @@ impl Engine {
             loaded.versions.insert(name.clone(), Arc::default());
             if let Some(split) = &definition.split {
                 loaded.splits.insert(name.clone(), split.clone());
+            }
+            if definition.by_person {
+                loaded.by_person.insert(name.clone());
             }
         }
         let Some(table) = self.store.latest(SystemTable::SegmentVersions).await? else {
@@ -91,6 +94,11 @@ async fn read_segment_versions(
             bytes("entered_bitmap")?,
             bytes("exited_bitmap")?,
         );
+        // Versions of a segment made before BY PERSON have no person keys.
+        let person_keys = match batch.column_by_name("person_keys") {
+            Some(column) => Some(cast(column, &DataType::Binary)?.as_binary::<i32>().clone()),
+            None => None,
+        };
         for (row, version) in versions.into_iter().enumerate() {
             loaded
                 .entry(version.segment)
@@ -101,6 +109,10 @@ async fn read_segment_versions(
                     members: members.value(row).to_vec(),
                     entered: entered.value(row).to_vec(),
                     exited: exited.value(row).to_vec(),
+                    person_keys: person_keys
+                        .as_ref()
+                        .filter(|keys| keys.is_valid(row))
+                        .map(|keys| keys.value(row).to_vec()),
                 });
         }
     }
@@ -124,23 +136,23 @@ type SegmentsByTableVersion = tokio::sync::Mutex<
 
 /// Every committed version of every segment, without the bitmaps (which are not read).
 pub(super) async fn all_versions(table: &deltalake::DeltaTable) -> Result<Vec<SegmentVersion>> {
-    let batches = crate::store::scan_table(table)
-        .await?
-        .select(
-            [
-                "segment",
-                "version",
-                "run_id",
-                "committed_at",
-                "members",
-                "entered",
-                "exited",
-            ]
-            .map(col)
-            .to_vec(),
-        )?
-        .collect()
-        .await?;
+    let scan = crate::store::scan_table(table).await?;
+    let mut columns = [
+        "segment",
+        "version",
+        "run_id",
+        "committed_at",
+        "members",
+        "entered",
+        "exited",
+    ]
+    .map(col)
+    .to_vec();
+    // Stores written before BY PERSON have no person counts.
+    if scan.schema().field_with_unqualified_name("persons").is_ok() {
+        columns.push(col("persons"));
+    }
+    let batches = scan.select(columns)?.collect().await?;
     let mut versions = Vec::new();
     for batch in &batches {
         versions.extend(read_versions(batch)?);
@@ -168,6 +180,7 @@ pub(super) fn read_versions(batch: &RecordBatch) -> Result<Vec<SegmentVersion>> 
         int("entered")?,
         int("exited")?,
     );
+    let persons = int("persons").ok();
     Ok((0..batch.num_rows())
         .map(|row| SegmentVersion {
             segment: segments.value(row).to_string(),
@@ -177,6 +190,34 @@ pub(super) fn read_versions(batch: &RecordBatch) -> Result<Vec<SegmentVersion>> 
             members: members.value(row),
             entered: entered.value(row),
             exited: exited.value(row),
+            persons: persons
+                .as_ref()
+                .filter(|p| p.is_valid(row))
+                .map(|p| p.value(row)),
         })
+        .collect())
+}
+
+/// `(user_key, person_key)` pairs as a version stores them: little-endian i64s, in order.
+pub(super) fn encode_person_keys(pairs: &[(i64, i64)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(pairs.len() * 16);
+    for (key, person) in pairs {
+        bytes.extend_from_slice(&key.to_le_bytes());
+        bytes.extend_from_slice(&person.to_le_bytes());
+    }
+    bytes
+}
+
+pub(super) fn decode_person_keys(segment: &str, bytes: &[u8]) -> Result<Vec<(i64, i64)>> {
+    if bytes.len() % 16 != 0 {
+        return Err(EngineError::Corrupt(format!(
+            "segment '{segment}': its person keys are {} bytes, not a whole number of pairs",
+            bytes.len()
+        )));
+    }
+    let int = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8 bytes"));
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|pair| (int(&pair[..8]), int(&pair[8..])))
         .collect())
 }

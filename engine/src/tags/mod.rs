@@ -179,16 +179,7 @@ impl Engine {
                     let valued = cast(stored_column(batch, "valued")?, &DataType::Boolean)?;
                     let valued = valued.as_boolean();
                     let created = micros_column(batch, "created_at")?;
-                    let by_person = match batch.column_by_name("by_person") {
-                        Some(column) => Some(cast(column, &DataType::Boolean)?),
-                        None => None,
-                    };
-                    let by_person = |row: usize| {
-                        by_person.as_ref().is_some_and(|c| {
-                            let c = c.as_boolean();
-                            c.is_valid(row) && c.value(row)
-                        })
-                    };
+                    let by_person = crate::store::added_flag_column(batch, "by_person")?;
                     for row in 0..batch.num_rows() {
                         definitions.push(TagDefinition {
                             name: names.value(row).to_string(),
@@ -198,7 +189,7 @@ impl Engine {
                                 .is_valid(row)
                                 .then(|| schedules.value(row).to_string()),
                             created_at: created.value(row),
-                            by_person: by_person(row),
+                            by_person: by_person[row],
                         });
                     }
                 }
