@@ -370,7 +370,7 @@ impl Engine {
             let optional = |name: &str| text_column(batch, name).ok();
             let (splits, seeds) = (optional("split"), optional("seed"));
             let by_person = crate::store::added_flag_column(batch, "by_person")?;
-            for row in 0..batch.num_rows() {
+            for (row, by_person) in by_person.into_iter().enumerate() {
                 let text = |column: &Option<StringArray>| {
                     column
                         .as_ref()
@@ -390,7 +390,7 @@ impl Engine {
                         .then(|| schedules.value(row).to_string()),
                     created_at: created.value(row),
                     split,
-                    by_person: by_person[row],
+                    by_person,
                 });
             }
         }

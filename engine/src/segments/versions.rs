@@ -209,7 +209,7 @@ pub(super) fn encode_person_keys(pairs: &[(i64, i64)]) -> Vec<u8> {
 }
 
 pub(super) fn decode_person_keys(segment: &str, bytes: &[u8]) -> Result<Vec<(i64, i64)>> {
-    if bytes.len() % 16 != 0 {
+    if !bytes.len().is_multiple_of(16) {
         return Err(EngineError::Corrupt(format!(
             "segment '{segment}': its person keys are {} bytes, not a whole number of pairs",
             bytes.len()

@@ -180,7 +180,7 @@ impl Engine {
                     let valued = valued.as_boolean();
                     let created = micros_column(batch, "created_at")?;
                     let by_person = crate::store::added_flag_column(batch, "by_person")?;
-                    for row in 0..batch.num_rows() {
+                    for (row, by_person) in by_person.into_iter().enumerate() {
                         definitions.push(TagDefinition {
                             name: names.value(row).to_string(),
                             query: queries.value(row).to_string(),
@@ -189,7 +189,7 @@ impl Engine {
                                 .is_valid(row)
                                 .then(|| schedules.value(row).to_string()),
                             created_at: created.value(row),
-                            by_person: by_person[row],
+                            by_person,
                         });
                     }
                 }
