@@ -221,34 +221,8 @@ impl Engine {
                 identity::refusals_schema(),
             ),
         ] {
-            let provider = self
-                .system_provider(ctx, table, || schema.as_ref().clone())
+            self.register_view_source(ctx, &sources, name, table, schema)
                 .await?;
-            // A store written before a column was added lacks it: the views read it as NULL.
-            let stored = provider.schema();
-            let missing: Vec<_> = schema
-                .fields()
-                .iter()
-                .filter(|f| stored.field_with_name(f.name()).is_err())
-                .collect();
-            if missing.is_empty() {
-                sources.register_table(name, provider)?;
-            } else {
-                let mut columns: Vec<Expr> = stored
-                    .fields()
-                    .iter()
-                    .map(|f| col(Column::from_name(f.name())))
-                    .collect();
-                columns.extend(
-                    missing.iter().map(|f| {
-                        cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
-                    }),
-                );
-                let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
-                    .project(columns)?
-                    .build()?;
-                sources.register_table(name, Arc::new(ViewTable::new(plan, None)))?;
-            }
         }
         let identities =
             "SELECT k.user_id, k.user_key, coalesce(p.person_key, k.user_key) AS person_key \
@@ -275,6 +249,46 @@ impl Engine {
         Ok(())
     }
 
+    /// Registers `table` in `sources` as `name`, for views planned over it. A store written
+    /// before a column of `schema` was added lacks it: the views read it as NULL.
+    async fn register_view_source(
+        &self,
+        ctx: &SessionContext,
+        sources: &SessionContext,
+        name: &str,
+        table: SystemTable,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<()> {
+        let provider = self
+            .system_provider(ctx, table, || schema.as_ref().clone())
+            .await?;
+        let stored = provider.schema();
+        let missing: Vec<_> = schema
+            .fields()
+            .iter()
+            .filter(|f| stored.field_with_name(f.name()).is_err())
+            .collect();
+        if missing.is_empty() {
+            sources.register_table(name, provider)?;
+            return Ok(());
+        }
+        let mut columns: Vec<Expr> = stored
+            .fields()
+            .iter()
+            .map(|f| col(Column::from_name(f.name())))
+            .collect();
+        columns.extend(
+            missing
+                .iter()
+                .map(|f| cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())),
+        );
+        let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
+            .project(columns)?
+            .build()?;
+        sources.register_table(name, Arc::new(ViewTable::new(plan, None)))?;
+        Ok(())
+    }
+
     /// `segments`, `segment_versions` and `segment_runs`, planned over the system tables.
     async fn register_segment_views(&self, ctx: &SessionContext) -> Result<()> {
         let sources = SessionContext::new();
@@ -291,34 +305,8 @@ impl Engine {
             ),
             ("runs", SystemTable::SegmentRuns, segments::runs_schema()),
         ] {
-            let provider = self
-                .system_provider(ctx, table, || schema.as_ref().clone())
+            self.register_view_source(ctx, &sources, name, table, schema)
                 .await?;
-            // A store written before a column was added lacks it: the views read it as NULL.
-            let stored = provider.schema();
-            let missing: Vec<_> = schema
-                .fields()
-                .iter()
-                .filter(|f| stored.field_with_name(f.name()).is_err())
-                .collect();
-            if missing.is_empty() {
-                sources.register_table(name, provider)?;
-            } else {
-                let mut columns: Vec<Expr> = stored
-                    .fields()
-                    .iter()
-                    .map(|f| col(Column::from_name(f.name())))
-                    .collect();
-                columns.extend(
-                    missing.iter().map(|f| {
-                        cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
-                    }),
-                );
-                let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
-                    .project(columns)?
-                    .build()?;
-                sources.register_table(name, Arc::new(ViewTable::new(plan, None)))?;
-            }
         }
         for (view, sql) in [
             (SEGMENTS_VIEW, SEGMENTS_SQL),
