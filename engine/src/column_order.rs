@@ -6,6 +6,8 @@
 //! properties. Rather than rewrite the log, SQL sees each table through [`BaseColumnsFirst`]: the
 //! leading columns in their order, then every other column in the log's order. Scans ask the
 //! Delta provider for the same columns in its own order and reorder them with a projection.
+//! Columns Cohort keeps for its own bookkeeping (names starting with `__cohort_`, such as when
+//! each profile attribute was written) are left out of what SQL sees.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 
-use crate::tables::TableKind;
+use crate::tables::{TableKind, is_reserved_column};
 
 /// `inner` with `kind`'s leading columns first; `inner` itself when its order is already that.
 pub fn base_columns_first(
@@ -33,13 +35,15 @@ pub fn base_columns_first(
         .iter()
         .filter_map(|name| schema.index_of(name).ok())
         .collect();
-    order.extend(
-        (0..schema.fields().len()).filter(|i| !leading.contains(&schema.field(*i).name().as_str())),
-    );
-    if order
-        .iter()
-        .enumerate()
-        .all(|(position, inner)| position == *inner)
+    order.extend((0..schema.fields().len()).filter(|i| {
+        let name = schema.field(*i).name().as_str();
+        !leading.contains(&name) && !is_reserved_column(name)
+    }));
+    if order.len() == schema.fields().len()
+        && order
+            .iter()
+            .enumerate()
+            .all(|(position, inner)| position == *inner)
     {
         return inner;
     }
@@ -156,7 +160,7 @@ impl TableProvider for BaseColumnsFirst {
 
     fn statistics(&self) -> Option<Statistics> {
         let mut statistics = self.inner.statistics()?;
-        if statistics.column_statistics.len() != self.order.len() {
+        if statistics.column_statistics.len() != self.inner.schema().fields().len() {
             return None;
         }
         let columns = std::mem::take(&mut statistics.column_statistics);

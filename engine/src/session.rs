@@ -21,7 +21,10 @@ use crate::identity::{
 };
 use crate::segments::functions::{LoadedSegments, SegmentChangesFunction, SegmentMembersFunction};
 use crate::segments::{self, SEGMENT_CHANGES, SEGMENT_MEMBERS};
-use crate::tables::{CATALOG, SCHEMA, SystemTable, TableKind, USER_ID, USER_KEY};
+use crate::tables::{
+    CATALOG, PERSON_KEY, SCHEMA, SystemTable, TableKind, USER_ID, USER_KEY, is_reserved_column,
+    written_at_column,
+};
 use crate::tags::functions::{AudienceFunction, AudienceOverlapFunction, scalar_functions};
 use crate::tags::resolve::ResolvedTags;
 use crate::tags::{AUDIENCE, AUDIENCE_OVERLAP, VALUE, bitmaps_schema};
@@ -35,6 +38,7 @@ pub const TAGS_VIEW: &str = "tags";
 pub const SEGMENTS_VIEW: &str = "segments";
 pub const SEGMENT_VERSIONS_VIEW: &str = "segment_versions";
 pub const SEGMENT_RUNS_VIEW: &str = "segment_runs";
+pub const PERSONS_VIEW: &str = "persons";
 
 const SEGMENTS_SQL: &str = "SELECT d.name AS segment, d.schedule, v.version, v.members, v.persons, v.entered, \
      v.exited, v.committed_at AS refreshed_at, d.query FROM definitions d LEFT JOIN \
@@ -93,8 +97,13 @@ impl Engine {
             cache: self.identity_cache.persons.clone(),
         };
         for kind in TableKind::ALL {
-            let provider = self.table_provider(&ctx, kind).await?;
+            let stored = self.stored_provider(&ctx, kind).await?;
+            let provider = crate::column_order::base_columns_first(kind, Arc::clone(&stored));
             ctx.register_table(kind.name(), WithPersonKey::wrap(provider, persons.clone()))?;
+            if kind == TableKind::Profiles {
+                let profiles = WithPersonKey::wrap(stored, persons.clone());
+                ctx.register_table(PERSONS_VIEW, persons_view(profiles).await?)?;
+            }
         }
         let user_id_type = ctx
             .table_provider(TableKind::Events.name())
@@ -337,7 +346,8 @@ impl Engine {
         }
     }
 
-    async fn table_provider(
+    /// The table as stored, bookkeeping columns included.
+    async fn stored_provider(
         &self,
         ctx: &SessionContext,
         kind: TableKind,
@@ -345,12 +355,47 @@ impl Engine {
         match self.store.latest(kind).await? {
             Some(table) => {
                 table.update_datafusion_session(&ctx.state())?;
-                Ok(crate::column_order::base_columns_first(
-                    kind,
-                    table.table_provider().await?,
-                ))
+                Ok(table.table_provider().await?)
             }
             None => Ok(Arc::new(EmptyTable::new(kind.empty_schema()))),
         }
     }
+}
+
+/// One row per person with a profile: `person_key`, the `user_ids` whose profile rows were
+/// merged, then every attribute. Each attribute is the most recently written non-null value
+/// among the person's identifiers (ties, and values written before Cohort kept write times,
+/// go to the newest identifier, the one with the largest user key).
+async fn persons_view(profiles: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+    let schema = profiles.schema();
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let mut columns = vec![
+        PERSON_KEY.to_string(),
+        format!("array_agg({USER_ID} ORDER BY {USER_KEY}) AS user_ids"),
+    ];
+    for field in schema.fields() {
+        let name = field.name();
+        if [USER_ID, USER_KEY, PERSON_KEY].contains(&name.as_str()) || is_reserved_column(name) {
+            continue;
+        }
+        let attribute = quoted(name);
+        let written = written_at_column(name);
+        let written = if schema.field_with_name(&written).is_ok() {
+            quoted(&written)
+        } else {
+            "CAST(NULL AS TIMESTAMP)".to_string()
+        };
+        columns.push(format!(
+            "first_value({attribute} ORDER BY {written} DESC NULLS LAST, {USER_KEY} DESC) \
+             FILTER (WHERE {attribute} IS NOT NULL) AS {attribute}"
+        ));
+    }
+    let sql = format!(
+        "SELECT {} FROM profiles GROUP BY {PERSON_KEY}",
+        columns.join(", ")
+    );
+    let sources = SessionContext::new();
+    sources.register_table(TableKind::Profiles.name(), profiles)?;
+    let plan = sources.sql(&sql).await?.into_unoptimized_plan();
+    Ok(Arc::new(ViewTable::new(plan, Some(sql))))
 }

@@ -30,6 +30,20 @@ pub const USER_KEY: &str = "user_key";
 /// among the person's identifiers; a user key when identity was never resolved.
 pub const PERSON_KEY: &str = "person_key";
 
+/// Column names Cohort keeps for its own bookkeeping: refused in inputs, hidden from SQL.
+pub const RESERVED_PREFIX: &str = "__cohort_";
+const WRITTEN_AT_PREFIX: &str = "__cohort_written_at__";
+
+/// Beside each profile attribute, when an ingest last wrote it (the `persons` view's "most
+/// recent value wins" needs it per attribute: upserts write only the columns they carry).
+pub fn written_at_column(attribute: &str) -> String {
+    format!("{WRITTEN_AT_PREFIX}{attribute}")
+}
+
+pub fn is_reserved_column(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
 /// Where a Delta table lives inside the store, relative to its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TableLocation(pub &'static str);

@@ -235,3 +235,76 @@ async fn split_segments_join_definitions_written_before_splits() {
         2
     );
 }
+
+/// Profiles written before Cohort kept when each attribute was written still merge into
+/// persons: their values rank below any value written since, and among themselves by user key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persons_merge_profiles_written_before_write_times() {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use cohort_engine::tables::TableKind;
+    use deltalake::protocol::SaveMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path()).await;
+    engine
+        .execute_collect(
+            "INSERT INTO events (user_id, event, ts, login_of) VALUES ('a', 'view', '2026-11-01T00:00:00Z', NULL), ('b', 'login', '2026-11-01T00:01:00Z', 'a')",
+        )
+        .await
+        .unwrap();
+    let legacy = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new("user_key", DataType::Int64, true),
+            Field::new("plan", DataType::Utf8, true),
+            Field::new("country", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b"])),
+            Arc::new(Int64Array::from(vec![0, 1])),
+            Arc::new(StringArray::from(vec![Some("free"), Some("pro")])),
+            Arc::new(StringArray::from(vec![Some("SE"), None])),
+        ],
+    )
+    .unwrap();
+    engine
+        .store()
+        .fresh_handle(TableKind::Profiles)
+        .await
+        .unwrap()
+        .write(vec![legacy])
+        .with_save_mode(SaveMode::Append)
+        .await
+        .unwrap();
+    engine
+        .execute_collect(
+            "CREATE IDENTITY RULE login AS SELECT login_of, user_id FROM events WHERE event = 'login'",
+        )
+        .await
+        .unwrap();
+    engine.execute_collect("REFRESH IDENTITY").await.unwrap();
+    let person = "SELECT plan || '/' || coalesce(country, '-') FROM persons WHERE person_key = 0";
+    let text = |batch: RecordBatch| {
+        arrow::compute::cast(batch.column(0), &DataType::Utf8)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_string()
+    };
+    // Both plans undated: b's (the larger key) wins; only a has a country.
+    assert_eq!(text(rows(&engine, person).await), "pro/SE");
+
+    engine
+        .execute_collect("INSERT INTO profiles (user_id, plan) VALUES ('a', 'team')")
+        .await
+        .unwrap();
+    assert_eq!(text(rows(&engine, person).await), "team/SE");
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM persons").await,
+        1,
+        "a and b are one person"
+    );
+}

@@ -58,6 +58,9 @@ CREATE VIEW traits AS SELECT NULL::bigint AS user_id, NULL::bigint AS user_key;
 CREATE VIEW identities AS SELECT NULL::text AS user_id, NULL::bigint AS user_key, NULL::bigint AS person_key;
 CREATE VIEW identity_merges AS SELECT NULL::bigint AS version, NULL::bigint AS person_key,
     NULL::bigint AS merged_person_key, NULL::text AS rule, NULL::timestamptz AS merged_at;
+CREATE VIEW persons AS SELECT NULL::bigint AS person_key, NULL::bigint[] AS user_ids, NULL::text AS country,
+    NULL::text AS plan, NULL::bigint AS age, NULL::double precision AS ltv,
+    NULL::timestamptz AS signup_at, NULL::text[] AS tags;
 CREATE VIEW identity_refusals AS SELECT NULL::bigint AS version, NULL::text AS rule, NULL::text AS limited_by,
     NULL::text AS user_id, NULL::text AS other_user_id, NULL::bigint AS user_key,
     NULL::bigint AS other_user_key, NULL::timestamptz AS refused_at;

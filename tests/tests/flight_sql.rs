@@ -91,6 +91,7 @@ async fn metadata_calls_describe_the_store() {
             "identities",
             "identity_merges",
             "identity_refusals",
+            "persons",
             "profiles",
             "segment_runs",
             "segment_versions",

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, new_null_array};
+use arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{
     DataType, Date32Type, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit,
@@ -15,7 +15,10 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::error::{EngineError, Result};
-use crate::tables::{EVENT, EVENT_DATE, TS, TableKind, USER_ID, USER_KEY, timestamp_type};
+use crate::tables::{
+    EVENT, EVENT_DATE, RESERVED_PREFIX, TS, TableKind, USER_ID, USER_KEY, UTC, is_reserved_column,
+    timestamp_type, written_at_column,
+};
 
 /// Characters Delta Lake does not allow in column names (without column mapping).
 const FORBIDDEN_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
@@ -90,7 +93,17 @@ impl Normalizer {
             if name == crate::tables::PERSON_KEY {
                 return Err(EngineError::invalid_input(
                     source,
-                    "column 'person_key' is computed by identity resolution (REFRESH IDENTITY);                      leave it out of the input or rename it",
+                    "column 'person_key' is computed by identity resolution (REFRESH IDENTITY); \
+                     leave it out of the input or rename it",
+                ));
+            }
+            if is_reserved_column(name) {
+                return Err(EngineError::invalid_input(
+                    source,
+                    format!(
+                        "column '{name}': names starting with '{RESERVED_PREFIX}' are reserved for \
+                         Cohort's bookkeeping; rename the column"
+                    ),
                 ));
             }
             if let Some(bad) = name.chars().find(|c| FORBIDDEN_IN_NAMES.contains(c)) {
@@ -216,7 +229,20 @@ impl Normalizer {
             });
         }
         let mut provided = self.provided;
+        // Every attribute this ingest carries is written now, for every row it holds (a row
+        // without a value writes NULL, as the upsert does).
+        let mut written = Vec::new();
+        if self.kind == TableKind::Profiles {
+            for attribute in provided.iter().filter(|name| name.as_str() != USER_ID) {
+                let column = written_at_column(attribute);
+                if !fields.iter().any(|f| *f.name() == column) {
+                    fields.push(Arc::new(Field::new(&column, timestamp_type(), true)));
+                }
+                written.push(column);
+            }
+        }
         provided.push(USER_KEY.to_string());
+        let written_at = written_now();
         let schema = Arc::new(Schema::new(fields));
         let mut out = Vec::with_capacity(self.batches.len());
         for batch in self.batches {
@@ -225,6 +251,9 @@ impl Normalizer {
                 let column = if self.kind == TableKind::Events && field.name() == EVENT_DATE {
                     let ts = batch.column_by_name(TS).expect("events always have ts");
                     cast_with_options(ts, &DataType::Date32, &CastOptions::default())?
+                } else if written.contains(field.name()) {
+                    let times = TimestampMicrosecondArray::from_value(written_at, batch.num_rows());
+                    Arc::new(times.with_timezone(UTC))
                 } else {
                     match batch.column_by_name(field.name()) {
                         Some(c) => Arc::clone(c),
@@ -240,12 +269,21 @@ impl Normalizer {
                 &options,
             )?);
         }
+        provided.extend(written);
         Ok(Normalized {
             schema,
             batches: out,
             provided,
         })
     }
+}
+
+/// Microseconds since the epoch: the write time of every attribute one ingest carries.
+fn written_now() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// An input's `event_date` must be the UTC date of its `ts` (or missing): a different date
