@@ -35,6 +35,8 @@ enum Kind {
         source: String,
     },
     Catalog(CatalogStatement),
+    /// `OPTIMIZE events|profiles`.
+    Optimize(TableKind),
 }
 
 /// A statement checked for one caller and classified; see [`Engine::classify_as`].
@@ -77,7 +79,7 @@ impl Kind {
         match self {
             Kind::Query(_) => false,
             Kind::Catalog(statement) => !statement.reads_only(),
-            Kind::Insert { .. } => true,
+            Kind::Insert { .. } | Kind::Optimize(_) => true,
         }
     }
 }
@@ -92,6 +94,9 @@ fn classify_parsed(sql: &str, limits: &StatementLimits) -> Result<Kind> {
     limits.check(sql)?;
     if let Some(statement) = crate::catalog_statement::parse(sql)? {
         return Ok(Kind::Catalog(statement));
+    }
+    if let Some(table) = crate::optimize::parse(sql)? {
+        return Ok(Kind::Optimize(table));
     }
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
         .map_err(crate::error::statement_error)?;
@@ -236,6 +241,9 @@ impl Engine {
                 ))
             }
             Kind::Catalog(statement) => self.run_catalog_statement(statement).await,
+            Kind::Optimize(table) => Ok(StatementOutcome::RowsAffected(
+                self.optimize(table).await?.rows,
+            )),
             Kind::Insert {
                 table,
                 columns,
@@ -294,7 +302,7 @@ impl Engine {
                 columns,
                 source,
             } => self.insert_parameter_types(*table, columns, source).await,
-            Kind::Query(_) | Kind::Catalog(_) => Ok(Vec::new()),
+            Kind::Query(_) | Kind::Catalog(_) | Kind::Optimize(_) => Ok(Vec::new()),
         }
     }
 
@@ -472,7 +480,7 @@ pub async fn plan_query_schema(
             let schema = engine.execute_collect(&sql).await?.0;
             Ok((schema, Vec::new()))
         }
-        Kind::Catalog(_) => Ok((rows_affected_batch(0).schema(), Vec::new())),
+        Kind::Catalog(_) | Kind::Optimize(_) => Ok((rows_affected_batch(0).schema(), Vec::new())),
     }
 }
 

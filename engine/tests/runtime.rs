@@ -135,3 +135,109 @@ async fn states_past_the_memory_limit_still_give_every_group() {
         );
     }
 }
+
+/// OPTIMIZE sorts a day of many ingests within the memory limit: one file per day afterwards,
+/// in (user_id, ts) order, with every row and its key kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_sorts_fragmented_days_within_the_memory_limit() {
+    use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use cohort_engine::TableKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig {
+        data: dir.path().join("store").to_string_lossy().into_owned(),
+        memory_limit: Some(16 << 20),
+        spill_dir: Some(dir.path().join("spill")),
+        target_partitions: Some(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event", DataType::Utf8, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let day = 1_793_491_200_000_000i64; // 2026-11-01T00:00:00Z
+    let (ingests, rows) = (4i64, 60_000i64);
+    for ingest in 0..ingests {
+        // Each ingest holds every user, at a later hour than the one before.
+        let users: Vec<i64> = (0..rows).map(|i| (i * 7_919) % rows).collect();
+        let ts: Vec<i64> = users
+            .iter()
+            .map(|u| day + ingest * 3_600_000_000 + u * 1_000)
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(users)),
+                Arc::new(StringArray::from(vec!["view"; rows as usize])),
+                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+            ],
+        )
+        .unwrap();
+        engine
+            .ingest_batches(TableKind::Events, "test", &schema, &[batch])
+            .await
+            .unwrap();
+    }
+    let keys_before = sum(&engine, "SELECT sum(user_key * (user_id + 1)) FROM events").await;
+
+    let report = engine.optimize(TableKind::Events).await.unwrap();
+    assert_eq!(
+        (report.partitions, report.files_removed, report.files_added),
+        (1, ingests as u64, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.rows, (ingests * rows) as u64);
+    let table = engine
+        .store()
+        .latest(TableKind::Events)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(table.snapshot().unwrap().log_data().num_files(), 1);
+    assert_eq!(
+        sum(&engine, "SELECT sum(user_key * (user_id + 1)) FROM events").await,
+        keys_before
+    );
+
+    // One file, one partition: the scan returns the file's order.
+    let StatementOutcome::Query(df) = engine
+        .execute("SELECT user_id, ts FROM events", None)
+        .await
+        .unwrap()
+    else {
+        panic!("a query")
+    };
+    let mut previous: Option<(i64, i64)> = None;
+    let mut seen = 0;
+    for batch in df.collect().await.unwrap() {
+        let users = batch.column(0).as_primitive::<Int64Type>();
+        let ts = batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        for i in 0..batch.num_rows() {
+            let row = (users.value(i), ts.value(i));
+            assert!(previous <= Some(row), "{previous:?} before {row:?}");
+            previous = Some(row);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, ingests * rows);
+    let again = engine.optimize(TableKind::Events).await.unwrap();
+    assert_eq!((again.files_removed, again.version), (0, None));
+}
+
+async fn sum(engine: &Engine, sql: &str) -> i64 {
+    let StatementOutcome::Query(df) = engine.execute(sql, None).await.unwrap() else {
+        panic!("a query")
+    };
+    let batches = df.collect().await.unwrap();
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}

@@ -1,4 +1,4 @@
-//! The `cohort` command: serve, ingest, sql, demo, auth.
+//! The `cohort` command: serve, ingest, optimize, sql, demo, auth.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -28,6 +28,7 @@ pub async fn run() -> anyhow::Result<()> {
     let (store, serve) = match &cli.command {
         Command::Serve(args) => (Some(&args.store), Some(args)),
         Command::Ingest(args) => (Some(&args.store), None),
+        Command::Optimize(args) => (Some(&args.store), None),
         Command::Sql(args) => (Some(&args.store), None),
         Command::Demo(args) => (Some(&args.store), None),
         Command::Auth(_) => (None, None),
@@ -72,6 +73,26 @@ pub async fn run() -> anyhow::Result<()> {
                     report.table
                 ),
                 None => println!("no rows in the input: nothing written to {}", report.table),
+            }
+            Ok(())
+        }
+        Command::Optimize(args) => {
+            let engine = Engine::open(settings.engine).await?;
+            let report = engine.optimize(args.table.into()).await?;
+            match report.version {
+                Some(version) => println!(
+                    "{}: {} files in {} rewritten into {} ({}, version {version})",
+                    report.table,
+                    report.files_removed,
+                    match (report.table, report.partitions) {
+                        (cohort_engine::TableKind::Profiles, _) => "the table".to_string(),
+                        (_, 1) => "1 day".to_string(),
+                        (_, days) => format!("{days} days"),
+                    },
+                    report.files_added,
+                    rows_text(report.rows),
+                ),
+                None => println!("{}: nothing to optimize", report.table),
             }
             Ok(())
         }

@@ -73,6 +73,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load Parquet, CSV or NDJSON files into a table, all or nothing.
     Ingest(IngestArgs),
+    /// Rewrite a table's fragmented files into few sorted ones (OPTIMIZE), in one commit.
+    Optimize(OptimizeArgs),
     /// Run one SQL statement, on the store directly or against a server.
     Sql(SqlArgs),
     /// Write the reproducible demo data set.
@@ -165,6 +167,16 @@ pub struct IngestArgs {
     /// The input format, whatever the file names say.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<InputFormatArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Table to optimize.
+    #[arg(long, value_enum)]
+    pub table: TableArg,
 }
 
 /// The input formats `cohort ingest` reads; gzip-compressed input is recognised by itself.

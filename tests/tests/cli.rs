@@ -588,6 +588,48 @@ fn sql_runs_scripts_from_the_command_line_a_file_and_standard_input() {
 }
 
 #[test]
+fn optimize_merges_the_files_of_a_day_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&dir);
+    let optimize = || run_cli(&["optimize", "--data", &store, "--table", "events"]);
+    let (ok, out, err) = optimize();
+    assert!(ok, "{err}");
+    assert_eq!(out, "events: nothing to optimize\n");
+    for (name, rows) in [
+        (
+            "a.csv",
+            "2,view,2026-05-01T10:00:00Z\n1,view,2026-05-01T11:00:00Z\n",
+        ),
+        ("b.csv", "1,buy,2026-05-01T10:30:00Z\n"),
+        ("c.csv", "3,view,2026-05-02T09:00:00Z\n"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, format!("user_id,event,ts\n{rows}")).unwrap();
+        let (ok, _, err) = ingest_events(&store, &file);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = optimize();
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "events: 2 files in 1 day rewritten into 1 (3 rows, version 3)\n"
+    );
+    let (ok, out, err) = optimize();
+    assert!(ok, "{err}");
+    assert_eq!(out, "events: nothing to optimize\n");
+    let (ok, out, err) = run_cli(&[
+        "sql",
+        "--data",
+        &store,
+        "--format",
+        "csv",
+        "SELECT user_id, event FROM events ORDER BY ts",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "user_id,event\n2,view\n1,buy\n1,view\n3,view\n");
+}
+
+#[test]
 fn help_lists_table_names_and_auth_takes_no_store_options() {
     let (ok, out, _) = run_cli(&["ingest", "--help"]);
     assert!(ok);
