@@ -1,5 +1,5 @@
-//! Tags across engine restarts and through their history: what `.slt` cannot check because
-//! it depends on commit times.
+//! Tags across engine restarts and through their history, and stores written by an older
+//! Cohort: what `.slt` cannot check because it depends on commit times or on the store's past.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;

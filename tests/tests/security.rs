@@ -83,6 +83,8 @@ async fn every_service_needs_credentials_and_roles_limit_what_callers_do() {
     assert_eq!(code(&err), Code::PermissionDenied, "{err}");
     let err = query(&mut reader, "REFRESH TAGS").await.unwrap_err();
     assert_eq!(code(&err), Code::PermissionDenied, "{err}");
+    let err = query(&mut reader, "OPTIMIZE events").await.unwrap_err();
+    assert_eq!(code(&err), Code::PermissionDenied, "{err}");
     let batch = RecordBatch::try_from_iter([
         (
             "user_id",
